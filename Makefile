@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make quickstart` and `make test`. Each sets up what it needs.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rlvla-installed
+export MUJOCO_GL ?= egl
+# llvmpipe (software GL) spawns one thread per core per context; one per process renders faster here.
+export LP_NUM_THREADS ?= 1
+
+.PHONY: quickstart test test-slow bench sysdeps clean-venv
+
+$(STAMP): pyproject.toml
+	@bash scripts/sysdeps.sh
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: a newer one would pull gigabytes of CUDA wheels.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+quickstart: $(STAMP)
+	$(BIN)/rlvla quickstart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/rlvla bench env --json
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,278 @@
+"""MetaWorld v3 tasks as vision-language Gymnasium environments.
+
+Observation (a dict):
+    image           uint8 (H, W, 3), upright, from the first camera
+    image_<camera>  uint8 (H, W, 3) for each further camera, when several are asked for
+    proprio         float32 (4,): the robot's own state only: hand position (x, y, z) and gripper opening
+    instruction     str: a natural-language instruction for the task
+
+Object and goal positions never enter the observation: they are in ``info`` (``obj_pos``, ``goal_pos``,
+``rand_vec``, ``state``: MetaWorld's full 39-d state) for rewards, experts and analysis.
+
+Action: float32 in [-1, 1]: (4,) = hand displacement (x, y, z) and gripper effort, or (chunk, 4) when
+``chunk > 1``: one ``step`` then runs the chunk's actions in order, renders once at the end, sums the rewards
+and stops early at termination; ``info["substep_rewards"]`` (length ``chunk``, zero-padded) and
+``info["substeps"]`` (how many ran) keep the per-action rewards.
+
+``terminated`` is True on success (``terminate_on_success``); ``truncated`` when ``max_steps`` low-level
+actions have run. They are never merged.
+
+Layouts: ``reset(seed=s)`` makes the episode's layout, instruction and perturbation a function of the layout
+seed ``s`` alone (see :mod:`rlvla.envs.splits`); a ``reset()`` without a seed takes the next seed after the
+previous episode's. MetaWorld's own benchmark wrappers cycle through 50 fixed layouts whatever the seed, so
+the layout vector is drawn here, from our own seeded generator.
+"""
+
+from __future__ import annotations
+
+import types
+
+import gymnasium as gym
+import numpy as np
+
+from rlvla.envs import splits as S
+from rlvla.envs.instructions import INSTRUCTIONS
+from rlvla.envs.render import FastRenderer, check_cameras, ensure_gl_backend
+from rlvla.envs.scene import SceneEditor
+from rlvla.envs.tasks import TASKS, resolve_task
+
+INSTRUCTION_CHARSET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789 ,.'-")
+PROPRIO_DIM = 4
+DEFAULT_MAX_STEPS = 200
+
+
+class NonFiniteError(ValueError):
+    """An action, observation or reward contained NaN or inf."""
+
+
+class MetaWorldVLAEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
+
+    def __init__(
+        self,
+        task: str,
+        split: str = "id",
+        seed: int | None = None,
+        image_size: int = 64,
+        cameras=("corner",),
+        chunk: int = 1,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        terminate_on_success: bool = True,
+        goal_marker: bool = True,
+        render_mode: str | None = None,
+    ) -> None:
+        ensure_gl_backend()
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        self.task = resolve_task(task)
+        self.split = S.check_split(split)
+        if seed is not None:
+            S.check_split_seed(self.split, seed)
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        if int(max_steps) < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"unknown render_mode {render_mode!r}; valid: rgb_array")
+        self.cameras = check_cameras(cameras)
+        self.image_size = int(image_size)
+        if self.cameras and not 8 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
+        self.chunk = int(chunk)
+        self.max_steps = int(max_steps)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.render_mode = render_mode
+        self._base_seed = seed
+        self._task_index = TASKS.index(self.task)
+
+        mw = ALL_V3_ENVIRONMENTS[self.task]()
+        mw._partially_observable = False  # full state (goal included) goes to info, never to the observation
+        mw.__dict__.pop("sawyer_observation_space", None)
+        mw._set_task_called = True
+        mw.max_path_length = 10**9  # truncation is ours (max_steps), in low-level steps
+        self._mw = mw
+        self._rand_low = np.asarray(mw._random_reset_space.low, float)
+        self._rand_high = np.asarray(mw._random_reset_space.high, float)
+        self._layout_rng = np.random.default_rng(0)
+        # Every redraw (MetaWorld rejects layouts whose goal is too close to the object) comes from our generator.
+        mw._get_state_rand_vec = types.MethodType(_make_rand_vec_sampler(self), mw)
+
+        self._scene = SceneEditor(mw.model)
+        if goal_marker:
+            mw.reset()
+            self._scene.show_goal_markers([name for name, _ in mw._target_site_config])
+        self._renderer = FastRenderer(mw.model, self.image_size, self.cameras) if self.cameras else None
+        import mujoco
+
+        self._camera_ids = [mujoco.mj_name2id(mw.model, mujoco.mjtObj.mjOBJ_CAMERA, c) for c in self.cameras]
+
+        spaces = {}
+        if self.cameras:
+            img = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+            spaces["image"] = img
+            for cam in self.cameras[1:]:
+                spaces[f"image_{cam}"] = img
+        spaces["proprio"] = gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32)
+        spaces["instruction"] = gym.spaces.Text(max_length=128, min_length=1, charset="".join(sorted(INSTRUCTION_CHARSET)))
+        self.observation_space = gym.spaces.Dict(spaces)
+        shape = (4,) if self.chunk == 1 else (self.chunk, 4)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape, np.float32)
+
+        self._next_seed: int | None = seed
+        self.layout_seed: int | None = None
+        self.instruction = ""
+        self._t = 0
+        self._state = None
+        self._last_images: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ episode set-up
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is None:
+            seed = self._next_seed
+        if seed is None:  # no seed anywhere: a fresh training layout from the env's own generator
+            seed = int(self.np_random.integers(S.TRAIN_SEEDS.start, S.TRAIN_SEEDS.stop))
+        seed = int(seed)
+        self.seed_role = S.check_split_seed(self.split, seed)
+        self.layout_seed = seed
+        self._next_seed = seed + 1
+
+        # Independent streams per purpose, so that id/visual/camera/language share layouts seed for seed.
+        self._layout_rng = np.random.default_rng([self._task_index, seed, 0])
+        look_rng = np.random.default_rng([self._task_index, seed, 1])
+        words_rng = np.random.default_rng([self._task_index, seed, 2])
+
+        self._scene.restore()
+        if self.split == "ood-visual":
+            self._scene.perturb_visual(look_rng)
+        elif self.split == "ood-camera":
+            self._scene.perturb_cameras(look_rng, self._camera_ids)
+        pool = INSTRUCTIONS[self.task]["heldout" if self.split == "ood-language" else "train"]
+        self.instruction = pool[int(words_rng.integers(len(pool)))]
+        if options and "instruction" in options:
+            self.instruction = str(options["instruction"])
+
+        state, _ = self._mw.reset()
+        self._t = 0
+        self._state = state
+        self._check_finite(state, "observation")
+        obs = self._observe()
+        return obs, self._info(success=False)
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, action):
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        act = np.asarray(action, dtype=np.float32)
+        if act.shape != self.action_space.shape:
+            raise ValueError(f"action shape {act.shape} does not match the action space {self.action_space.shape}")
+        if not np.all(np.isfinite(act)):
+            raise NonFiniteError(f"action contains NaN or inf: {act.tolist()}; check the policy's output")
+        acts = act.reshape(-1, 4)
+        rewards = np.zeros(self.chunk, dtype=np.float32)
+        terminated = truncated = success = False
+        n = 0
+        mw_info: dict = {}
+        for a in acts:
+            state, r, _, _, mw_info = self._mw.step(np.clip(a, -1.0, 1.0))
+            self._t += 1
+            rewards[n] = r
+            n += 1
+            self._check_finite(state, "observation")
+            self._check_finite(np.asarray(r), "reward")
+            success = success or bool(mw_info.get("success", False))
+            if success and self.terminate_on_success:
+                terminated = True
+                break
+            if self._t >= self.max_steps:
+                truncated = True
+                break
+        self._state = state
+        obs = self._observe()
+        info = self._info(success=success)
+        info["substep_rewards"] = rewards
+        info["substeps"] = n
+        for key in ("near_object", "grasp_success", "grasp_reward", "in_place_reward", "obj_to_target"):
+            if key in mw_info:
+                info[key] = float(mw_info[key])
+        return obs, float(rewards[:n].sum()), terminated, truncated, info
+
+    # ------------------------------------------------------------------ helpers
+    def _observe(self) -> dict:
+        obs = {}
+        if self._renderer is not None:
+            self._last_images = self._renderer.render(self._mw.data)
+            obs["image"] = self._last_images[self.cameras[0]]
+            for cam in self.cameras[1:]:
+                obs[f"image_{cam}"] = self._last_images[cam]
+        obs["proprio"] = self._state[:PROPRIO_DIM].astype(np.float32)
+        obs["instruction"] = self.instruction
+        return obs
+
+    def _info(self, success: bool) -> dict:
+        mw = self._mw
+        return {
+            "success": bool(success),
+            "task": self.task,
+            "split": self.split,
+            "layout_seed": self.layout_seed,
+            "instruction": self.instruction,
+            "obj_pos": np.asarray(mw._get_pos_objects()[:3], dtype=np.float32),
+            "goal_pos": np.asarray(mw._target_pos, dtype=np.float32),
+            "rand_vec": np.asarray(mw._last_rand_vec, dtype=np.float32),
+            "state": np.asarray(self._state, dtype=np.float32),
+            "elapsed_steps": self._t,
+        }
+
+    def _check_finite(self, x, what: str) -> None:
+        if not np.all(np.isfinite(x)):
+            raise NonFiniteError(
+                f"simulator returned a non-finite {what} in task {self.task} (layout seed {self.layout_seed}, "
+                f"step {self._t}); the physics went unstable: reset the environment"
+            )
+
+    def render(self):
+        if self._renderer is None:
+            raise RuntimeError("this environment renders no camera (cameras=()); pass cameras=('corner',)")
+        return self._last_images[self.cameras[0]]
+
+    def get_sim_state(self) -> dict:
+        """Everything needed to restore this exact moment later (for tree search and analysis)."""
+        d = self._mw.data
+        return {
+            "qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "mocap_pos": d.mocap_pos.copy(),
+            "mocap_quat": d.mocap_quat.copy(), "act": d.act.copy(), "time": float(d.time), "t": self._t,
+            "state": None if self._state is None else self._state.copy(),
+        }  # fmt: skip
+
+    def set_sim_state(self, s: dict) -> None:
+        import mujoco
+
+        d = self._mw.data
+        d.qpos[:], d.qvel[:], d.mocap_pos[:], d.mocap_quat[:] = s["qpos"], s["qvel"], s["mocap_pos"], s["mocap_quat"]
+        d.act[:] = s["act"]
+        d.time = s["time"]
+        mujoco.mj_forward(self._mw.model, d)
+        self._t = s["t"]
+        self._state = s["state"].copy()
+        self._mw.curr_path_length = s["t"]
+
+    def close(self) -> None:
+        if getattr(self, "_renderer", None) is not None:
+            self._renderer.close()
+            self._renderer = None
+        mw = getattr(self, "_mw", None)
+        if mw is not None and getattr(mw, "mujoco_renderer", None) is not None:
+            try:
+                mw.mujoco_renderer.close()
+            except Exception:  # noqa: BLE001 - nothing was opened on it
+                pass
+
+
+def _make_rand_vec_sampler(env: MetaWorldVLAEnv):
+    def _get_state_rand_vec(mw_self):
+        vec = S.sample_layout(env._layout_rng, env._rand_low, env._rand_high, env.split)
+        mw_self._last_rand_vec = vec
+        return vec
+
+    return _get_state_rand_vec

@@ -1,0 +1,100 @@
+"""Fast offscreen rendering of a MuJoCo model for small policy images.
+
+Rendering is the CPU bottleneck of pixel RL here (software GL). The renderer therefore turns off shadows,
+reflections, skybox and multisampling, sizes the offscreen buffer to the image, and renders only when the
+environment needs an observation. Renderers are tracked and closed at interpreter exit so that GL contexts are
+never torn down in an arbitrary order (which prints tracebacks on EGL).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+
+import numpy as np
+
+# MetaWorld's corner cameras are mounted upside down: their images must have their rows flipped.
+FLIPPED_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
+CAMERAS: tuple[str, ...] = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+
+_LIVE: "weakref.WeakSet[FastRenderer]" = weakref.WeakSet()
+_EXIT_HOOK = False
+
+
+def _close_all() -> None:
+    for r in list(_LIVE):
+        r.close()
+
+
+def _register_exit_hook() -> None:
+    # Registered after mujoco's GL module has registered its own exit handler: handlers run last-in
+    # first-out, so our renderers close while the GL display still exists.
+    global _EXIT_HOOK
+    if not _EXIT_HOOK:
+        atexit.register(_close_all)
+        _EXIT_HOOK = True
+
+
+def ensure_gl_backend() -> None:
+    """Pick a headless GL backend before mujoco is imported (EGL unless the user chose one)."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    # llvmpipe starts a thread per core for every context; with one renderer per process one thread is faster.
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+
+
+def check_cameras(cameras, model=None) -> tuple[str, ...]:
+    cameras = tuple(cameras)
+    valid = CAMERAS if model is None else tuple(model.camera(i).name for i in range(model.ncam))
+    for cam in cameras:
+        if cam not in valid:
+            raise ValueError(f"unknown camera {cam!r}; valid cameras: {', '.join(valid)}")
+    if len(set(cameras)) != len(cameras):
+        raise ValueError(f"camera list {cameras} repeats a camera; name each camera once")
+    return cameras
+
+
+class FastRenderer:
+    """Renders ``cameras`` of ``model`` at ``size`` x ``size``, upright, as uint8 HxWx3 arrays."""
+
+    def __init__(self, model, size: int, cameras) -> None:
+        ensure_gl_backend()
+        import mujoco
+
+        self._mujoco = mujoco
+        self.cameras = check_cameras(cameras, model)
+        self.size = int(size)
+        model.vis.global_.offwidth = self.size
+        model.vis.global_.offheight = self.size
+        model.vis.quality.offsamples = 0
+        self._renderer = mujoco.Renderer(model, self.size, self.size)
+        flags = self._renderer.scene.flags
+        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
+        _register_exit_hook()
+        self._cam_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, c) for c in self.cameras]
+        _LIVE.add(self)
+
+    def render(self, data) -> dict[str, np.ndarray]:
+        out = {}
+        for cam, cam_id in zip(self.cameras, self._cam_ids):
+            self._renderer.update_scene(data, camera=cam_id)
+            img = self._renderer.render()
+            out[cam] = np.ascontiguousarray(img[::-1]) if cam in FLIPPED_CAMERAS else img
+        return out
+
+    def close(self) -> None:
+        r = getattr(self, "_renderer", None)
+        if r is not None:
+            self._renderer = None
+            try:
+                r.close()
+            except Exception:  # noqa: BLE001 - a context already gone at exit is not an error worth a traceback
+                pass
+        _LIVE.discard(self)
+
+    def __del__(self) -> None:
+        self.close()
