@@ -1,0 +1,68 @@
+"""The `rlvla` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlvla", description="RL post-training of vision-language-action policies")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("collect", help="collect scripted-expert demonstrations into a LeRobot v3.0 dataset")
+    c.add_argument("--tasks", default="quickstart", help="task names or sets (comma-separated), e.g. mt10")
+    c.add_argument("--episodes", type=int, default=20, help="episodes per task")
+    c.add_argument("--out", required=True, help="dataset directory (continued if it exists)")
+    c.add_argument("--image-size", type=int, default=64)
+    c.add_argument("--cameras", default="corner", help="comma-separated camera names")
+    c.add_argument("--max-steps", type=int, default=200)
+    c.add_argument("--noise", type=float, default=0.0, help="std of Gaussian action noise")
+    c.add_argument("--failure-prob", type=float, default=0.0, help="probability of an injected failure per episode")
+    c.add_argument("--seed-offset", type=int, default=0, help="first training layout seed")
+    c.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
+    c.add_argument("--quiet", action="store_true")
+
+    b = sub.add_parser("bench", help="benchmarks")
+    b.add_argument("what", choices=["env"])
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--task", default="push-v3")
+    b.add_argument("--image-size", type=int, default=64)
+    b.add_argument("--steps", type=int, default=1000)
+
+    t = sub.add_parser("tasks", help="list tasks, task sets and splits")
+    t.add_argument("--json", action="store_true")
+
+    q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
+    q.add_argument("--out", default="runs/quickstart")
+    q.add_argument("--episodes", type=int, default=5, help="demonstrations per task")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "collect":
+            from rlvla.runners.collect import collect_main
+
+            return collect_main(args)
+        if args.cmd == "bench":
+            from rlvla.runners.bench_env import bench_main
+
+            return bench_main(args)
+        if args.cmd == "tasks":
+            from rlvla.runners.info import tasks_main
+
+            return tasks_main(args)
+        if args.cmd == "quickstart":
+            from rlvla.runners.quickstart import quickstart_main
+
+            return quickstart_main(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"rlvla {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Collect expert demonstrations into a LeRobot v3.0 dataset.
+
+Recipe: for each task, episode k uses training layout seed ``TRAIN_SEEDS.start + seed_offset + k``; a pool of
+``spawn`` workers runs the episodes (scripted expert + rendering) and the parent writes each finished episode
+atomically, in a fixed order, so the dataset does not depend on the number of workers. Running the same
+command again on an existing directory continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rlvla.data.lerobot import LeRobotWriter
+from rlvla.envs import TRAIN_SEEDS, resolve_tasks
+from rlvla.envs.experts import ExpertConfig
+from rlvla.envs.render import check_cameras
+
+PROPRIO_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
+ACTION_NAMES = ["dx", "dy", "dz", "grip"]
+
+
+@dataclass
+class CollectConfig:
+    tasks: tuple[str, ...]
+    episodes: int  # per task
+    out: str
+    image_size: int = 64
+    cameras: tuple[str, ...] = ("corner",)
+    max_steps: int = 200
+    noise_std: float = 0.0
+    failure_prob: float = 0.0
+    seed_offset: int = 0
+    workers: int = 0  # 0: one per core
+
+    def __post_init__(self) -> None:
+        self.tasks = resolve_tasks(self.tasks)
+        self.cameras = check_cameras(self.cameras)
+        if not self.cameras:
+            raise ValueError("collect needs at least one camera")
+        if self.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.seed_offset < 0 or TRAIN_SEEDS.start + self.seed_offset + 100 * self.episodes >= TRAIN_SEEDS.stop:
+            raise ValueError(
+                f"seed offset {self.seed_offset} leaves the training seed range; demonstrations are only collected "
+                f"on training seeds [{TRAIN_SEEDS.start}, {TRAIN_SEEDS.stop})"
+            )
+        ExpertConfig(noise_std=self.noise_std, failure_prob=self.failure_prob)  # validates
+
+
+def features(cfg: CollectConfig) -> dict:
+    f = {}
+    for cam in cfg.cameras:
+        f[f"observation.images.{cam}"] = {
+            "dtype": "image", "shape": [cfg.image_size, cfg.image_size, 3], "names": ["height", "width", "channels"],
+        }  # fmt: skip
+    f["observation.state"] = {"dtype": "float32", "shape": [4], "names": PROPRIO_NAMES}
+    f["action"] = {"dtype": "float32", "shape": [4], "names": ACTION_NAMES}
+    for k in ("next.reward",):
+        f[k] = {"dtype": "float32", "shape": [1], "names": None}
+    for k in ("next.done", "next.terminated", "next.truncated", "next.success"):
+        f[k] = {"dtype": "bool", "shape": [1], "names": None}
+    return f
+
+
+# ------------------------------------------------------------------------------------------- worker side
+_ENVS: dict = {}
+
+
+def _run_episode(job: dict) -> dict:
+    """Run one expert episode (in a worker); return its frames and metadata."""
+    from rlvla.envs import make_env
+    from rlvla.envs.experts import ScriptedExpert
+
+    key = (job["task"], job["image_size"], tuple(job["cameras"]), job["max_steps"])
+    if key not in _ENVS:
+        _ENVS[key] = make_env(
+            job["task"], image_size=job["image_size"], cameras=tuple(job["cameras"]), max_steps=job["max_steps"]
+        )
+    env = _ENVS[key]
+    expert = ScriptedExpert(
+        job["task"], ExpertConfig(noise_std=job["noise_std"], failure_prob=job["failure_prob"]), seed=job["seed"]
+    )
+    obs, info = env.reset(seed=job["seed"])
+    expert.begin_episode()
+    cams = env.cameras
+    buf: dict[str, list] = {k: [] for k in features_keys(cams)}
+    done = False
+    while not done:
+        action = expert.act(info)
+        for i, cam in enumerate(cams):
+            buf[f"observation.images.{cam}"].append(obs["image"] if i == 0 else obs[f"image_{cam}"])
+        buf["observation.state"].append(obs["proprio"])
+        buf["action"].append(action)
+        obs, reward, term, trunc, info = env.step(action)
+        done = term or trunc
+        buf["next.reward"].append(reward)
+        buf["next.done"].append(done)
+        buf["next.terminated"].append(term)
+        buf["next.truncated"].append(trunc)
+        buf["next.success"].append(info["success"])
+    frames = {k: np.asarray(v) for k, v in buf.items()}
+    meta = {
+        "env_task": job["task"], "split": "id", "layout_seed": job["seed"], "success": bool(info["success"]),
+        "expert_noise_std": float(job["noise_std"]), "failure_injected": bool(expert.fails),
+    }  # fmt: skip
+    return {"frames": frames, "task": env.instruction, "meta": meta}
+
+
+def features_keys(cams) -> list[str]:
+    keys = [f"observation.images.{c}" for c in cams]
+    return keys + ["observation.state", "action", "next.reward", "next.done", "next.terminated", "next.truncated", "next.success"]
+
+
+# ------------------------------------------------------------------------------------------- parent side
+def collect(cfg: CollectConfig, progress: bool = True) -> dict:
+    """Collect ``cfg.episodes`` episodes per task into ``cfg.out``; returns a summary."""
+    writer = LeRobotWriter(cfg.out, features=features(cfg), fps=80)
+    done_per_task: dict[str, int] = {t: 0 for t in cfg.tasks}
+    next_seed: dict[str, int] = {t: TRAIN_SEEDS.start + cfg.seed_offset for t in cfg.tasks}
+    for e in writer.episodes:
+        t = e.get("env_task")
+        if t in done_per_task:
+            done_per_task[t] += 1
+            next_seed[t] = max(next_seed[t], int(e["layout_seed"]) + 1)
+    resumed = sum(done_per_task.values())
+
+    def jobs():
+        # Round-robin over tasks so an interrupted run leaves a balanced dataset.
+        pending = dict(done_per_task)
+        while any(pending[t] < cfg.episodes for t in cfg.tasks):
+            for t in cfg.tasks:
+                if pending[t] < cfg.episodes:
+                    seed = next_seed[t]
+                    next_seed[t] += 1
+                    pending[t] += 1
+                    yield {
+                        "task": t, "seed": seed, "image_size": cfg.image_size, "cameras": list(cfg.cameras),
+                        "max_steps": cfg.max_steps, "noise_std": cfg.noise_std, "failure_prob": cfg.failure_prob,
+                    }  # fmt: skip
+
+    total = len(cfg.tasks) * cfg.episodes - resumed
+    workers = cfg.workers or min(mp.cpu_count(), max(1, total))
+    results = _map(jobs(), workers)
+    stats = {"episodes": 0, "frames": 0, "successes": 0, "resumed_from": resumed}
+    bar = _progress(total, progress)
+    try:
+        for r in results:
+            writer.add_episode(r["frames"], r["task"], r["meta"])
+            stats["episodes"] += 1
+            stats["frames"] += len(r["frames"]["action"])
+            stats["successes"] += int(r["meta"]["success"])
+            bar.advance()
+    finally:
+        bar.close()
+        close = getattr(results, "close", None)
+        if close:
+            close()
+    stats["total_episodes"] = writer.info["total_episodes"]
+    stats["config"] = asdict(cfg)
+    return stats
+
+
+def _map(jobs, workers: int):
+    if workers <= 1:
+        return (_run_episode(j) for j in jobs)
+    ctx = mp.get_context("spawn")  # never fork a process that may hold a GL context
+    pool = ctx.Pool(workers)
+
+    def gen():
+        try:
+            yield from pool.imap(_run_episode, jobs, chunksize=1)
+        finally:
+            pool.terminate()
+            pool.join()
+
+    return gen()
+
+
+class _progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._p = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._p = Progress("collect", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
+            self._p.start()
+            self._task = self._p.add_task("collect", total=total)
+
+    def advance(self) -> None:
+        if self._p:
+            self._p.advance(self._task)
+
+    def close(self) -> None:
+        if self._p:
+            self._p.stop()
+
+
+def collect_main(args) -> int:
+    cfg = CollectConfig(
+        tasks=args.tasks, episodes=args.episodes, out=args.out, image_size=args.image_size,
+        cameras=tuple(c for c in args.cameras.split(",") if c), max_steps=args.max_steps, noise_std=args.noise,
+        failure_prob=args.failure_prob, seed_offset=args.seed_offset, workers=args.workers,
+    )  # fmt: skip
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    s = collect(cfg, progress=not args.quiet)
+    print(
+        f"collected {s['episodes']} episodes ({s['frames']} frames, {s['successes']} successful) into {cfg.out}; "
+        f"dataset now has {s['total_episodes']} episodes"
+    )
+    return 0
