@@ -10,7 +10,7 @@ import numpy as np
 
 # Goal markers: MetaWorld draws the goal as a 1-2 pixel site at 64x64. A sphere of this radius covers
 # several pixels at 64x64 from the corner cameras while staying smaller than the objects it marks.
-GOAL_MARKER_RADIUS = 0.03
+GOAL_MARKER_RADIUS = 0.04
 GOAL_MARKER_RGBA = np.array([0.1, 0.9, 0.1, 1.0])
 
 # ood-visual: colour and light changes, each drawn in [lo, hi] with a random sign where signed.

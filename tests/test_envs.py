@@ -1,0 +1,315 @@
+"""Environment suite: Gymnasium compliance, seeding, splits, chunks, experts and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from rlvla.envs import EVAL_SEEDS, TASK_SETS, TASKS, eval_seeds, make_env, make_vec_env, train_seeds
+from rlvla.envs.experts import ExpertConfig, ScriptedExpert
+from rlvla.envs.instructions import INSTRUCTIONS
+from rlvla.envs.metaworld_env import NonFiniteError
+from rlvla.envs.splits import ID_FRACTION, OOD_POSITION_INNER, normalised
+
+warnings.filterwarnings("ignore", category=UserWarning)
+
+EVAL0 = eval_seeds(1)[0]
+
+
+@pytest.fixture(scope="module")
+def reach():
+    env = make_env("reach-v3", seed=0)
+    yield env
+    env.close()
+
+
+def test_check_env_passes():
+    from gymnasium.utils.env_checker import check_env
+
+    for chunk in (1, 4):
+        env = make_env("push-v3", seed=3, chunk=chunk)
+        check_env(env, skip_render_check=True)
+        env.close()
+
+
+def test_observation_holds_only_robot_state(reach):
+    obs, info = reach.reset(seed=5)
+    assert set(obs) == {"image", "proprio", "instruction"}
+    assert obs["image"].dtype == np.uint8 and obs["image"].shape == (64, 64, 3)
+    assert obs["proprio"].dtype == np.float32 and obs["proprio"].shape == (4,)
+    np.testing.assert_allclose(obs["proprio"], info["state"][:4], rtol=1e-6)
+    # object and goal positions live in info only, and are not hidden inside the proprio vector
+    for key in ("obj_pos", "goal_pos"):
+        assert info[key].shape == (3,)
+        assert not np.any(np.isclose(obs["proprio"][:3], info[key], atol=1e-4).all())
+    assert obs["instruction"] in INSTRUCTIONS["reach-v3"]["train"]
+    assert info["success"] is False
+
+
+def test_seeded_determinism_same_seed_same_first_image_and_positions():
+    a = make_env("pick-place-v3")
+    b = make_env("pick-place-v3")
+    oa, ia = a.reset(seed=123)
+    ob, ib = b.reset(seed=123)
+    np.testing.assert_array_equal(oa["image"], ob["image"])
+    np.testing.assert_array_equal(ia["obj_pos"], ib["obj_pos"])
+    np.testing.assert_array_equal(ia["goal_pos"], ib["goal_pos"])
+    assert oa["instruction"] == ob["instruction"]
+    oc, ic = a.reset(seed=124)
+    assert not np.allclose(ic["rand_vec"], ia["rand_vec"])
+    assert not np.array_equal(oc["image"], oa["image"])
+    # a reset without a seed continues with the next layout seed
+    a.reset(seed=123)
+    _, inext = a.reset()
+    assert inext["layout_seed"] == 124
+    np.testing.assert_array_equal(inext["rand_vec"], ic["rand_vec"])
+    a.close()
+    b.close()
+
+
+def test_metaworld_layouts_do_not_repeat_across_seeds():
+    # MetaWorld's benchmark wrappers cycle through 50 fixed layouts; ours must not.
+    env = make_env("reach-v3", cameras=())
+    vecs = {tuple(np.round(env.reset(seed=s)[1]["rand_vec"], 6)) for s in train_seeds(120)}
+    assert len(vecs) == 120
+    env.close()
+
+
+def test_train_and_eval_layouts_are_disjoint():
+    env = make_env("push-v3", cameras=())
+    train = {tuple(np.round(env.reset(seed=s)[1]["rand_vec"], 6)) for s in train_seeds(50)}
+    evals = {tuple(np.round(env.reset(seed=s)[1]["rand_vec"], 6)) for s in eval_seeds(50)}
+    assert not train & evals
+    env.close()
+
+
+def test_ood_position_is_outside_training_region():
+    for task in ("reach-v3", "push-v3", "pick-place-v3", "drawer-open-v3"):
+        idenv = make_env(task, split="id", cameras=())
+        ood = make_env(task, split="ood-position", cameras=())
+        low, high = ood._rand_low, ood._rand_high
+        for s in eval_seeds(20):
+            u_id = normalised(idenv.reset(seed=s)[1]["rand_vec"], low, high)
+            u_ood = normalised(ood.reset(seed=s)[1]["rand_vec"], low, high)
+            assert np.nanmax(np.abs(u_id)) <= ID_FRACTION + 1e-5
+            assert np.nanmax(np.abs(u_ood)) >= OOD_POSITION_INNER - 1e-5
+        idenv.close()
+        ood.close()
+
+
+@pytest.mark.parametrize("split", ["ood-visual", "ood-camera"])
+def test_appearance_splits_change_pixels_not_positions(split):
+    idenv = make_env("push-v3", split="id")
+    ood = make_env("push-v3", split=split)
+    for s in eval_seeds(3):
+        oi, ii = idenv.reset(seed=s)
+        oo, io = ood.reset(seed=s)
+        np.testing.assert_array_equal(ii["rand_vec"], io["rand_vec"])
+        np.testing.assert_allclose(ii["obj_pos"], io["obj_pos"], atol=1e-6)
+        changed = (np.abs(oi["image"].astype(int) - oo["image"].astype(int)).sum(-1) > 30).mean()
+        assert changed > 0.10, f"{split} changed only {changed:.1%} of pixels"
+    # the perturbation does not leak into later id episodes of the same env
+    o1, _ = idenv.reset(seed=EVAL0)
+    ood.reset(seed=EVAL0)
+    ood._scene.restore()
+    fresh = make_env("push-v3", split="id")
+    np.testing.assert_array_equal(fresh.reset(seed=EVAL0)[0]["image"], o1["image"])
+    for e in (idenv, ood, fresh):
+        e.close()
+
+
+def test_ood_visual_is_deterministic_per_seed():
+    a = make_env("reach-v3", split="ood-visual")
+    b = make_env("reach-v3", split="ood-visual")
+    np.testing.assert_array_equal(a.reset(seed=EVAL0 + 7)[0]["image"], b.reset(seed=EVAL0 + 7)[0]["image"])
+    assert not np.array_equal(a.reset(seed=EVAL0 + 8)[0]["image"], b.reset(seed=EVAL0 + 7)[0]["image"])
+    a.close()
+    b.close()
+
+
+def test_ood_language_uses_only_unseen_instructions():
+    for task in TASK_SETS["mt10"]:
+        env = make_env(task, split="ood-language", cameras=())
+        train = {s for t in TASKS for s in INSTRUCTIONS[t]["train"]}
+        seen = {env.reset(seed=s)[0]["instruction"] for s in eval_seeds(12)}
+        assert seen and not seen & train
+        assert seen <= set(INSTRUCTIONS[task]["heldout"])
+        env.close()
+
+
+def test_instruction_sets_are_complete():
+    for t in TASKS:
+        assert len(INSTRUCTIONS[t]["train"]) >= 3 and len(INSTRUCTIONS[t]["heldout"]) >= 2
+    everything = [s for t in TASKS for k in ("train", "heldout") for s in INSTRUCTIONS[t][k]]
+    assert len(everything) == len(set(everything))
+
+
+def test_evaluation_split_refuses_training_seed():
+    with pytest.raises(ValueError, match="evaluation only.*training seed"):
+        make_env("reach-v3", split="ood-position", seed=3)
+    env = make_env("reach-v3", split="ood-camera", cameras=())
+    with pytest.raises(ValueError, match="evaluation only"):
+        env.reset(seed=train_seeds(1)[0])
+    env.reset(seed=EVAL0)  # fine
+    with pytest.raises(ValueError, match="outside both ranges"):
+        env.reset(seed=EVAL_SEEDS.stop + 5)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "reach-v9"}, r"unknown task 'reach-v9'.*valid tasks: assembly-v3"),
+        ({"name": "reach", "split": "ood-weather"}, r"unknown split 'ood-weather'; valid splits: id, ood-position"),
+        ({"name": "reach", "cameras": ("front",)}, r"unknown camera 'front'; valid cameras: corner"),
+    ],
+)
+def test_bad_names_give_one_line_with_valid_choices(kwargs, match):
+    with pytest.raises(ValueError, match=match) as e:
+        make_env(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_chunk_equals_the_same_actions_one_by_one():
+    rng = np.random.default_rng(0)
+    acts = rng.uniform(-1, 1, (4, 4)).astype(np.float32)
+    one = make_env("push-v3", seed=11)
+    four = make_env("push-v3", seed=11, chunk=4)
+    one.reset()
+    four.reset()
+    rewards = []
+    for a in acts:
+        o1, r, _, _, i1 = one.step(a)
+        rewards.append(r)
+    o4, r4, term, trunc, i4 = four.step(acts)
+    assert i4["substeps"] == 4
+    np.testing.assert_allclose(i4["substep_rewards"], rewards, rtol=1e-6)
+    assert r4 == pytest.approx(sum(rewards), rel=1e-6)
+    np.testing.assert_array_equal(o1["image"], o4["image"])
+    np.testing.assert_array_equal(o1["proprio"], o4["proprio"])
+    one.close()
+    four.close()
+
+
+def test_terminated_and_truncated_are_separate():
+    env = make_env("reach-v3", seed=0, cameras=(), max_steps=5)
+    env.reset()
+    flags = [env.step(np.zeros(4, np.float32))[2:4] for _ in range(5)]
+    assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
+    env = make_env("reach-v3", seed=0, cameras=(), chunk=8)
+    expert = ScriptedExpert("reach-v3", seed=0)
+    _, info = env.reset()
+    term = trunc = False
+    while not (term or trunc):
+        # chunk = the expert's next 8 actions computed open loop from the current state is not the point
+        # here; a single expert action repeated still reaches the goal and must stop early at success.
+        a = expert.act(info)
+        _, _, term, trunc, info = env.step(np.repeat(a[None], 8, axis=0))
+    assert term and not trunc and info["success"]
+    assert info["substeps"] <= 8 and info["elapsed_steps"] < 200
+    env.close()
+
+
+def test_non_finite_action_is_refused(reach):
+    reach.reset(seed=1)
+    with pytest.raises(NonFiniteError, match="NaN or inf"):
+        reach.step(np.array([np.nan, 0, 0, 0], np.float32))
+
+
+def test_several_cameras_and_goal_marker():
+    env = make_env("reach-v3", seed=2, cameras=("corner", "topview"))
+    obs, _ = env.reset()
+    assert obs["image"].shape == (64, 64, 3) and obs["image_topview"].shape == (64, 64, 3)
+    assert not np.array_equal(obs["image"], obs["image_topview"])
+    from rlvla.envs.visibility import goal_marker_pixels
+
+    assert goal_marker_pixels(env) >= 4  # the reach goal, 1-2 px in stock MetaWorld, is clearly visible
+    env.close()
+
+
+def test_mt10_experts_succeed_on_evaluation_seeds():
+    """Acceptance: expert success >= 95% per MT10 task, 20 episodes each, evaluation seeds, split id."""
+    rates = {}
+    for task in TASK_SETS["mt10"]:
+        env = make_env(task, cameras=(), seed=EVAL0)
+        expert = ScriptedExpert(task, seed=1)
+        wins = 0
+        for _ in range(20):
+            _, info = env.reset()
+            expert.begin_episode()
+            done = False
+            while not done:
+                _, _, term, trunc, info = env.step(expert.act(info))
+                done = term or trunc
+            wins += info["success"]
+        rates[task] = wins / 20
+        env.close()
+    print("expert success (id, eval seeds):", rates)
+    assert all(r >= 0.95 for r in rates.values()), rates
+
+
+def test_failure_injection_and_noise():
+    env = make_env("push-v3", cameras=(), seed=0)
+    fail = ScriptedExpert("push-v3", ExpertConfig(failure_prob=1.0), seed=0)
+    wins = 0
+    for _ in range(5):
+        _, info = env.reset()
+        fail.begin_episode()
+        assert fail.fails
+        done = False
+        while not done:
+            _, _, term, trunc, info = env.step(fail.act(info))
+            done = term or trunc
+        wins += info["success"]
+    assert wins <= 1
+    noisy = ScriptedExpert("push-v3", ExpertConfig(noise_std=0.3), seed=0)
+    clean = ScriptedExpert("push-v3", seed=0)
+    _, info = env.reset(seed=0)
+    assert not np.allclose(noisy.act(info), clean.act(info))
+    with pytest.raises(ValueError, match="failure_prob"):
+        ExpertConfig(failure_prob=2.0)
+    env.close()
+
+
+def test_sync_and_async_vector_envs_agree():
+    seeds = [10, 20]
+    outs = {}
+    for mode in ("sync", "async"):
+        venv = make_vec_env(["reach-v3", "push-v3"], 2, seeds=seeds, mode=mode)
+        obs, info = venv.reset()
+        acts = np.full((2, 4), 0.3, np.float32)
+        for _ in range(3):
+            obs, rew, term, trunc, info = venv.step(acts)
+        outs[mode] = (obs["image"].copy(), obs["proprio"].copy(), rew.copy(), list(obs["instruction"]))
+        venv.close()
+    np.testing.assert_array_equal(outs["sync"][0], outs["async"][0])
+    np.testing.assert_allclose(outs["sync"][1], outs["async"][1])
+    np.testing.assert_allclose(outs["sync"][2], outs["async"][2])
+    assert outs["sync"][3] == outs["async"][3]
+
+
+def test_vector_mode_auto_and_errors():
+    from rlvla.envs import choose_mode
+
+    assert choose_mode("auto", 1) == "sync"
+    with pytest.raises(ValueError, match="unknown vector mode"):
+        choose_mode("threads", 2)
+    with pytest.raises(ValueError, match="evaluation only"):
+        make_vec_env(["reach"], 1, split="ood-visual", seeds=[0])
+
+
+def test_no_traceback_at_interpreter_exit():
+    code = (
+        "from rlvla.envs import make_env\n"
+        "e = make_env('reach-v3', seed=0, cameras=('corner','topview'))\n"
+        "e.reset(); e.step(e.action_space.sample())\n"
+        "f = make_env('push-v3', seed=0)\n"  # left open on purpose
+        "f.reset()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
