@@ -26,12 +26,15 @@ def goal_marker_pixels(env) -> int:
 def task_visibility(task: str, seeds=None, image_size: int = 64, camera: str = "corner") -> dict:
     seeds = list(seeds or train_seeds(5))
     env = make_env(task, image_size=image_size, cameras=(camera,))
-    marker, first = [], []
+    marker, first, rel = [], [], []
     for s in seeds:
         obs, info = env.reset(seed=s)
         marker.append(goal_marker_pixels(env))
         first.append(obs["image"].astype(int))
+        rel.append(info["goal_pos"] - info["obj_pos"])
     env.close()
     layout_px = [int((np.abs(first[0] - f).sum(-1) > 30).sum()) for f in first[1:]]
     return {"goal_marker_px_min": min(marker), "goal_marker_px_mean": float(np.mean(marker)),
-            "layout_change_px_min": min(layout_px)}  # fmt: skip
+            "layout_change_px_min": min(layout_px),
+            # a goal that moves relative to the object must itself be seen; one fixed to the object need not
+            "goal_independent": bool(np.max(np.std(rel, axis=0)) > 1e-3)}  # fmt: skip
