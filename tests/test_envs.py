@@ -313,3 +313,13 @@ def test_no_traceback_at_interpreter_exit():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+
+
+def test_missing_gl_backend_gives_a_clear_error():
+    import os
+
+    code = "import mujoco\nfrom rlvla.envs import make_env\nmake_env('reach-v3')\n"
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode != 0
+    assert "set MUJOCO_GL=egl or osmesa before mujoco is first imported" in r.stderr

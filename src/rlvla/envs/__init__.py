@@ -5,7 +5,11 @@ This package knows nothing of learning: it imports no policies or algorithms.
 
 from __future__ import annotations
 
-from rlvla.envs.splits import (
+from rlvla.envs.render import ensure_gl_backend
+
+ensure_gl_backend()  # MuJoCo reads MUJOCO_GL once, when first imported: choose a headless backend early
+
+from rlvla.envs.splits import (  # noqa: E402
     EVAL_ONLY_SPLITS,
     EVAL_SEEDS,
     SPLITS,
@@ -15,8 +19,8 @@ from rlvla.envs.splits import (
     seed_role,
     train_seeds,
 )
-from rlvla.envs.tasks import TASK_SETS, TASKS, resolve_task, resolve_tasks
-from rlvla.envs.vector import VECTOR_MODES, choose_mode, env_fn, make_vector
+from rlvla.envs.tasks import TASK_SETS, TASKS, resolve_task, resolve_tasks  # noqa: E402
+from rlvla.envs.vector import VECTOR_MODES, choose_mode, env_fn, make_vector  # noqa: E402
 
 __all__ = [
     "EVAL_ONLY_SPLITS", "EVAL_SEEDS", "SPLITS", "TASKS", "TASK_SETS", "TRAIN_SEEDS", "VECTOR_MODES",

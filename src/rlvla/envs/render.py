@@ -69,7 +69,13 @@ class FastRenderer:
         model.vis.global_.offwidth = self.size
         model.vis.global_.offheight = self.size
         model.vis.quality.offsamples = 0
-        self._renderer = mujoco.Renderer(model, self.size, self.size)
+        try:
+            self._renderer = mujoco.Renderer(model, self.size, self.size)
+        except mujoco.FatalError as e:
+            raise RuntimeError(
+                f"no headless OpenGL context ({e}); set MUJOCO_GL=egl or osmesa before mujoco is first imported "
+                f"and install libegl-mesa0 / libosmesa6 (make sysdeps)"
+            ) from None
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
