@@ -111,13 +111,11 @@ def test_appearance_splits_change_pixels_not_positions(split):
         np.testing.assert_allclose(ii["obj_pos"], io["obj_pos"], atol=1e-6)
         changed = (np.abs(oi["image"].astype(int) - oo["image"].astype(int)).sum(-1) > 30).mean()
         assert changed > 0.10, f"{split} changed only {changed:.1%} of pixels"
-    # the perturbation does not leak into later id episodes of the same env
-    o1, _ = idenv.reset(seed=EVAL0)
-    ood.reset(seed=EVAL0)
-    ood._scene.restore()
-    fresh = make_env("push-v3", split="id")
-    np.testing.assert_array_equal(fresh.reset(seed=EVAL0)[0]["image"], o1["image"])
-    for e in (idenv, ood, fresh):
+    # perturbations do not accumulate: seed A, then others, then seed A again gives the first image again
+    first = ood.reset(seed=EVAL0)[0]["image"]
+    ood.reset(seed=EVAL0 + 1)
+    np.testing.assert_array_equal(ood.reset(seed=EVAL0)[0]["image"], first)
+    for e in (idenv, ood):
         e.close()
 
 

@@ -111,11 +111,11 @@ def _hf_feature(feat: dict) -> dict:
     return {"shape": shape, "dtype": hf_dtype, "_type": f"Array{len(shape)}D"}
 
 
-def _column(values: np.ndarray, feat: dict, key: str, frame_offset: int) -> pa.Array:
+def _column(values: np.ndarray, feat: dict) -> pa.Array:
     typ = _arrow_type(feat)
     if feat["dtype"] == "image":
         return pa.array(
-            [{"bytes": encode_png(v), "path": f"frame-{frame_offset + i:06d}.png"} for i, v in enumerate(values)],
+            [{"bytes": encode_png(v), "path": f"frame-{i:06d}.png"} for i, v in enumerate(values)],
             type=typ,
         )
     arr = np.asarray(values, dtype=np.dtype(feat["dtype"]))
@@ -270,7 +270,7 @@ class LeRobotWriter:
         start = self.info["total_frames"]
         fps = self.info["fps"]
 
-        cols = {k: _column(frames[k], feats[k], k, 0) for k in feats}
+        cols = {k: _column(frames[k], feats[k]) for k in feats}
         cols["timestamp"] = pa.array(np.arange(length, dtype=np.float32) / fps, type=pa.float32())
         cols["frame_index"] = pa.array(np.arange(length, dtype=np.int64))
         cols["episode_index"] = pa.array(np.full(length, ep_index, dtype=np.int64))

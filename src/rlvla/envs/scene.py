@@ -13,7 +13,7 @@ import numpy as np
 GOAL_MARKER_RADIUS = 0.04
 GOAL_MARKER_RGBA = np.array([0.1, 0.9, 0.1, 1.0])
 
-# ood-visual: colour and light changes, each drawn in [lo, hi] with a random sign where signed.
+# ood-visual: colour and light changes, each magnitude drawn uniformly in [lo, hi].
 TINT_RANGE = (0.35, 0.75)  # how far each colour moves towards a random other colour
 LIGHT_SCALE_RANGE = (0.45, 1.9)
 LIGHT_DIR_JITTER = 0.5

@@ -9,18 +9,24 @@ from __future__ import annotations
 import numpy as np
 
 from rlvla.envs import make_env, train_seeds
+from rlvla.envs.scene import GOAL_MARKER_RGBA
+
+
+def changed_pixels(a: np.ndarray, b: np.ndarray, threshold: int = 30) -> int:
+    """Pixels whose summed absolute RGB difference exceeds ``threshold``."""
+    return int((np.abs(a.astype(int) - b.astype(int)).sum(-1) > threshold).sum())
 
 
 def goal_marker_pixels(env) -> int:
     """Pixels that change when the goal marker is hidden, in the env's current state."""
     m = env._mw.model
-    shown = env._renderer.render(env._mw.data)[env.cameras[0]].astype(int)
+    shown = env._renderer.render(env._mw.data)[env.cameras[0]]
     alpha = m.site_rgba[:, 3].copy()
-    goal_sites = [i for i in range(m.nsite) if np.allclose(m.site_rgba[i, :3], [0.1, 0.9, 0.1])]
+    goal_sites = [i for i in range(m.nsite) if np.allclose(m.site_rgba[i], GOAL_MARKER_RGBA)]
     m.site_rgba[goal_sites, 3] = 0.0
-    hidden = env._renderer.render(env._mw.data)[env.cameras[0]].astype(int)
+    hidden = env._renderer.render(env._mw.data)[env.cameras[0]]
     m.site_rgba[:, 3] = alpha
-    return int((np.abs(shown - hidden).sum(-1) > 30).sum())
+    return changed_pixels(shown, hidden)
 
 
 def task_visibility(task: str, seeds=None, image_size: int = 64, camera: str = "corner") -> dict:
@@ -30,10 +36,10 @@ def task_visibility(task: str, seeds=None, image_size: int = 64, camera: str = "
     for s in seeds:
         obs, info = env.reset(seed=s)
         marker.append(goal_marker_pixels(env))
-        first.append(obs["image"].astype(int))
+        first.append(obs["image"])
         rel.append(info["goal_pos"] - info["obj_pos"])
     env.close()
-    layout_px = [int((np.abs(first[0] - f).sum(-1) > 30).sum()) for f in first[1:]]
+    layout_px = [changed_pixels(first[0], f) for f in first[1:]]
     return {"goal_marker_px_min": min(marker), "goal_marker_px_mean": float(np.mean(marker)),
             "layout_change_px_min": min(layout_px),
             # a goal that moves relative to the object must itself be seen; one fixed to the object need not

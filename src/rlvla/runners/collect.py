@@ -51,11 +51,12 @@ class CollectConfig:
         ExpertConfig(noise_std=self.noise_std, failure_prob=self.failure_prob)  # validates
 
 
-def features(cfg: CollectConfig) -> dict:
+def features(cameras, image_size: int) -> dict:
+    """The dataset's features (LeRobot descriptions) for episodes recorded with ``cameras``."""
     f = {}
-    for cam in cfg.cameras:
+    for cam in cameras:
         f[f"observation.images.{cam}"] = {
-            "dtype": "image", "shape": [cfg.image_size, cfg.image_size, 3], "names": ["height", "width", "channels"],
+            "dtype": "image", "shape": [image_size, image_size, 3], "names": ["height", "width", "channels"],
         }  # fmt: skip
     f["observation.state"] = {"dtype": "float32", "shape": [4], "names": PROPRIO_NAMES}
     f["action"] = {"dtype": "float32", "shape": [4], "names": ACTION_NAMES}
@@ -87,7 +88,7 @@ def _run_episode(job: dict) -> dict:
     obs, info = env.reset(seed=job["seed"])
     expert.begin_episode()
     cams = env.cameras
-    buf: dict[str, list] = {k: [] for k in features_keys(cams)}
+    buf: dict[str, list] = {k: [] for k in features(cams, job["image_size"])}
     done = False
     while not done:
         action = expert.act(info)
@@ -110,15 +111,10 @@ def _run_episode(job: dict) -> dict:
     return {"frames": frames, "task": env.instruction, "meta": meta}
 
 
-def features_keys(cams) -> list[str]:
-    keys = [f"observation.images.{c}" for c in cams]
-    return keys + ["observation.state", "action", "next.reward", "next.done", "next.terminated", "next.truncated", "next.success"]
-
-
 # ------------------------------------------------------------------------------------------- parent side
 def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     """Collect ``cfg.episodes`` episodes per task into ``cfg.out``; returns a summary."""
-    writer = LeRobotWriter(cfg.out, features=features(cfg), fps=80)
+    writer = LeRobotWriter(cfg.out, features=features(cfg.cameras, cfg.image_size), fps=80)
     done_per_task: dict[str, int] = {t: 0 for t in cfg.tasks}
     next_seed: dict[str, int] = {t: TRAIN_SEEDS.start + cfg.seed_offset for t in cfg.tasks}
     for e in writer.episodes:

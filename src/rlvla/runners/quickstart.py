@@ -20,8 +20,8 @@ from rlvla.eval.metrics import wilson_interval
 from rlvla.runners.collect import CollectConfig, collect
 
 
-def evaluate_expert(task: str, split: str, episodes: int, image: bool = False, gif: Path | None = None) -> dict:
-    env = make_env(task, split=split, seed=eval_seeds(1)[0], cameras=("corner",) if (image or gif) else ())
+def evaluate_expert(task: str, split: str, episodes: int, gif: Path | None = None) -> dict:
+    env = make_env(task, split=split, seed=eval_seeds(1)[0], cameras=("corner",) if gif else ()  # render only for the GIF)
     expert = ScriptedExpert(task, seed=0)
     wins, lengths, frames = 0, [], []
     for ep in range(episodes):
