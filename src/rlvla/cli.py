@@ -33,6 +33,25 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tasks", help="list tasks, task sets and splits")
     t.add_argument("--json", action="store_true")
 
+    tr = sub.add_parser("train", help="train a policy: rlvla train algo=sft head=flow data.path=DIR key=value ...")
+    tr.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, head=<name>, algo=<name>)")
+    tr.add_argument("--help-config", action="store_true", help="print the default config with every key and exit")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on splits with confidence intervals")
+    e.add_argument("checkpoint", help="policy dir, training run dir, or checkpoint step dir")
+    e.add_argument("--splits", default="id", help="comma-separated splits, e.g. id,ood-position,ood-visual")
+    e.add_argument("--episodes", type=int, default=50, help="episodes per split (spread over the tasks)")
+    e.add_argument("--tasks", default="", help="tasks (default: the tasks the policy was trained on)")
+    e.add_argument("--num-envs", type=int, default=8, help="envs stepped in parallel (one batched decision for all)")
+    e.add_argument("--workers", type=int, default=None, help="env worker processes (default: one per core)")
+    e.add_argument("--max-steps", type=int, default=None)
+    e.add_argument("--videos", type=int, default=2, help="rollout GIFs per split")
+    e.add_argument("--videos-dir", default="", help="where to write GIFs (default: beside the checkpoint)")
+    e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--out", default="", help="also write the JSON result to this file")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+
     q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--episodes", type=int, default=5, help="demonstrations per task")
@@ -54,11 +73,22 @@ def main(argv=None) -> int:
             from rlvla.runners.info import tasks_main
 
             return tasks_main(args)
+        if args.cmd == "train":
+            from rlvla.runners.train import train_main
+
+            return train_main(args)
+        if args.cmd == "eval":
+            from rlvla.runners.evaluate import eval_main
+
+            return eval_main(args)
         if args.cmd == "quickstart":
             from rlvla.runners.quickstart import quickstart_main
 
             return quickstart_main(args)
-    except (ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        print(f"rlvla {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"rlvla {args.cmd}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,1 @@
+"""Offline algorithms: learning from a fixed dataset (supervised fine-tuning first)."""

@@ -1,0 +1,94 @@
+"""An in-memory view of a LeRobot dataset for supervised training on action chunks.
+
+For frame ``i`` the target is the chunk ``action[i : i + K]`` of the same episode; steps past the episode's end
+repeat its last action and are flagged in ``action_is_pad`` (B, K) so losses can ignore them (as ACT and
+LeRobot do). Batches are a pure function of ``(seed, step)``: a resumed run sees exactly the batches an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rlvla.data.lerobot import LeRobotDataset
+from rlvla.data.schema import IMAGE_PREFIX, Batch
+
+
+class ChunkDataset:
+    def __init__(self, dataset: LeRobotDataset, chunk: int, cameras, episodes_per_task: int = 0) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.chunk = chunk
+        self.cameras = list(cameras)
+        missing = [c for c in self.cameras if f"{IMAGE_PREFIX}{c}" not in dataset.features]
+        if missing:
+            have = [k[len(IMAGE_PREFIX):] for k in dataset.image_keys]
+            raise ValueError(f"dataset {dataset.root} has no images for cameras {missing} (it has {have})")
+        eps = self._select(dataset, episodes_per_task)
+        cols: dict[str, list[np.ndarray]] = {}
+        for i in eps:
+            e = dataset.episode(i)
+            for k in ["observation.state", "action", "episode_index", "frame_index", "task_index"] + [
+                f"{IMAGE_PREFIX}{c}" for c in self.cameras
+            ]:
+                cols.setdefault(k, []).append(e[k])
+        if not cols:
+            raise ValueError(f"dataset {dataset.root} has no episodes to train on")
+        self.data = {k: torch.from_numpy(np.concatenate(v)) for k, v in cols.items()}
+        self.tasks = list(dataset.tasks)
+        self.episodes = eps
+        self.env_tasks = sorted({dataset.episodes[i].get("env_task", "") for i in eps} - {""})
+        n = len(self)
+        # chunk indices: (N, K), clipped at the episode's last frame
+        ep = self.data["episode_index"].numpy()
+        last = np.zeros(n, dtype=np.int64)
+        ends = np.flatnonzero(np.r_[ep[1:] != ep[:-1], True])
+        starts = np.r_[0, ends[:-1] + 1]
+        for s, e in zip(starts, ends):
+            last[s : e + 1] = e
+        raw = np.arange(n)[:, None] + np.arange(chunk)[None]
+        self.chunk_index = torch.from_numpy(np.minimum(raw, last[:, None]))
+        self.is_pad = torch.from_numpy(raw > last[:, None])
+        act = self.data["action"]
+        if not torch.isfinite(act).all() or not torch.isfinite(self.data["observation.state"]).all():
+            raise ValueError(f"dataset {dataset.root} contains NaN or inf actions/states; re-collect it")
+
+    @staticmethod
+    def _select(dataset: LeRobotDataset, per_task: int) -> list[int]:
+        """The first ``per_task`` episodes of each task (all when 0), in dataset order."""
+        if per_task <= 0:
+            return list(range(dataset.num_episodes))
+        seen: dict[str, int] = {}
+        out = []
+        for i, e in enumerate(dataset.episodes):
+            key = e.get("env_task") or str(e.get("tasks"))
+            if seen.get(key, 0) < per_task:
+                seen[key] = seen.get(key, 0) + 1
+                out.append(i)
+        return out
+
+    def __len__(self) -> int:
+        return int(self.data["action"].shape[0])
+
+    def indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+        """Frame indices of batch ``step``: epoch-wise permutations seeded by (seed, epoch)."""
+        n = len(self)
+        start = step * batch_size
+        out = []
+        while len(out) < batch_size:
+            epoch, pos = divmod(start + len(out), n)
+            perm = np.random.default_rng([seed, epoch]).permutation(n)
+            out.extend(perm[pos : pos + batch_size - len(out)].tolist())
+        return np.asarray(out)
+
+    def batch(self, idx) -> Batch:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        b = Batch()
+        for k, v in self.data.items():
+            if k != "action":
+                b[k] = v[idx]
+        b["action"] = self.data["action"][self.chunk_index[idx]]  # (B, K, A)
+        b["action_is_pad"] = self.is_pad[idx]
+        b["task"] = [self.tasks[t] for t in self.data["task_index"][idx].tolist()]
+        return b.validate(["observation.state", "action"])

@@ -1,0 +1,93 @@
+"""The VLA trunk: image patches, instruction and proprio tokens fused by a small transformer.
+
+Token sequence (length 3 + cameras * patches)::
+
+    [ACT readout] [VALUE readout] [instruction] [proprio] [camera 0 patches ...] [camera 1 patches ...]
+
+The ACT readout conditions the action head, the VALUE readout the value head (two readouts so that the
+value loss of online RL does not have to share one vector with the action head).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rlvla.policies.config import PolicyConfig
+from rlvla.policies.encoders import LANGUAGE_DIM, LanguageEncoder, make_vision_encoder, random_shift
+from rlvla.policies.transformer import Transformer
+
+
+@dataclass
+class Inputs:
+    """Model-ready observations. ``images``: (B, cams, H, W, 3) uint8; ``proprio``: (B, P) float32."""
+
+    images: torch.Tensor
+    proprio: torch.Tensor
+    instructions: list[str]
+
+    def __len__(self) -> int:
+        return self.proprio.shape[0]
+
+    def index(self, idx) -> "Inputs":
+        idx_list = idx.tolist() if isinstance(idx, torch.Tensor) else list(idx)
+        return Inputs(self.images[idx], self.proprio[idx], [self.instructions[i] for i in idx_list])
+
+    def repeat(self, n: int) -> "Inputs":
+        """Each sample ``n`` times in a row (for sampling N candidates per observation)."""
+        return Inputs(
+            self.images.repeat_interleave(n, 0),
+            self.proprio.repeat_interleave(n, 0),
+            [t for t in self.instructions for _ in range(n)],
+        )
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        bb = cfg.backbone
+        self.cfg = cfg
+        d = bb.dim
+        self.language = LanguageEncoder(bb.language)
+        self.lang_proj = nn.Sequential(nn.Linear(LANGUAGE_DIM, d), nn.LayerNorm(d))
+        self.vision = make_vision_encoder(bb.vision, LANGUAGE_DIM)
+        self.patch_proj = nn.Linear(self.vision.out_channels, d)
+        n_side = -(-cfg.image_size // self.vision.stride)
+        self.patch_pos = nn.Parameter(torch.randn(1, len(cfg.cameras) * n_side * n_side, d) * 0.02)
+        self.proprio_proj = nn.Sequential(nn.Linear(cfg.proprio_dim, d), nn.LayerNorm(d))
+        self.readouts = nn.Parameter(torch.randn(1, 2, d) * 0.02)
+        self.type_emb = nn.Parameter(torch.randn(1, 2, d) * 0.02)  # instruction, proprio
+        self.fusion = Transformer(d, bb.heads, bb.layers, 2 * d, bb.dropout)
+        # Proprio normalisation from dataset statistics (set_stats); identity until set.
+        self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
+        self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
+        self.dim = d
+
+    def forward(self, x: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (action readout (B, D), value readout (B, D))."""
+        bb = self.cfg.backbone
+        dev = self.readouts.device
+        texts = ["" for _ in x.instructions] if "language" in bb.ablate else list(x.instructions)
+        lang = self.language(texts, dev)  # (B, 384)
+        b, cams = x.images.shape[:2]
+        img = x.images.to(dev).flatten(0, 1).permute(0, 3, 1, 2).float().div_(255.0)  # (B*cams, 3, H, W)
+        if "image" in bb.ablate:
+            img = torch.zeros_like(img)
+        elif self.training and bb.vision.random_shift:
+            img = random_shift(img, bb.vision.random_shift)
+        patches = self.vision(img, lang.repeat_interleave(cams, 0))  # (B*cams, N, C)
+        patches = self.patch_proj(patches).reshape(b, -1, self.dim) + self.patch_pos
+        prop = (x.proprio.to(dev) - self.proprio_mean) / self.proprio_std
+        toks = torch.cat(
+            [
+                self.readouts.expand(b, -1, -1),
+                (self.lang_proj(lang) + self.type_emb[:, 0])[:, None],
+                (self.proprio_proj(prop) + self.type_emb[:, 1])[:, None],
+                patches,
+            ],
+            dim=1,
+        )
+        out = self.fusion(toks)
+        return out[:, 0], out[:, 1]

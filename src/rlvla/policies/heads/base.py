@@ -1,0 +1,125 @@
+"""What every action head provides, and the small pieces heads share.
+
+Heads work on normalised actions in [-1, 1] with shape ``(B, K, A)`` (K = chunk length, A = action dims) and a
+conditioning vector ``z`` of shape ``(B, D)`` from the backbone. Log-probabilities and entropies are returned
+per element, ``(B, K, A)``: summing over A gives action-level and over K and A chunk-level quantities (for the
+token head these elements are the token-level log-probs; for the diffusion and flow heads each element sums
+the per-step Gaussian log-densities of the denoising chain, which factorise over dimensions).
+
+The loop a head serves (online RL)::
+
+    actions, logp, extras = head.sample(z)           # rollout, no grad
+    ...
+    new_logp = head.log_prob(z, actions, extras)      # update, with grad; equals logp at the same weights
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(x; mean, std^2). Equals ``torch.distributions.Normal(mean, std).log_prob(x)``."""
+    return -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * LOG_2PI
+
+
+def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
+    return 0.5 + 0.5 * LOG_2PI + torch.log(std)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of (B,) times in [0, 1] (scaled by 1000, as in DDPM) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class DenoiserMLP(nn.Module):
+    """f(x_t, t, z) -> (B, K*A): the noise / velocity network of the diffusion and flow heads.
+
+    Residual MLP blocks on ``x_t`` with a conditioning vector ``c = silu(W_z z + W_t emb(t))`` added to the input
+    (DPPO's MLP denoiser and pi0's action expert at toy scale). ``condition(z)`` and ``time_condition(t)`` can be
+    computed once per sample and reused across denoising steps (``step``): on CPU each op's overhead dominates.
+    """
+
+    def __init__(self, in_dim: int, cond_dim: int, hidden: int, layers: int, out_dim: int | None = None) -> None:
+        super().__init__()
+        self.time_dim = 64
+        self.inp = nn.Linear(in_dim, hidden)
+        self.z_proj = nn.Linear(cond_dim, hidden)
+        self.t_proj = nn.Linear(self.time_dim, hidden)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            for _ in range(layers)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_dim or in_dim))
+
+    def condition(self, z: torch.Tensor) -> torch.Tensor:
+        return self.z_proj(z)
+
+    def time_condition(self, t: torch.Tensor) -> torch.Tensor:
+        return self.t_proj(timestep_embedding(t, self.time_dim))
+
+    def step(self, x: torch.Tensor, zc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x.flatten(1)) + F.silu(zc + tc)
+        for blk in self.blocks:
+            h = h + blk(h)
+        return self.out(h)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.step(x, self.condition(z), self.time_condition(t))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``x`` (B, K, ...) over entries where ``mask`` (B, K) is True (padding past an episode's end)."""
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype).reshape(*mask.shape, *([1] * (x.ndim - mask.ndim))).expand_as(x)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+class ActionHead(nn.Module):
+    """Base class: subclasses implement the five methods below."""
+
+    def __init__(self, cfg, cond_dim: int, chunk: int, action_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.chunk = chunk
+        self.action_dim = action_dim
+
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True):
+        """-> actions (B, K, A) in [-1, 1], log_prob (B, K, A) (None without ``with_log_prob``: evaluation
+        skips the scoring pass), extras (dict of tensors with leading B)."""
+        raise NotImplementedError
+
+    def log_prob(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
+        """Re-score a sample: (B, K, A). Equals ``sample``'s log_prob at the same weights."""
+        raise NotImplementedError
+
+    def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor | None:
+        """(B, K, A) entropy of the sampling distribution where defined, else None."""
+        return None
+
+    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
+        """Behaviour-cloning loss on expert actions (B, K, A); ``mask`` (B, K) marks real (not padded) steps.
+
+        -> (scalar loss, dict of float metrics).
+        """
+        raise NotImplementedError
+
+    def fit(self, actions: torch.Tensor) -> None:
+        """Adapt data-dependent parts (e.g. bin edges) to training actions (N, A). Default: nothing."""
+
+    def _require(self, extras: dict, key: str) -> torch.Tensor:
+        if key not in extras:
+            raise KeyError(
+                f"the {self.cfg.name} head needs extras[{key!r}] to score actions; pass the extras returned by sample()"
+            )
+        return extras[key]

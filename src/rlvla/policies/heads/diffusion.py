@@ -1,0 +1,136 @@
+"""Diffusion action head: DDPM training, DDIM/DDPM sampling, and the denoising chain as a Gaussian-step MDP.
+
+Training predicts the noise (Ho et al. 2020) under a cosine schedule (Nichol & Dhariwal 2021). Sampling runs
+``steps`` DDIM steps (Song et al. 2021) with stochasticity ``eta`` (1 = DDPM-like posterior variance). For RL,
+every denoising step is a Gaussian policy step ``x_{i+1} ~ N(mean_i(x_i), std_i^2)`` and the log-prob of an action
+is the sum of these step log-densities along the sampled chain (DPPO: Ren et al. 2024, arXiv 2409.00588). As
+in DPPO, the predicted clean action is clipped to [-1, 1] and every step's std is at least ``min_std`` so that
+each step explores and its log-density stays finite (a deviation from plain DDIM, which can be deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rlvla.policies.heads.base import ActionHead, DenoiserMLP, gaussian_entropy, gaussian_log_prob, masked_mean
+
+
+@dataclass
+class Config:
+    name: str = "diffusion"
+    train_steps: int = 100
+    """Diffusion timesteps T used in training."""
+    steps: int = 10
+    """Denoising steps at sampling time (DDIM sub-sequence of the T timesteps)."""
+    eta: float = 1.0
+    """DDIM stochasticity (0: deterministic DDIM, 1: DDPM posterior variance)."""
+    min_std: float = 0.1
+    """Lower bound on every denoising step's std when sampling for RL and scoring (DPPO's exploration noise)."""
+    hidden: int = 256
+    layers: int = 2
+    clip_denoised: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= self.train_steps or self.min_std <= 0 or self.eta < 0:
+            raise ValueError(f"diffusion head needs 1 <= steps <= train_steps, min_std > 0, eta >= 0 (got {self})")
+
+
+def cosine_alpha_bar(T: int, s: float = 0.008) -> torch.Tensor:
+    """Cumulative signal level alpha_bar_t for t = 0..T-1 (t = 0 least noisy), betas capped at 0.999."""
+    steps = torch.arange(T + 1, dtype=torch.float64)
+    f = torch.cos(((steps / T) + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def ddim_step_moments(x_t, eps, ab_t, ab_prev, eta: float, clip: bool = True):
+    """One DDIM step's Gaussian: ``x_prev ~ N(mean, sigma^2)`` given noise prediction ``eps`` at ``x_t``.
+
+    ``ab_t``, ``ab_prev``: alpha_bar at the current and next (less noisy) timestep, broadcastable to x_t.
+    Returns (mean, sigma) with sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).
+    """
+    x0 = (x_t - torch.sqrt(1 - ab_t) * eps) / torch.sqrt(ab_t)
+    if clip:
+        x0 = x0.clamp(-1, 1)
+        eps = (x_t - torch.sqrt(ab_t) * x0) / torch.sqrt(1 - ab_t)
+    sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+    mean = torch.sqrt(ab_prev) * x0 + torch.sqrt((1 - ab_prev - sigma**2).clamp_min(0)) * eps
+    return mean, sigma
+
+
+class Head(ActionHead):
+    def __init__(self, cfg: Config, cond_dim: int, chunk: int, action_dim: int) -> None:
+        super().__init__(cfg, cond_dim, chunk, action_dim)
+        self.net = DenoiserMLP(chunk * action_dim, cond_dim, cfg.hidden, cfg.layers)
+        ab = cosine_alpha_bar(cfg.train_steps)
+        self.register_buffer("alpha_bar", ab, persistent=False)
+        ts = torch.linspace(cfg.train_steps - 1, 0, cfg.steps).round().long()
+        ab_t = ab[ts]
+        ab_prev = torch.cat([ab[ts[1:]], torch.ones(1)])
+        self.register_buffer("timesteps", ts, persistent=False)
+        self.register_buffer("ab_t", ab_t, persistent=False)
+        self.register_buffer("ab_prev", ab_prev, persistent=False)
+
+    def _eps(self, x, t_index, z):
+        shape = x.shape
+        t = (t_index.float() + 1) / self.cfg.train_steps
+        return self.net(x, t, z).reshape(shape)
+
+    def _moments(self, x, i: torch.Tensor, z, eps=None):
+        """Step moments for chain states ``x`` (N, K, A) at step indices ``i`` (N,) (``eps``: prediction, if known)."""
+        bshape = (-1, 1, 1)
+        eps = self._eps(x, self.timesteps[i], z) if eps is None else eps
+        mean, sigma = ddim_step_moments(
+            x, eps, self.ab_t[i].view(bshape), self.ab_prev[i].view(bshape), self.cfg.eta, self.cfg.clip_denoised
+        )
+        return mean, sigma.clamp_min(self.cfg.min_std).expand_as(mean)
+
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True):
+        b = z.shape[0]
+        x = torch.randn(b, self.chunk, self.action_dim, device=z.device)
+        chain = [x]
+        zc = self.net.condition(z)  # computed once per decision
+        tcs = self.net.time_condition((self.timesteps.float() + 1) / self.cfg.train_steps)  # (S, H)
+        for i in range(self.cfg.steps):
+            idx = torch.full((b,), i, device=z.device, dtype=torch.long)
+            eps = self.net.step(x, zc, tcs[i]).reshape(x.shape)
+            mean, std = self._moments(x, idx, z, eps=eps)
+            x = mean if deterministic else mean + std * torch.randn_like(mean)
+            chain.append(x)
+        chain_t = torch.stack(chain, 1)  # (B, S+1, K, A)
+        extras = {"chain": chain_t}
+        return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
+
+    def _chain_moments(self, z, chain):
+        b, s1 = chain.shape[:2]
+        s = s1 - 1
+        x = chain[:, :-1].reshape(b * s, self.chunk, self.action_dim)
+        idx = torch.arange(s, device=z.device).repeat(b)
+        mean, std = self._moments(x, idx, z.repeat_interleave(s, 0))
+        return mean.reshape(b, s, self.chunk, self.action_dim), std.reshape(b, s, self.chunk, self.action_dim)
+
+    def log_prob(self, z: torch.Tensor, actions, extras: dict) -> torch.Tensor:
+        chain = self._require(extras, "chain")
+        mean, std = self._chain_moments(z, chain)
+        return gaussian_log_prob(chain[:, 1:], mean, std).sum(1)
+
+    def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
+        """Entropy of the chain's step kernels given its states (fixed stds: a constant, without gradient)."""
+        std = self.ab_t.new_tensor(1.0) * torch.maximum(
+            self.cfg.eta * torch.sqrt((1 - self.ab_prev) / (1 - self.ab_t) * (1 - self.ab_t / self.ab_prev)),
+            torch.tensor(self.cfg.min_std),
+        )
+        return gaussian_entropy(std).sum().expand(z.shape[0], self.chunk, self.action_dim)
+
+    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
+        b = actions.shape[0]
+        t = torch.randint(0, self.cfg.train_steps, (b,), device=z.device)
+        ab = self.alpha_bar[t].view(-1, 1, 1)
+        noise = torch.randn_like(actions)
+        x_t = torch.sqrt(ab) * actions + torch.sqrt(1 - ab) * noise
+        loss = masked_mean((self._eps(x_t, t, z) - noise) ** 2, mask)
+        return loss, {}

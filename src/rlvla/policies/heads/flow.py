@@ -1,0 +1,137 @@
+"""Flow-matching action head (pi0 style) with the two RL log-prob formulations of piRL (Chen et al. 2025,
+arXiv 2510.25889).
+
+Convention (openpi): ``x_t = t * noise + (1 - t) * action``; the network predicts the velocity
+``u = noise - action``; sampling integrates from t = 1 (noise) to t = 0 (action) in ``steps`` Euler steps of
+size ``dt = 1 / steps``. Deterministic sampling is this ODE.
+
+For RL every denoising step becomes a Gaussian step ``x_{t-dt} ~ N(mean, std^2)`` and an action's log-prob is the
+sum of the step log-densities along its chain:
+
+* ``sde`` (Flow-SDE): the ODE is turned into the SDE with the same marginals (as in Flow-GRPO, Liu et al. 2025).
+  With the marginal score ``grad log p_t(x) = -(x + (1 - t) v) / t`` of this path,
+  ``mean = x - dt * [v + sigma_t^2 / (2 t) * (x + (1 - t) v)]``, ``std = sigma_t * sqrt(dt)``,
+  ``sigma_t = noise_level * sqrt(t / (1 - t))``; t = 1 is replaced by 1 - dt in sigma_t (it diverges there).
+* ``noise`` (Flow-Noise): ``mean = x - dt * v`` (the ODE step) and a learned noise network gives
+  ``std in [noise_min, noise_max]`` per step and dimension; it is trained by RL only (BC leaves it untouched)
+  and can be dropped at deployment (deterministic sampling ignores it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rlvla.policies.heads.base import ActionHead, DenoiserMLP, gaussian_entropy, gaussian_log_prob, masked_mean
+
+LOGPROB_MODES = ("sde", "noise")
+
+
+@dataclass
+class Config:
+    name: str = "flow"
+    steps: int = 10
+    """Euler denoising steps at sampling time."""
+    logprob: str = "sde"
+    """``sde`` (Flow-SDE) or ``noise`` (Flow-Noise, learned step noise)."""
+    noise_level: float = 0.5
+    """Flow-SDE: a in sigma_t = a * sqrt(t / (1 - t))."""
+    noise_min: float = 0.08
+    noise_max: float = 0.16
+    """Flow-Noise: bounds of the learned per-step std."""
+    hidden: int = 256
+    layers: int = 2
+    time_beta: bool = True
+    """Training times from Beta(1.5, 1) reflected toward noise (pi0), else uniform."""
+
+    def __post_init__(self) -> None:
+        if self.logprob not in LOGPROB_MODES:
+            raise ValueError(f"unknown flow logprob {self.logprob!r}; valid: {', '.join(LOGPROB_MODES)}")
+        if self.steps < 1 or self.noise_level <= 0 or not 0 < self.noise_min < self.noise_max:
+            raise ValueError(f"flow head needs steps >= 1, noise_level > 0, 0 < noise_min < noise_max (got {self})")
+
+
+def flow_sde_step_moments(x, v, t, dt: float, noise_level: float):
+    """Gaussian of one Flow-SDE step from time t to t - dt. ``t``: broadcastable to x, in (0, 1].
+
+    Returns (mean, std); see the module docstring for the formula.
+    """
+    t_sigma = t.clamp(max=1 - dt) if dt < 1 else t.clamp(max=0.5)
+    sigma = noise_level * torch.sqrt(t_sigma / (1 - t_sigma))
+    mean = x - dt * (v + sigma**2 / (2 * t) * (x + (1 - t) * v))
+    return mean, (sigma * dt**0.5).expand_as(mean)
+
+
+class Head(ActionHead):
+    def __init__(self, cfg: Config, cond_dim: int, chunk: int, action_dim: int) -> None:
+        super().__init__(cfg, cond_dim, chunk, action_dim)
+        n = chunk * action_dim
+        self.net = DenoiserMLP(n, cond_dim, cfg.hidden, cfg.layers)
+        self.noise_net = DenoiserMLP(n, cond_dim, cfg.hidden // 2, 1) if cfg.logprob == "noise" else None
+        ts = torch.linspace(1.0, 0.0, cfg.steps + 1)
+        self.register_buffer("times", ts, persistent=False)
+        self.dt = 1.0 / cfg.steps
+
+    def _velocity(self, x, t, z):
+        return self.net(x, t, z).reshape(x.shape)
+
+    def _moments(self, x, t, z, v=None):
+        """Step Gaussian for states x (N, K, A) at times t (N,) (``v``: the velocity there, if known)."""
+        v = self._velocity(x, t, z) if v is None else v
+        tb = t.view(-1, 1, 1)
+        if self.cfg.logprob == "sde":
+            return flow_sde_step_moments(x, v, tb, self.dt, self.cfg.noise_level)
+        mean = x - self.dt * v
+        raw = self.noise_net(x, t, z).reshape(x.shape)
+        std = self.cfg.noise_min + (self.cfg.noise_max - self.cfg.noise_min) * torch.sigmoid(raw)
+        return mean, std
+
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True):
+        b = z.shape[0]
+        x = torch.randn(b, self.chunk, self.action_dim, device=z.device)
+        chain = [x]
+        zc = self.net.condition(z)  # computed once per decision
+        tcs = self.net.time_condition(self.times[:-1])  # (S, H)
+        for i in range(self.cfg.steps):
+            v = self.net.step(x, zc, tcs[i]).reshape(x.shape)
+            if deterministic:
+                x = x - self.dt * v  # the ODE
+            else:
+                mean, std = self._moments(x, self.times[i].expand(b), z, v=v)
+                x = mean + std * torch.randn_like(mean)
+            chain.append(x)
+        extras = {"chain": torch.stack(chain, 1)}
+        return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
+
+    def _chain_moments(self, z, chain):
+        b, s1 = chain.shape[:2]
+        s = s1 - 1
+        x = chain[:, :-1].reshape(b * s, self.chunk, self.action_dim)
+        t = self.times[:s].repeat(b)
+        mean, std = self._moments(x, t, z.repeat_interleave(s, 0))
+        shape = (b, s, self.chunk, self.action_dim)
+        return mean.reshape(shape), std.reshape(shape)
+
+    def log_prob(self, z: torch.Tensor, actions, extras: dict) -> torch.Tensor:
+        chain = self._require(extras, "chain")
+        mean, std = self._chain_moments(z, chain)
+        return gaussian_log_prob(chain[:, 1:], mean, std).sum(1)
+
+    def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
+        """Entropy of the chain's step kernels given its states (learned for Flow-Noise, fixed for Flow-SDE)."""
+        _, std = self._chain_moments(z, self._require(extras, "chain"))
+        return gaussian_entropy(std).sum(1)
+
+    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
+        b = actions.shape[0]
+        if self.cfg.time_beta:  # pi0: emphasise noisy times
+            t = 1 - torch.distributions.Beta(1.5, 1.0).sample((b,)).to(z.device) * 0.999
+        else:
+            t = torch.rand(b, device=z.device) * 0.999 + 0.001
+        noise = torch.randn_like(actions)
+        tb = t.view(-1, 1, 1)
+        x_t = tb * noise + (1 - tb) * actions
+        loss = masked_mean((self._velocity(x_t, t, z) - (noise - actions)) ** 2, mask)
+        return loss, {}

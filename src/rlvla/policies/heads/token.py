@@ -1,0 +1,146 @@
+"""Autoregressive action tokens (RT-2 / OpenVLA style).
+
+Each action dimension is discretised into ``bins`` bins (uniform over [-1, 1], or edges at the training data's
+quantiles). The chunk's ``K * A`` tokens are generated one at a time, step-major (k0a0, k0a1, ..., k1a0, ...),
+by a small causal transformer conditioned on the backbone readout. Log-probs are token-level, under the
+temperature-scaled distribution that sampling uses, so re-scoring a sample reproduces its log-prob.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlvla.policies.heads.base import ActionHead, masked_mean
+from rlvla.policies.transformer import Transformer
+
+BIN_MODES = ("uniform", "quantile")
+
+
+@dataclass
+class Config:
+    name: str = "token"
+    bins: int = 256
+    """Bins per action dimension."""
+    edges: str = "uniform"
+    """``uniform`` over [-1, 1], or ``quantile``: edges at the training actions' quantiles (set by ``fit``)."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs are those of the tempered distribution."""
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.edges not in BIN_MODES:
+            raise ValueError(f"unknown token edges {self.edges!r}; valid: {', '.join(BIN_MODES)}")
+        if self.bins < 2 or self.temperature <= 0 or self.dim % self.heads:
+            raise ValueError(f"token head needs bins >= 2, temperature > 0, dim divisible by heads (got {self})")
+
+
+class Head(ActionHead):
+    def __init__(self, cfg: Config, cond_dim: int, chunk: int, action_dim: int) -> None:
+        super().__init__(cfg, cond_dim, chunk, action_dim)
+        self.length = chunk * action_dim
+        d = cfg.dim
+        self.cond = nn.Linear(cond_dim, d)
+        self.tok_emb = nn.Embedding(cfg.bins, d)
+        self.pos = nn.Parameter(torch.randn(1, self.length, d) * 0.02)
+        self.decoder = Transformer(d, cfg.heads, cfg.layers, 2 * d)
+        self.logits = nn.Linear(d, cfg.bins)
+        edges = torch.linspace(-1.0, 1.0, cfg.bins + 1).repeat(action_dim, 1)
+        self.register_buffer("edges", edges)  # (A, bins + 1), saved with the weights
+
+    # ------------------------------------------------------------------ discretisation
+    def fit(self, actions: torch.Tensor) -> None:
+        if self.cfg.edges != "quantile":
+            return
+        a = actions.reshape(-1, self.action_dim).clamp(-1, 1).double()
+        q = torch.quantile(a.T, torch.linspace(0, 1, self.cfg.bins + 1, dtype=torch.float64), dim=1).T  # (A, bins+1)
+        q[:, 0], q[:, -1] = -1.0, 1.0
+        # Saturated actions (many exactly +-1) give repeated quantiles: enforce a minimum bin width and rescale.
+        min_w = 1e-3
+        widths = (q[:, 1:] - q[:, :-1]).clamp_min(min_w)
+        widths = widths / widths.sum(1, keepdim=True) * 2.0
+        edges = torch.cat([torch.full((self.action_dim, 1), -1.0, dtype=torch.float64), -1.0 + widths.cumsum(1)], 1)
+        edges[:, -1] = 1.0
+        self.edges.copy_(edges.float())
+
+    @property
+    def centers(self) -> torch.Tensor:
+        return 0.5 * (self.edges[:, 1:] + self.edges[:, :-1])  # (A, bins)
+
+    def discretise(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, K, A) in [-1, 1] -> token ids (B, K, A)."""
+        b = actions.shape[0]
+        vals = actions.clamp(-1, 1).reshape(-1, self.action_dim).T.contiguous()  # (A, B*K)
+        ids = torch.searchsorted(self.edges[:, 1:-1].contiguous(), vals, right=True)  # (A, B*K) in [0, bins-1]
+        return ids.T.reshape(b, self.chunk, self.action_dim)
+
+    def undiscretise(self, tokens: torch.Tensor) -> torch.Tensor:
+        """token ids (B, K, A) -> bin centres (B, K, A)."""
+        c = self.centers  # (A, bins)
+        dims = torch.arange(self.action_dim, device=tokens.device).expand_as(tokens)
+        return c[dims, tokens]
+
+    # ------------------------------------------------------------------ model
+    def _logits(self, z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """Logits for positions 0..n-1, (B, n, bins), given the n-1 tokens ``prev`` (B, n-1) before them.
+
+        Position i reads the embedding of token i-1 (position 0 reads nothing), its position and the condition.
+        """
+        b = z.shape[0]
+        n = prev.shape[1] + 1
+        start = torch.zeros(b, 1, self.cfg.dim, device=z.device)
+        x = torch.cat([start, self.tok_emb(prev)], 1) + self.pos[:, :n] + self.cond(z)[:, None]
+        return self.logits(self.decoder(x, causal=True)) / self.cfg.temperature
+
+    def _full_logits(self, z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        flat = tokens.reshape(tokens.shape[0], self.length)
+        return self._logits(z, flat[:, :-1])  # (B, L, bins)
+
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True):
+        """Decode the K*A tokens one at a time with a key/value cache; the log-prob is then re-scored in one
+        teacher-forced pass, so that sampling and ``log_prob`` return the same numbers."""
+        b = z.shape[0]
+        caches: list[dict] = [{} for _ in self.decoder.blocks]
+        cond = self.cond(z)[:, None]
+        x = torch.zeros(b, 1, self.cfg.dim, device=z.device) + self.pos[:, :1] + cond
+        toks = []
+        for i in range(self.length):
+            logits = self.logits(self.decoder(x, causal=True, caches=caches))[:, -1] / self.cfg.temperature
+            if deterministic:
+                nxt = logits.argmax(-1)
+            else:
+                nxt = torch.multinomial(F.softmax(logits, -1), 1)[:, 0]
+            toks.append(nxt)
+            if i + 1 < self.length:
+                x = self.tok_emb(nxt)[:, None] + self.pos[:, i + 1 : i + 2] + cond
+        tokens = torch.stack(toks, 1).reshape(b, self.chunk, self.action_dim)
+        extras = {"tokens": tokens}
+        return self.undiscretise(tokens), self.log_prob(z, None, extras) if with_log_prob else None, extras
+
+    def log_prob(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
+        tokens = extras["tokens"] if "tokens" in extras else self.discretise(actions)
+        logp_all = F.log_softmax(self._full_logits(z, tokens), -1)
+        lp = logp_all.gather(-1, tokens.reshape(tokens.shape[0], self.length, 1))[..., 0]
+        return lp.reshape(tokens.shape)
+
+    def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
+        tokens = self._require(extras, "tokens")
+        logp_all = F.log_softmax(self._full_logits(z, tokens), -1)
+        return -(logp_all.exp() * logp_all).sum(-1).reshape(tokens.shape)
+
+    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
+        tokens = self.discretise(actions)
+        logits = self._full_logits(z, tokens) * self.cfg.temperature  # train the untempered distribution
+        ce = F.cross_entropy(
+            logits.reshape(-1, self.cfg.bins), tokens.reshape(-1), reduction="none", label_smoothing=self.cfg.label_smoothing
+        ).reshape(tokens.shape)
+        loss = masked_mean(ce, mask)
+        with torch.no_grad():
+            acc = masked_mean((logits.argmax(-1).reshape(tokens.shape) == tokens).float(), mask)
+        return loss, {"token_accuracy": float(acc)}

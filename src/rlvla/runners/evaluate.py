@@ -1,0 +1,200 @@
+"""Evaluate a policy checkpoint on named splits: success with 95% Wilson intervals, return, length, latency.
+
+Episode ``k`` of task ``t`` uses the ``k``-th evaluation layout seed of ``t`` on every split, so split results are
+paired (same layouts on id / ood-visual / ood-camera / ood-language). Episodes run batched over an
+:class:`~rlvla.envs.pool.EnvPool`; one decision = one batched policy call for all running envs, executed as an
+action chunk by each env.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlvla.envs import resolve_tasks
+from rlvla.envs.pool import EnvPool
+from rlvla.envs.splits import check_split, eval_seeds
+from rlvla.eval.metrics import wilson_interval
+
+
+def resolve_checkpoint(path) -> Path:
+    """A policy directory from a policy dir, a training step dir, or a run dir (its final policy, else latest)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    if (p / "config.json").exists():
+        return p
+    if (p / "policy" / "config.json").exists():
+        return p / "policy"
+    from rlvla.runners.checkpoint import Checkpoints
+
+    latest = Checkpoints(p).latest()
+    if latest is not None:
+        return latest / "policy"
+    raise FileNotFoundError(f"{p} holds no policy (config.json + model.safetensors), training run, or checkpoint")
+
+
+def _stack(obs_list: list[dict]) -> dict:
+    out = {}
+    for k in obs_list[0]:
+        vals = [o[k] for o in obs_list]
+        out[k] = vals if k == "instruction" else np.stack(vals)
+    return out
+
+
+def _save_gif(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imgs = [Image.fromarray(f).resize((f.shape[1] * 2, f.shape[0] * 2), Image.NEAREST) for f in frames]
+    tmp = path.with_name(path.name + ".tmp")
+    imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+    tmp.replace(path)
+
+
+def evaluate(
+    policy,
+    tasks,
+    splits=("id",),
+    episodes: int = 20,
+    num_envs: int = 8,
+    workers: int | None = None,
+    max_steps: int | None = None,
+    deterministic: bool = True,
+    video_dir=None,
+    videos: int = 2,
+    seed_offset: int = 0,
+    progress: bool = False,
+) -> dict:
+    """``episodes`` per split, spread round-robin over ``tasks``. Returns ``{"splits": {split: result}}``."""
+    tasks = resolve_tasks(tasks)
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    cfg = policy.cfg
+    policy.eval()
+    out = {"splits": {}}
+    for split in splits:
+        check_split(split)
+        jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(episodes)]
+        n_per_task = max(k for _, k in jobs) + 1
+        seeds = eval_seeds(n_per_task, offset=seed_offset)
+        # envs: at least one per task, about num_envs in all
+        per_task = max(1, round(num_envs / len(tasks))) if len(tasks) <= num_envs else 1
+        env_tasks = [t for t in tasks for _ in range(per_task)][: max(num_envs, len(tasks))]
+        queues: dict[int, list[tuple[str, int]]] = {i: [] for i in range(len(env_tasks))}
+        by_task: dict[str, list[int]] = {}
+        for i, t in enumerate(env_tasks):
+            by_task.setdefault(t, []).append(i)
+        for n, (t, k) in enumerate(jobs):
+            envs_t = by_task[t]
+            queues[envs_t[k % len(envs_t)]].append((t, seeds[k]))
+        specs = [
+            dict(name=t, split=split, image_size=cfg.image_size, cameras=tuple(cfg.cameras), chunk=cfg.chunk, max_steps=max_steps)
+            for t in env_tasks
+        ]
+        active = [i for i in queues if queues[i]]
+        results, latencies = [], []
+        recorded = 0
+        with EnvPool([specs[i] for i in range(len(specs))], workers=workers) as pool:
+            cur: dict[int, dict] = {}
+
+            def start(i):
+                nonlocal recorded
+                task, seed = queues[i].pop(0)
+                ob, _ = pool.reset({i: seed})[i]
+                rec = video_dir is not None and recorded < videos
+                recorded += rec
+                cur[i] = dict(task=task, seed=seed, ret=0.0, length=0, success=False, frames=[ob["image"]] if rec else None)
+                return ob
+
+            obs = {i: start(i) for i in active}
+            t_split = time.perf_counter()
+            while obs:
+                ids = sorted(obs)
+                batch = _stack([obs[i] for i in ids])
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    act = policy.act(batch, deterministic=deterministic, with_log_prob=False)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                acts = act.actions.cpu().numpy()
+                if cfg.chunk == 1:
+                    acts = acts[:, 0]
+                stepped = pool.step({i: acts[j] for j, i in enumerate(ids)})
+                nxt = {}
+                for i in ids:
+                    ob, r, term, trunc, info = stepped[i]
+                    c = cur[i]
+                    c["ret"] += float(r)
+                    c["length"] += int(info["substeps"])
+                    c["success"] = c["success"] or bool(info["success"])
+                    if c["frames"] is not None:
+                        c["frames"].append(ob["image"])
+                    if term or trunc:
+                        if c["frames"] is not None:
+                            tag = "success" if c["success"] else "failure"
+                            _save_gif(c["frames"], Path(video_dir) / f"{split}_{c['task']}_{c['seed']}_{tag}.gif")
+                        results.append(c)
+                        if queues[i]:
+                            nxt[i] = start(i)
+                    else:
+                        nxt[i] = ob
+                obs = nxt
+            wall = time.perf_counter() - t_split
+        succ = sum(r["success"] for r in results)
+        lo, hi = wilson_interval(succ, len(results))
+        lat = np.asarray(latencies)
+        per_task_res = {}
+        for t in tasks:
+            rs = [r for r in results if r["task"] == t]
+            if rs:
+                per_task_res[t] = {"success_rate": sum(r["success"] for r in rs) / len(rs), "episodes": len(rs)}
+        steps = sum(r["length"] for r in results)
+        out["splits"][split] = {
+            "success_rate": succ / len(results),
+            "ci95": [lo, hi],
+            "episodes": len(results),
+            "mean_return": float(np.mean([r["ret"] for r in results])),
+            "mean_length": float(np.mean([r["length"] for r in results])),
+            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
+            "env_steps_per_s": steps / wall,
+            "tasks": per_task_res,
+            "per_episode": [[r["task"], r["seed"], bool(r["success"])] for r in sorted(results, key=lambda r: (r["task"], r["seed"]))],
+        }
+        if progress:
+            s = out["splits"][split]
+            print(f"{split:13s} success {s['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] over {len(results)} episodes "
+                  f"(latency p50 {s['latency_ms']['p50']:.1f} ms, {s['env_steps_per_s']:.0f} env steps/s)", flush=True)  # fmt: skip
+    return out
+
+
+def eval_main(args) -> int:
+    from rlvla.policies import VLAPolicy
+
+    path = resolve_checkpoint(args.checkpoint)
+    policy = VLAPolicy.from_pretrained(path)
+    tasks = args.tasks.split(",") if args.tasks else policy.cfg.tasks
+    if not tasks:
+        raise ValueError(f"{path} records no training tasks; pass --tasks")
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    for s in splits:
+        check_split(s)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    video_dir = Path(args.videos_dir) if args.videos_dir else path.parent / "videos"
+    res = evaluate(
+        policy, tasks, splits, episodes=args.episodes, num_envs=args.num_envs, workers=args.workers,
+        max_steps=args.max_steps, video_dir=video_dir if args.videos > 0 else None, videos=args.videos,
+        progress=not args.json,
+    )  # fmt: skip
+    res = {"checkpoint": str(path), **res}
+    if args.out:
+        from rlvla.data.lerobot import atomic_write_json
+
+        atomic_write_json(Path(args.out), res)
+    if args.json:
+        print(json.dumps(res))
+    return 0
