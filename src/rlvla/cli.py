@@ -24,11 +24,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
 
     b = sub.add_parser("bench", help="benchmarks")
-    b.add_argument("what", choices=["env"])
+    b.add_argument("what", choices=["env", "inference", "sft"], help="env throughput, policy latency, or SFT success")
     b.add_argument("--json", action="store_true")
     b.add_argument("--task", default="push-v3")
     b.add_argument("--image-size", type=int, default=64)
-    b.add_argument("--steps", type=int, default=1000)
+    b.add_argument("--steps", type=int, default=1000, help="env: steps per variant")
+    b.add_argument("--train-steps", type=int, default=3000, help="sft: optimiser steps (the budget may stop earlier)")
+    b.add_argument("--batch", type=int, default=8, help="inference: envs per decision")
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--heads", default="", help="sft: heads to train (default: all)")
+    b.add_argument("--budget", type=float, default=300.0, help="sft: training wall-clock budget per head (s)")
+    b.add_argument("--episodes", type=int, default=100, help="sft: evaluation episodes")
+    b.add_argument("--demos", type=int, default=20, help="sft: expert demos per task")
+    b.add_argument("--out", default="runs/bench", help="sft: output directory")
 
     t = sub.add_parser("tasks", help="list tasks, task sets and splits")
     t.add_argument("--json", action="store_true")
@@ -66,6 +74,10 @@ def main(argv=None) -> int:
 
             return collect_main(args)
         if args.cmd == "bench":
+            if args.what != "env":
+                from rlvla.runners.bench_policy import bench_policy_main
+
+                return bench_policy_main(args)
             from rlvla.runners.bench_env import bench_main
 
             return bench_main(args)

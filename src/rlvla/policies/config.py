@@ -130,7 +130,7 @@ class PolicyConfig:
 def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Human-readable differences between two nested config dicts."""
     out = []
-    for k in sorted(set(a) | set(b)):
+    for k in sorted(set(a) | set(b), key=lambda k: (k != "name", k)):  # a differing name (e.g. head) first
         va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
         if isinstance(va, dict) and isinstance(vb, dict):
             out += diff_configs(va, vb, f"{prefix}{k}.")

@@ -35,7 +35,7 @@ class SFT:
             g["lr"] = lr
         loss, metrics = self.policy.bc_loss(batch)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {float(loss)} at step {step}")
+            raise NonFiniteLossError(f"loss is {float(loss.detach())} at step {step}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.policy.parameters() if p.grad is not None]

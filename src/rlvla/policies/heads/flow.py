@@ -44,7 +44,7 @@ class Config:
     hidden: int = 256
     layers: int = 2
     time_beta: bool = True
-    """Training times from Beta(1.5, 1) reflected toward noise (pi0), else uniform."""
+    """Training times t = 0.001 + 0.999 * Beta(1.5, 1), skewed toward noise (t = 1) as in pi0, else uniform."""
 
     def __post_init__(self) -> None:
         if self.logprob not in LOGPROB_MODES:
@@ -126,8 +126,8 @@ class Head(ActionHead):
 
     def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
         b = actions.shape[0]
-        if self.cfg.time_beta:  # pi0: emphasise noisy times
-            t = 1 - torch.distributions.Beta(1.5, 1.0).sample((b,)).to(z.device) * 0.999
+        if self.cfg.time_beta:  # pi0 / openpi: emphasise noisy times (t near 1 is noise here)
+            t = torch.distributions.Beta(1.5, 1.0).sample((b,)).to(z.device) * 0.999 + 0.001
         else:
             t = torch.rand(b, device=z.device) * 0.999 + 0.001
         noise = torch.randn_like(actions)

