@@ -139,6 +139,8 @@ class EfficientNetEncoder(nn.Module):
         keep = sum(repeats[: cfg.stages])
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         self.blocks = nn.ModuleList(list(net._blocks)[:keep])
+        self.stem.eval()  # the shape probe must not update the pretrained BatchNorm running statistics
+        self.blocks.eval()
         with torch.no_grad():
             probe = self._trunk(torch.zeros(1, 3, 64, 64))
         self.out_channels = probe.shape[1]
@@ -150,6 +152,7 @@ class EfficientNetEncoder(nn.Module):
             for p in list(self.stem.parameters()) + list(self.blocks.parameters()):
                 p.requires_grad_(False)
         self.frozen = cfg.freeze
+        self.train()  # back to training mode after the probe (a frozen trunk's BatchNorm stays in eval mode)
 
     def _trunk(self, x):
         x = self.stem(x)
