@@ -62,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
     q.add_argument("--out", default="runs/quickstart")
-    q.add_argument("--episodes", type=int, default=5, help="demonstrations per task")
+    q.add_argument("--episodes", type=int, default=20, help="demonstrations per task")
+    q.add_argument("--head", default="flow", help="action head: token, diffusion, flow, gaussian")
+    q.add_argument("--steps", type=int, default=3400, help="SFT optimiser steps")
+    q.add_argument("--budget", type=float, default=300.0, help="SFT wall-clock limit (s)")
+    q.add_argument("--eval-episodes", type=int, default=50, help="evaluation episodes per split")
     return p
 
 

@@ -20,8 +20,8 @@ ABLATIONS = ("image", "language")
 class VisionConfig:
     encoder: str = "cnn"
     """``cnn``: a small CNN trained from scratch; ``efficientnet``: ImageNet-pretrained EfficientNet-Lite0."""
-    width: int = 32
-    """cnn: channels of the first conv layer (doubled every other layer)."""
+    width: int = 16
+    """cnn: channels of the first conv layer (doubled every other layer). 16 trains ~1.5x faster than 32 on CPU."""
     depth: int = 4
     """cnn: stride-2 conv layers (64x64 input -> (64 / 2**depth)^2 spatial tokens)."""
     stages: int = 3
