@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 # llvmpipe (software GL) spawns one thread per core per context; one per process renders faster here.
 export LP_NUM_THREADS ?= 1
 
-.PHONY: quickstart test test-slow bench sysdeps clean-venv
+.PHONY: quickstart test test-slow bench bench-sft sysdeps clean-venv
 
 $(STAMP): pyproject.toml
 	@bash scripts/sysdeps.sh
@@ -33,6 +33,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/rlvla bench env --json
+	$(BIN)/rlvla bench inference --json
+
+# SFT of every head from 20 demos per task under a 5-minute budget each, then evaluation (~40 minutes).
+bench-sft: $(STAMP)
+	$(BIN)/rlvla bench sft --json
 
 clean-venv:
 	rm -rf $(VENV)

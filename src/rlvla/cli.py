@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--task", default="push-v3")
     b.add_argument("--image-size", type=int, default=64)
     b.add_argument("--steps", type=int, default=1000, help="env: steps per variant")
-    b.add_argument("--train-steps", type=int, default=3000, help="sft: optimiser steps (the budget may stop earlier)")
+    b.add_argument("--train-steps", type=int, default=3400, help="sft: optimiser steps (the budget may stop earlier)")
     b.add_argument("--batch", type=int, default=8, help="inference: envs per decision")
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--heads", default="", help="sft: heads to train (default: all)")
@@ -105,8 +105,17 @@ def main(argv=None) -> int:
         print(f"rlvla {args.cmd}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"rlvla {args.cmd}: error: {e}", file=sys.stderr)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"rlvla {args.cmd}: error: {msg}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # training stopped on NaN, an env worker died, ...: one line, exit 1
+        from rlvla.envs.pool import EnvWorkerError
+        from rlvla.runners.train import TrainingError
+
+        if not isinstance(e, (TrainingError, EnvWorkerError)):
+            raise
+        print(f"rlvla {args.cmd}: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
     return 0
 
 

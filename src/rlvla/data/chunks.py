@@ -16,7 +16,7 @@ from rlvla.data.schema import IMAGE_PREFIX, Batch
 
 
 class ChunkDataset:
-    def __init__(self, dataset: LeRobotDataset, chunk: int, cameras, episodes_per_task: int = 0) -> None:
+    def __init__(self, dataset: LeRobotDataset, chunk: int, cameras, episodes_per_task: int = 0, image_size: int | None = None) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.chunk = chunk
@@ -25,6 +25,13 @@ class ChunkDataset:
         if missing:
             have = [k[len(IMAGE_PREFIX):] for k in dataset.image_keys]
             raise ValueError(f"dataset {dataset.root} has no images for cameras {missing} (it has {have})")
+        for c in self.cameras:
+            shape = dataset.features[f"{IMAGE_PREFIX}{c}"]["shape"]
+            if image_size is not None and list(shape[:2]) != [image_size, image_size]:
+                raise ValueError(
+                    f"dataset {dataset.root} has {shape[0]}x{shape[1]} images from {c!r}; the policy expects "
+                    f"{image_size}x{image_size} (set policy.image_size={shape[0]} or re-collect with --image-size {image_size})"
+                )
         eps = self._select(dataset, episodes_per_task)
         cols: dict[str, list[np.ndarray]] = {}
         for i in eps:
@@ -70,6 +77,11 @@ class ChunkDataset:
 
     def __len__(self) -> int:
         return int(self.data["action"].shape[0])
+
+    def stats(self) -> dict:
+        """Mean/std of the frames actually used (LeRobot stats layout), for normalisation."""
+        s = self.data["observation.state"].double()
+        return {"observation.state": {"mean": s.mean(0).float().numpy(), "std": s.std(0).float().numpy()}}
 
     def indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
         """Frame indices of batch ``step``: epoch-wise permutations seeded by (seed, epoch)."""

@@ -42,9 +42,6 @@ def _worker(conn, specs: dict[int, dict]) -> None:
                     out[i] = envs[i].reset(seed=seed, options=options)
                 elif cmd == "step":
                     out[i] = envs[i].step(arg)
-                elif cmd == "call":
-                    name, args = arg
-                    out[i] = getattr(envs[i], name)(*args)
             conn.send(("ok", out))
     except (KeyboardInterrupt, EOFError):
         pass
@@ -83,10 +80,13 @@ class EnvPool:
             return
         self.owner = [i % self.workers for i in range(n)]
         ctx = mp.get_context("spawn")
-        for w in range(self.workers):
-            self._start(ctx, w)
-        for w in range(self.workers):
-            self._recv(w)
+        try:
+            for w in range(self.workers):
+                self._start(ctx, w)
+            self._gather(range(self.workers))
+        except BaseException:
+            self.close()
+            raise
 
     def _start(self, ctx, w: int) -> None:
         parent, child = ctx.Pipe()
@@ -100,15 +100,24 @@ class EnvPool:
             self._procs.append(p)
             self._conns.append(parent)
 
-    def _recv(self, w: int):
-        try:
-            status, payload = self._conns[w].recv()
-        except (EOFError, ConnectionResetError, BrokenPipeError):
-            code = self._procs[w].exitcode
-            raise EnvWorkerError(f"env worker {w} died (exit code {code}); its envs' episodes are lost") from None
-        if status == "error":
-            raise EnvWorkerError(f"env worker {w} failed: {payload}")
-        return payload
+    def _gather(self, workers) -> dict:
+        """Read one reply from each of ``workers`` (all of them, so no stale reply is left in a pipe), then raise
+        the first failure, if any."""
+        out, errors = {}, []
+        for w in workers:
+            try:
+                status, payload = self._conns[w].recv()
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                self._procs[w].join(timeout=1)
+                errors.append(f"env worker {w} died (exit code {self._procs[w].exitcode}); its envs' episodes are lost")
+                continue
+            if status == "error":
+                errors.append(f"env worker {w} failed: {payload}")
+            elif payload:
+                out.update(payload)
+        if errors:
+            raise EnvWorkerError(errors[0])
+        return out
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -118,25 +127,22 @@ class EnvPool:
             out = {}
             for i, arg in payload.items():
                 env = self._local[i]
-                if cmd == "reset":
-                    out[i] = env.reset(seed=arg[0], options=arg[1])
-                elif cmd == "step":
-                    out[i] = env.step(arg)
-                else:
-                    out[i] = getattr(env, arg[0])(*arg[1])
+                out[i] = env.reset(seed=arg[0], options=arg[1]) if cmd == "reset" else env.step(arg)
             return out
         per: dict[int, dict] = {}
         for i, arg in payload.items():
             per.setdefault(self.owner[i], {})[i] = arg
+        sent = []
         for w, sub in per.items():
             try:
                 self._conns[w].send((cmd, sub))
+                sent.append(w)
             except (BrokenPipeError, OSError):
-                raise EnvWorkerError(f"env worker {w} died (exit code {self._procs[w].exitcode})") from None
-        out = {}
-        for w in per:
-            out.update(self._recv(w))
-        return out
+                try:
+                    self._gather(sent)  # drain the workers already sent to
+                finally:
+                    raise EnvWorkerError(f"env worker {w} died (exit code {self._procs[w].exitcode})") from None
+        return self._gather(sent)
 
     def reset(self, seeds: dict[int, int | None], options: dict[int, dict] | None = None):
         options = options or {}
@@ -144,22 +150,6 @@ class EnvPool:
 
     def step(self, actions: dict[int, object]):
         return self._run("step", actions)
-
-    def call(self, name: str, envs, *args):
-        return self._run("call", {i: (name, args) for i in envs})
-
-    def restart_dead_workers(self) -> list[int]:
-        """Restart workers that died; returns the env indices that were lost (their episodes must be rerun)."""
-        if self._local is not None:
-            return []
-        lost = []
-        ctx = mp.get_context("spawn")
-        for w, p in enumerate(self._procs):
-            if not p.is_alive():
-                self._start(ctx, w)
-                self._recv(w)
-                lost += [i for i in range(len(self.specs)) if self.owner[i] == w]
-        return lost
 
     def close(self) -> None:
         if self._local is not None:

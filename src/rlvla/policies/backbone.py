@@ -31,18 +31,6 @@ class Inputs:
     def __len__(self) -> int:
         return self.proprio.shape[0]
 
-    def index(self, idx) -> "Inputs":
-        idx_list = idx.tolist() if isinstance(idx, torch.Tensor) else list(idx)
-        return Inputs(self.images[idx], self.proprio[idx], [self.instructions[i] for i in idx_list])
-
-    def repeat(self, n: int) -> "Inputs":
-        """Each sample ``n`` times in a row (for sampling N candidates per observation)."""
-        return Inputs(
-            self.images.repeat_interleave(n, 0),
-            self.proprio.repeat_interleave(n, 0),
-            [t for t in self.instructions for _ in range(n)],
-        )
-
 
 class Backbone(nn.Module):
     def __init__(self, cfg: PolicyConfig) -> None:

@@ -67,8 +67,8 @@ class BackboneConfig:
     """Blank inputs for baselines: ``image`` (all-zero image, same network) and/or ``language`` (empty instruction)."""
 
     def __post_init__(self) -> None:
-        if self.dim % self.heads:
-            raise ValueError(f"backbone dim {self.dim} must be divisible by heads {self.heads}")
+        if self.dim < 1 or self.heads < 1 or self.dim % self.heads:
+            raise ValueError(f"backbone needs dim >= 1 and heads >= 1 with dim divisible by heads (got {self.dim}, {self.heads})")
         if self.layers < 1:
             raise ValueError(f"backbone layers must be >= 1, got {self.layers}")
         for a in self.ablate:
@@ -104,6 +104,8 @@ class PolicyConfig:
             self.head = head_config(self.head["name"], **{k: self.head[k] for k in self.head if k != "name"})
         if isinstance(self.backbone, dict):
             self.backbone = BackboneConfig(**self.backbone)
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
         if self.chunk < 1 or self.action_dim < 1 or self.proprio_dim < 1:
             raise ValueError(f"chunk, action_dim and proprio_dim must be >= 1 (got {self.chunk}, {self.action_dim}, {self.proprio_dim})")
         if not self.cameras:

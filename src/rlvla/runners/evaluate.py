@@ -88,22 +88,32 @@ def evaluate(
     tasks = resolve_tasks(tasks)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    cfg = policy.cfg
-    policy.eval()
-    out = {"splits": {}}
     for split in splits:
         check_split(split)
+    cfg = policy.cfg
+    policy.eval()
+    bb = cfg.backbone.language
+    if bb.encoder == "minilm" and bb.freeze:  # embed every instruction up front: keeps it out of the latency
+        from rlvla.envs.instructions import INSTRUCTIONS
+        from rlvla.policies.encoders import embed_instructions
+
+        embed_instructions([s for t in tasks for pool in INSTRUCTIONS[t].values() for s in pool])
+    out = {"splits": {}}
+    for si, split in enumerate(splits):
+        # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per split
+        torch.manual_seed(seed_offset * 1000 + si)
         jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(episodes)]
         n_per_task = max(k for _, k in jobs) + 1
         seeds = eval_seeds(n_per_task, offset=seed_offset)
         # envs: one or more per task, at most num_envs in all unless there are more tasks than that
-        per_task = max(1, num_envs // len(tasks))
-        env_tasks = [t for t in tasks for _ in range(per_task)]
+        used = [t for t in tasks if any(j[0] == t for j in jobs)]
+        per_task = max(1, num_envs // len(used))
+        env_tasks = [t for t in used for _ in range(per_task)]
         queues: dict[int, list[tuple[str, int]]] = {i: [] for i in range(len(env_tasks))}
         by_task: dict[str, list[int]] = {}
         for i, t in enumerate(env_tasks):
             by_task.setdefault(t, []).append(i)
-        for n, (t, k) in enumerate(jobs):
+        for t, k in jobs:
             envs_t = by_task[t]
             queues[envs_t[k % len(envs_t)]].append((t, seeds[k]))
         specs = [

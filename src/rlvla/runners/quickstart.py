@@ -16,12 +16,6 @@ from rlvla.data.lerobot import LeRobotDataset, atomic_write_json
 from rlvla.envs import SPLITS, TASK_SETS
 from rlvla.runners.collect import CollectConfig, collect
 
-HEAD_OVERRIDES = {
-    "token": ["head=token"],
-    "diffusion": ["head=diffusion"],
-    "flow": ["head=flow"],
-    "gaussian": ["head=gaussian"],
-}
 
 
 def quickstart_main(args) -> int:
@@ -32,29 +26,40 @@ def quickstart_main(args) -> int:
     from rlvla.runners.evaluate import evaluate
     from rlvla.runners.train import peak_rss_mb, train
 
-    if args.head not in HEAD_OVERRIDES:
-        raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(HEAD_OVERRIDES)}")
+    from rlvla.policies import available_heads
+
+    if args.head not in available_heads():
+        raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     tasks = TASK_SETS["quickstart"]
+    demos = out / "demos"
+    if (demos / "meta" / "info.json").exists() and LeRobotDataset(demos).num_episodes > args.episodes * len(tasks):
+        raise ValueError(f"{demos} holds more than {args.episodes} demos per task; pass a new --out")
     print(f"[1/3] collecting {args.episodes} expert demonstrations per task for {', '.join(tasks)}", flush=True)
     collect(CollectConfig(tasks=tasks, episodes=args.episodes, out=str(out / "demos")))
     ds = LeRobotDataset(out / "demos")
     print(f"      dataset: {ds.num_episodes} episodes, {len(ds)} frames, {len(ds.tasks)} instructions", flush=True)
 
     run = out / f"sft_{args.head}"
-    overrides = [*HEAD_OVERRIDES[args.head], f"data.path={out / 'demos'}", f"run_dir={run}",
+    overrides = [f"head={args.head}", f"data.path={out / 'demos'}", f"run_dir={run}",
                  f"train.steps={args.steps}", f"train.time_limit_s={args.budget}"]  # fmt: skip
     cfg = compose(overrides)
     done = run / "train_summary.json"
     prev = json.loads(done.read_text()) if done.exists() else {}
+    recipe = {"overrides": overrides, "demos_per_task": args.episodes}
+    recipe_file = run / "quickstart_recipe.json"
+    if recipe_file.exists() and json.loads(recipe_file.read_text()) != recipe:
+        raise ValueError(f"{run} was trained with other quickstart options ({recipe_file}); pass a new --out")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(recipe_file, recipe)
     if prev.get("status") in ("done", "time_limit"):
         print(f"[2/3] SFT ({args.head} head) already finished: {prev['policy']}", flush=True)
         sft = prev
     else:
         print(f"[2/3] SFT of the {args.head} head ({args.steps} steps, at most {args.budget:.0f} s)", flush=True)
-        sft = train(cfg, progress=True)
+        sft = train(cfg, progress=True)  # raises TrainingError (one line from the CLI) on a NaN loss
         if sft["status"] == "interrupted":
             print("      interrupted; run the same command again to continue", flush=True)
             return 130

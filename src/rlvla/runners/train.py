@@ -25,7 +25,7 @@ from rlvla.runners.checkpoint import Checkpoints
 from rlvla.runners.runlog import RunLogger
 
 # Fields that may change when a run is resumed (they do not change the computation).
-RESUMABLE_CHANGES = ("train.time_limit_s", "train.log_every", "train.ckpt_every", "train.threads", "eval.", "resume")
+RESUMABLE_CHANGES = ("train.time_limit_s", "train.log_every", "train.ckpt_every", "train.threads", "eval.", "resume", "run_dir")
 
 
 class TrainingError(RuntimeError):
@@ -83,6 +83,11 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     if latest is not None and not cfg.resume:
         raise ValueError(f"{run_dir} already has checkpoints; pass resume=true to continue it or choose another run_dir")
+    if cfg.eval.episodes > 0:  # validate now, not after hours of training
+        from rlvla.envs.splits import check_split
+
+        for s in cfg.eval.splits:
+            check_split(s)
     if latest is not None and (run_dir / "config.yaml").exists():
         old = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
         diffs = _config_diffs(old, cfg_dict)
@@ -90,16 +95,22 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
             raise ValueError(f"cannot resume {run_dir} with a different config ({'; '.join(diffs[:4])}); use a new run_dir")
 
     dataset = LeRobotDataset(data_cfg.path)
-    data = ChunkDataset(dataset, pcfg.chunk, pcfg.cameras, data_cfg.episodes_per_task)
+    data = ChunkDataset(dataset, pcfg.chunk, pcfg.cameras, data_cfg.episodes_per_task, image_size=pcfg.image_size)
+    if not data.env_tasks:
+        raise ValueError(f"dataset {data_cfg.path} records no env_task per episode; collect it with `rlvla collect`")
     pcfg.tasks = data.env_tasks
+    fingerprint = {"episodes": len(data.episodes), "frames": len(data)}
     torch.manual_seed(loop.seed)
     policy = VLAPolicy(pcfg).to(loop.device)
-    policy.set_stats(dataset.stats)
+    policy.set_stats(data.stats())
     policy.fit(data.data["action"])
     algo = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip)
     start = 0
     if latest is not None:
         start, tensors, meta = ckpts.load(latest)
+        if meta.get("data", fingerprint) != fingerprint:
+            raise ValueError(f"cannot resume {run_dir}: it trained on {meta['data']} of {data_cfg.path}, which now gives "
+                             f"{fingerprint}; the dataset changed, use a new run_dir")  # fmt: skip
         policy.load_weights(latest / "policy", map_location=loop.device)
         algo.load_state(tensors, meta)
         print(f"resuming {run_dir} from step {start} ({latest.name})", file=sys.stderr)
@@ -109,21 +120,29 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
 
     def save(step: int) -> Path:
         tensors, meta = algo.state()
-        return ckpts.save(step, policy, tensors, meta)
+        return ckpts.save(step, policy, tensors, {**meta, "data": fingerprint})
 
-    old_term = signal.getsignal(signal.SIGTERM)
+    # Ctrl-C / SIGTERM only set a flag, checked between updates: an update is never cut in half, so the
+    # checkpoint written on the way out matches its step number.
+    stop = {"signal": None}
 
-    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: checkpoint, then stop
-        raise KeyboardInterrupt
+    def on_signal(signum, frame):
+        if stop["signal"] is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        stop["signal"] = signum
 
-    if hasattr(signal, "SIGTERM") and _main_thread():
-        signal.signal(signal.SIGTERM, on_term)
+    old_handlers = {}
+    if _main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, on_signal)
     status, completed, metrics = "done", start, {}
     t0 = time.perf_counter()
     last_saved = latest
     samples = 0
     try:
         for step in range(start, loop.steps):
+            if stop["signal"] is not None:
+                raise KeyboardInterrupt
             torch.manual_seed(step_seed(loop.seed, step))
             batch = data.batch(data.indices(step, loop.batch_size, loop.seed))
             try:
@@ -131,7 +150,8 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
             except NonFiniteLossError as e:
                 kept = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was written yet"
                 raise TrainingError(
-                    f"training stopped: {e}; {kept}. Lower train.lr or train.grad_clip, or check the dataset for bad values"
+                    f"training stopped: {e}; {kept}. Check the dataset for bad values, or start a new run_dir with a "
+                    "lower train.lr or train.grad_clip"
                 ) from None
             samples += loop.batch_size
             done = completed = step + 1
@@ -139,6 +159,8 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
                 logger.log(done, {**metrics, "samples_per_s": samples / (time.perf_counter() - t0)})
             if on_step is not None:
                 on_step(done, metrics)
+            if stop["signal"] is not None and done < loop.steps:
+                raise KeyboardInterrupt
             bar.update(f"loss {metrics['loss']:.4f}")
             if done % loop.ckpt_every == 0 and done < loop.steps:
                 last_saved = save(done)
@@ -150,8 +172,8 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     finally:
         bar.close()
         logger.close()
-        if _main_thread():
-            signal.signal(signal.SIGTERM, old_term)
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
     wall = time.perf_counter() - t0
     step = completed
     ckpt = save(step) if (last_saved is None or last_saved.name != f"step_{step:08d}") else last_saved

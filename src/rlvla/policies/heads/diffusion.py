@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from rlvla.policies.heads.base import ActionHead, DenoiserMLP, gaussian_entropy, gaussian_log_prob, masked_mean
 
@@ -80,12 +79,13 @@ class Head(ActionHead):
         t = (t_index.float() + 1) / self.cfg.train_steps
         return self.net(x, t, z).reshape(shape)
 
-    def _moments(self, x, i: torch.Tensor, z, eps=None):
+    def _moments(self, x, i: torch.Tensor, z, eps=None, eta: float | None = None):
         """Step moments for chain states ``x`` (N, K, A) at step indices ``i`` (N,) (``eps``: prediction, if known)."""
         bshape = (-1, 1, 1)
         eps = self._eps(x, self.timesteps[i], z) if eps is None else eps
+        eta = self.cfg.eta if eta is None else eta
         mean, sigma = ddim_step_moments(
-            x, eps, self.ab_t[i].view(bshape), self.ab_prev[i].view(bshape), self.cfg.eta, self.cfg.clip_denoised
+            x, eps, self.ab_t[i].view(bshape), self.ab_prev[i].view(bshape), eta, self.cfg.clip_denoised
         )
         return mean, sigma.clamp_min(self.cfg.min_std).expand_as(mean)
 
@@ -98,8 +98,11 @@ class Head(ActionHead):
         for i in range(self.cfg.steps):
             idx = torch.full((b,), i, device=z.device, dtype=torch.long)
             eps = self.net.step(x, zc, tcs[i]).reshape(x.shape)
-            mean, std = self._moments(x, idx, z, eps=eps)
-            x = mean if deterministic else mean + std * torch.randn_like(mean)
+            if deterministic:  # the DDIM ODE (eta = 0); the eta > 0 mean alone would collapse to E[a | obs]
+                x, _ = self._moments(x, idx, z, eps=eps, eta=0.0)
+            else:
+                mean, std = self._moments(x, idx, z, eps=eps)
+                x = mean + std * torch.randn_like(mean)
             chain.append(x)
         chain_t = torch.stack(chain, 1)  # (B, S+1, K, A)
         extras = {"chain": chain_t}
@@ -120,9 +123,8 @@ class Head(ActionHead):
 
     def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
         """Entropy of the chain's step kernels given its states (fixed stds: a constant, without gradient)."""
-        std = self.ab_t.new_tensor(1.0) * torch.maximum(
-            self.cfg.eta * torch.sqrt((1 - self.ab_prev) / (1 - self.ab_t) * (1 - self.ab_t / self.ab_prev)),
-            torch.tensor(self.cfg.min_std),
+        std = (self.cfg.eta * torch.sqrt((1 - self.ab_prev) / (1 - self.ab_t) * (1 - self.ab_t / self.ab_prev))).clamp_min(
+            self.cfg.min_std
         )
         return gaussian_entropy(std).sum().expand(z.shape[0], self.chunk, self.action_dim)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from rlvla.policies.heads.base import ActionHead, DenoiserMLP, gaussian_entropy, gaussian_log_prob, masked_mean
 
