@@ -600,3 +600,26 @@ def test_efficientnet_encoder_loads_pretrained_weights():
     for k, v in enc.state_dict().items():
         if k.startswith(("stem.", "blocks.")):
             assert torch.equal(v, file_state[rename(k)]), f"frozen {k} changed in training mode"
+
+
+def test_deterministic_diffusion_follows_the_ddim_ode_not_the_posterior_mean():
+    """Deterministic sampling must depend on the initial noise (DDIM, eta = 0); collapsing every start to the same
+    point would be mean regression, which is what the eta = 1 mean alone gives."""
+    from rlvla.policies import BackboneConfig, PolicyConfig, head_config, make_policy
+
+    torch.manual_seed(0)
+    p = make_policy(PolicyConfig(head=head_config("diffusion", hidden=32), backbone=BackboneConfig(dim=32, layers=1, language={"encoder": "none"}))).eval()
+    z = torch.randn(1, 32).repeat(64, 1)
+    with torch.no_grad():
+        a, _, extras = p.head.sample(z, deterministic=True, with_log_prob=False)
+    spread = a.std(0).mean().item()
+    assert spread > 0.05, spread  # 64 different starts give different actions
+    # and the chain is the eta = 0 DDIM update of its own states
+    from rlvla.policies.heads.diffusion import ddim_step_moments
+
+    chain = extras["chain"]
+    h = p.head
+    with torch.no_grad():
+        eps = h._eps(chain[:, 0], h.timesteps[0].expand(64), z)
+        mean, sigma = ddim_step_moments(chain[:, 0], eps, h.ab_t[0], h.ab_prev[0], 0.0, True)
+    assert float(sigma) == 0.0 and torch.allclose(chain[:, 1], mean, atol=1e-6)

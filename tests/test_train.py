@@ -163,3 +163,60 @@ def test_cli_train_then_eval_json(dataset, tmp_path):
     # paired layouts: the same (task, seed) episodes on both splits
     assert [e[:2] for e in res["splits"]["id"]["per_episode"]] == [e[:2] for e in res["splits"]["ood-visual"]["per_episode"]]
     assert len(list((run / "videos").glob("*.gif"))) == 2
+
+
+def test_sigint_checkpoints_at_a_whole_step(dataset, tmp_path):
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "sig"
+    p = subprocess.Popen([sys.executable, "-m", "rlvla.cli", "train", *TINY, f"data.path={dataset}", f"run_dir={run}",
+                          "train.steps=100000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    os.kill(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["step"] >= 3
+    ckpt = run / "checkpoints" / f"step_{summary['step']:08d}"
+    meta = json.loads((ckpt / "trainer.json").read_text())
+    assert meta["step"] == summary["step"]
+    from safetensors.torch import load_file
+
+    adam_steps = {float(v) for k, v in load_file(str(ckpt / "trainer.safetensors")).items() if k.endswith(".step")}
+    assert adam_steps == {float(summary["step"])}  # optimiser state matches the step number: no half update
+
+
+def test_resume_refuses_a_changed_dataset(dataset, tmp_path):
+    import shutil
+
+    from rlvla.data.lerobot import LeRobotDataset
+    from rlvla.runners.train import train
+
+    ds = tmp_path / "ds"
+    shutil.copytree(dataset, ds)
+    train(_cfg(ds, tmp_path / "r", "train.steps=4", "train.ckpt_every=2"), progress=False, on_step=_stop_at(2))
+    w = LeRobotWriter(ds)
+    e = LeRobotDataset(ds).episode(0)
+    w.add_episode({k: v for k, v in e.items() if k in features(("corner",), 64)}, "do reach-v3", meta={"env_task": "reach-v3"})
+    with pytest.raises(ValueError, match="dataset changed"):
+        train(_cfg(ds, tmp_path / "r", "train.steps=4", "train.ckpt_every=2"), progress=False)
+
+
+def _stop_at(n):
+    def cb(step, metrics):
+        if step == n:
+            raise KeyboardInterrupt
+
+    return cb
+
+
+def test_image_size_mismatch_is_a_clear_error(dataset):
+    from rlvla.data.chunks import ChunkDataset
+    from rlvla.data.lerobot import LeRobotDataset
+
+    with pytest.raises(ValueError, match=r"64x64 images .* expects 32x32 \(set policy.image_size=64"):
+        ChunkDataset(LeRobotDataset(dataset), 4, ["corner"], image_size=32)
