@@ -22,7 +22,12 @@ HEADS = {
     "flow-sde": ["head=flow", "policy.head.logprob=sde"],
     "flow-noise": ["head=flow", "policy.head.logprob=noise"],
     "gaussian": ["head=gaussian"],
+    # baselines with the same training (DESIGN.md, "Measured facts"): image blanked; instruction blanked
+    # (drawer-open and drawer-close share one scene, so only the instruction tells them apart)
+    "flow-sde-blind": ["head=flow", "policy.head.logprob=sde", "policy.backbone.ablate=[image]"],
+    "flow-sde-language-blind": ["head=flow", "policy.head.logprob=sde", "policy.backbone.ablate=[language]"],
 }
+DEFAULT_HEADS = ["token", "diffusion", "flow-sde", "flow-noise", "gaussian", "flow-sde-blind", "flow-sde-language-blind"]
 
 
 def bench_inference(batch: int = 8, repeats: int = 50, threads: int = 1) -> dict:
@@ -40,6 +45,8 @@ def bench_inference(batch: int = 8, repeats: int = 50, threads: int = 1) -> dict
     }
     out = {}
     for name, ov in HEADS.items():
+        if "blind" in name:
+            continue
         policy = VLAPolicy(policy_config(compose(ov))).eval()
         row = {}
         for mode, kw in (("eval", dict(deterministic=True, with_log_prob=False)), ("rollout", dict(deterministic=False))):
@@ -93,7 +100,7 @@ def bench_policy_main(args) -> int:
                 print(f"{k:10s} eval p50 {v['eval']['p50']:.1f} ms p95 {v['eval']['p95']:.1f} | "
                       f"rollout p50 {v['rollout']['p50']:.1f} ms")  # fmt: skip
     else:
-        heads = args.heads.split(",") if args.heads else list(HEADS)
+        heads = args.heads.split(",") if args.heads else DEFAULT_HEADS
         for h in heads:
             if h not in HEADS:
                 raise ValueError(f"unknown head {h!r}; valid: {', '.join(HEADS)}")
