@@ -19,3 +19,20 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     lo = 0.0 if successes == 0 else min(p, max(0.0, centre - half))
     hi = 1.0 if successes == n else max(p, min(1.0, centre + half))
     return (lo, hi)
+
+
+def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:
+    """Exact McNemar test for two policies evaluated on the same episodes (same task and layout seed, in order).
+
+    Only discordant pairs carry information: ``a_only`` episodes that ``a`` solved and ``b`` did not, and ``b_only``.
+    Under the null (equal success), ``a_only ~ Binomial(a_only + b_only, 1/2)``; the two-sided p-value doubles
+    the smaller tail (capped at 1).
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired results must have equal length, got {len(a)} and {len(b)}")
+    a_only = sum(1 for x, y in zip(a, b) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b) if y and not x)
+    n = a_only + b_only
+    k = min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, 2 * tail)}

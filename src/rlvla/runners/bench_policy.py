@@ -89,6 +89,19 @@ def bench_sft(out_dir: Path, heads, budget_s: float, steps: int, episodes: int, 
         }  # fmt: skip
         print(f"{name:10s} id success {e['success_rate']:.2f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] "
               f"train {summary['wall_s']:.0f} s ({summary['step']} steps), peak RSS {summary['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    # baselines against the full model on the same episodes (paired: same tasks and layout seeds)
+    full = out_dir / "sft_flow-sde" / "eval.json"
+    if full.exists():
+        from rlvla.eval.metrics import mcnemar_exact
+
+        ref = json.loads(full.read_text())["splits"]["id"]["per_episode"]
+        for name in [n for n in heads if "blind" in n]:
+            base = json.loads((out_dir / f"sft_{name}" / "eval.json").read_text())["splits"]["id"]["per_episode"]
+            if [r[:2] for r in ref] == [r[:2] for r in base]:
+                t = mcnemar_exact([r[2] for r in ref], [r[2] for r in base])
+                res[name]["mcnemar_vs_flow_sde"] = t
+                print(f"flow-sde vs {name}: {t['a_only']} episodes only flow-sde solved, {t['b_only']} only the "
+                      f"baseline; exact McNemar p = {t['p_value']:.3f}", flush=True)  # fmt: skip
     return res
 
 

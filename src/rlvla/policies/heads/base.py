@@ -123,3 +123,34 @@ class ActionHead(nn.Module):
                 f"the {self.cfg.name} head needs extras[{key!r}] to score actions; pass the extras returned by sample()"
             )
         return extras[key]
+
+
+class ChainHead(ActionHead):
+    """A head whose sample is a chain of Gaussian steps from noise ``x_0`` to the action ``x_S`` (diffusion, flow).
+
+    Subclasses give ``_step_moments(x, i, z)``: the Gaussian (mean, std) of the next state for chain states ``x``
+    (N, K, A) at step indices ``i`` (N,). The chain travels in ``extras["chain"]`` (B, S+1, K, A); its log-prob is
+    the sum of the step log-densities (each step is one Gaussian policy step of the denoising MDP).
+    """
+
+    def _step_moments(self, x: torch.Tensor, i: torch.Tensor, z: torch.Tensor):
+        raise NotImplementedError
+
+    def _chain_moments(self, z: torch.Tensor, chain: torch.Tensor):
+        b, s1 = chain.shape[:2]
+        s = s1 - 1
+        x = chain[:, :-1].reshape(b * s, self.chunk, self.action_dim)
+        i = torch.arange(s, device=z.device).repeat(b)
+        mean, std = self._step_moments(x, i, z.repeat_interleave(s, 0))
+        shape = (b, s, self.chunk, self.action_dim)
+        return mean.reshape(shape), std.expand_as(mean).reshape(shape)
+
+    def log_prob(self, z: torch.Tensor, actions, extras: dict) -> torch.Tensor:
+        chain = self._require(extras, "chain")
+        mean, std = self._chain_moments(z, chain)
+        return gaussian_log_prob(chain[:, 1:], mean, std).sum(1)
+
+    def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
+        """Entropy of the chain's step kernels given its states (constant for fixed step noise)."""
+        _, std = self._chain_moments(z, self._require(extras, "chain"))
+        return gaussian_entropy(std).sum(1)

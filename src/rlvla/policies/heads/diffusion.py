@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvla.policies.heads.base import ActionHead, DenoiserMLP, gaussian_entropy, gaussian_log_prob, masked_mean
+from rlvla.policies.heads.base import ChainHead, DenoiserMLP, masked_mean
 
 
 @dataclass
@@ -61,7 +61,7 @@ def ddim_step_moments(x_t, eps, ab_t, ab_prev, eta: float, clip: bool = True):
     return mean, sigma
 
 
-class Head(ActionHead):
+class Head(ChainHead):
     def __init__(self, cfg: Config, cond_dim: int, chunk: int, action_dim: int) -> None:
         super().__init__(cfg, cond_dim, chunk, action_dim)
         self.net = DenoiserMLP(chunk * action_dim, cond_dim, cfg.hidden, cfg.layers)
@@ -79,7 +79,7 @@ class Head(ActionHead):
         t = (t_index.float() + 1) / self.cfg.train_steps
         return self.net(x, t, z).reshape(shape)
 
-    def _moments(self, x, i: torch.Tensor, z, eps=None, eta: float | None = None):
+    def _step_moments(self, x, i: torch.Tensor, z, eps=None, eta: float | None = None):
         """Step moments for chain states ``x`` (N, K, A) at step indices ``i`` (N,) (``eps``: prediction, if known)."""
         bshape = (-1, 1, 1)
         eps = self._eps(x, self.timesteps[i], z) if eps is None else eps
@@ -99,34 +99,14 @@ class Head(ActionHead):
             idx = torch.full((b,), i, device=z.device, dtype=torch.long)
             eps = self.net.step(x, zc, tcs[i]).reshape(x.shape)
             if deterministic:  # the DDIM ODE (eta = 0); the eta > 0 mean alone would collapse to E[a | obs]
-                x, _ = self._moments(x, idx, z, eps=eps, eta=0.0)
+                x, _ = self._step_moments(x, idx, z, eps=eps, eta=0.0)
             else:
-                mean, std = self._moments(x, idx, z, eps=eps)
+                mean, std = self._step_moments(x, idx, z, eps=eps)
                 x = mean + std * torch.randn_like(mean)
             chain.append(x)
         chain_t = torch.stack(chain, 1)  # (B, S+1, K, A)
         extras = {"chain": chain_t}
         return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
-
-    def _chain_moments(self, z, chain):
-        b, s1 = chain.shape[:2]
-        s = s1 - 1
-        x = chain[:, :-1].reshape(b * s, self.chunk, self.action_dim)
-        idx = torch.arange(s, device=z.device).repeat(b)
-        mean, std = self._moments(x, idx, z.repeat_interleave(s, 0))
-        return mean.reshape(b, s, self.chunk, self.action_dim), std.reshape(b, s, self.chunk, self.action_dim)
-
-    def log_prob(self, z: torch.Tensor, actions, extras: dict) -> torch.Tensor:
-        chain = self._require(extras, "chain")
-        mean, std = self._chain_moments(z, chain)
-        return gaussian_log_prob(chain[:, 1:], mean, std).sum(1)
-
-    def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
-        """Entropy of the chain's step kernels given its states (fixed stds: a constant, without gradient)."""
-        std = (self.cfg.eta * torch.sqrt((1 - self.ab_prev) / (1 - self.ab_t) * (1 - self.ab_t / self.ab_prev))).clamp_min(
-            self.cfg.min_std
-        )
-        return gaussian_entropy(std).sum().expand(z.shape[0], self.chunk, self.action_dim)
 
     def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
         b = actions.shape[0]

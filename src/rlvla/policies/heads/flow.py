@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvla.policies.heads.base import ActionHead, DenoiserMLP, gaussian_entropy, gaussian_log_prob, masked_mean
+from rlvla.policies.heads.base import ChainHead, DenoiserMLP, masked_mean
 
 LOGPROB_MODES = ("sde", "noise")
 
@@ -63,7 +63,7 @@ def flow_sde_step_moments(x, v, t, dt: float, noise_level: float):
     return mean, (sigma * dt**0.5).expand_as(mean)
 
 
-class Head(ActionHead):
+class Head(ChainHead):
     def __init__(self, cfg: Config, cond_dim: int, chunk: int, action_dim: int) -> None:
         super().__init__(cfg, cond_dim, chunk, action_dim)
         n = chunk * action_dim
@@ -76,8 +76,9 @@ class Head(ActionHead):
     def _velocity(self, x, t, z):
         return self.net(x, t, z).reshape(x.shape)
 
-    def _moments(self, x, t, z, v=None):
-        """Step Gaussian for states x (N, K, A) at times t (N,) (``v``: the velocity there, if known)."""
+    def _step_moments(self, x, i, z, v=None):
+        """Step Gaussian for states x (N, K, A) at step indices i (N,) (``v``: the velocity there, if known)."""
+        t = self.times[i]
         v = self._velocity(x, t, z) if v is None else v
         tb = t.view(-1, 1, 1)
         if self.cfg.logprob == "sde":
@@ -98,30 +99,11 @@ class Head(ActionHead):
             if deterministic:
                 x = x - self.dt * v  # the ODE
             else:
-                mean, std = self._moments(x, self.times[i].expand(b), z, v=v)
+                mean, std = self._step_moments(x, torch.full((b,), i, device=z.device), z, v=v)
                 x = mean + std * torch.randn_like(mean)
             chain.append(x)
         extras = {"chain": torch.stack(chain, 1)}
         return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
-
-    def _chain_moments(self, z, chain):
-        b, s1 = chain.shape[:2]
-        s = s1 - 1
-        x = chain[:, :-1].reshape(b * s, self.chunk, self.action_dim)
-        t = self.times[:s].repeat(b)
-        mean, std = self._moments(x, t, z.repeat_interleave(s, 0))
-        shape = (b, s, self.chunk, self.action_dim)
-        return mean.reshape(shape), std.reshape(shape)
-
-    def log_prob(self, z: torch.Tensor, actions, extras: dict) -> torch.Tensor:
-        chain = self._require(extras, "chain")
-        mean, std = self._chain_moments(z, chain)
-        return gaussian_log_prob(chain[:, 1:], mean, std).sum(1)
-
-    def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
-        """Entropy of the chain's step kernels given its states (learned for Flow-Noise, fixed for Flow-SDE)."""
-        _, std = self._chain_moments(z, self._require(extras, "chain"))
-        return gaussian_entropy(std).sum(1)
 
     def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
         b = actions.shape[0]
