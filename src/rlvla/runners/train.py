@@ -127,7 +127,8 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     stop = {"signal": None}
 
     def on_signal(signum, frame):
-        if stop["signal"] is not None:  # a second signal: stop now
+        if stop["signal"] is not None:  # a second signal: stop now, without a checkpoint (an update may be cut)
+            stop["force"] = True
             raise KeyboardInterrupt
         stop["signal"] = signum
 
@@ -168,6 +169,8 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
                 status = "time_limit"
                 break
     except KeyboardInterrupt:
+        if stop.get("force"):
+            raise
         status = "interrupted"
     finally:
         bar.close()
