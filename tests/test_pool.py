@@ -40,3 +40,25 @@ def test_worker_error_names_the_cause():
         pool.reset({0: eval_seeds(1)[0], 1: eval_seeds(2)[1]})
         with pytest.raises(EnvWorkerError, match="action shape"):
             pool.step({0: np.zeros(4, np.float32)})  # chunk 2 needs (2, 4)
+
+
+def test_killed_worker_is_restarted_and_the_rest_continue():
+    import os
+    import signal
+
+    seeds = eval_seeds(4)
+    act = np.zeros((2, 4), np.float32)
+    with EnvPool([SPEC] * 4, workers=2) as pool:
+        pool.reset({i: s for i, s in enumerate(seeds)})
+        victim = 1
+        os.kill(pool._procs[victim].pid, signal.SIGKILL)
+        pool._procs[victim].join(timeout=10)
+        with pytest.raises(EnvWorkerError, match="env worker 1 died") as err:
+            pool.step({i: act for i in range(4)})
+        lost = [i for i in range(4) if pool.owner[i] == victim]
+        assert sorted(err.value.lost) == lost and sorted(err.value.partial) == [i for i in range(4) if i not in lost]
+        assert pool.restart_dead_workers() == lost
+        again = pool.reset({i: seeds[i] for i in lost})
+        assert all(again[i][1]["layout_seed"] == seeds[i] for i in lost)
+        out = pool.step({i: act for i in range(4)})  # the whole pool steps again
+        assert sorted(out) == [0, 1, 2, 3]

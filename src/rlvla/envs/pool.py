@@ -21,7 +21,16 @@ import traceback
 
 
 class EnvWorkerError(RuntimeError):
-    """A worker process died or raised; the message names the env and the cause."""
+    """A worker process died or raised; the message names the worker and the cause.
+
+    ``partial`` holds the results of the envs whose workers answered (those envs did advance); ``lost`` lists the
+    env indices whose episodes are gone: call :meth:`EnvPool.restart_dead_workers` and reset them.
+    """
+
+    def __init__(self, msg: str, partial: dict | None = None, lost: list[int] | None = None) -> None:
+        super().__init__(msg)
+        self.partial = partial or {}
+        self.lost = lost or []
 
 
 def _worker(conn, specs: dict[int, dict]) -> None:
@@ -100,23 +109,29 @@ class EnvPool:
             self._procs.append(p)
             self._conns.append(parent)
 
-    def _gather(self, workers) -> dict:
+    def _gather(self, workers, dead=()) -> dict:
         """Read one reply from each of ``workers`` (all of them, so no stale reply is left in a pipe), then raise
-        the first failure, if any."""
-        out, errors = {}, []
+        the first failure, if any (``dead``: workers already found dead while sending)."""
+        out, errors, failed = {}, [], list(dead)
+        for w in dead:
+            self._procs[w].join(timeout=1)
+            errors.append(f"env worker {w} died (exit code {self._procs[w].exitcode}); its envs' episodes are lost")
         for w in workers:
             try:
                 status, payload = self._conns[w].recv()
-            except (EOFError, ConnectionResetError, BrokenPipeError):
+            except (EOFError, ConnectionResetError, BrokenPipeError, OSError):
                 self._procs[w].join(timeout=1)
                 errors.append(f"env worker {w} died (exit code {self._procs[w].exitcode}); its envs' episodes are lost")
+                failed.append(w)
                 continue
             if status == "error":
                 errors.append(f"env worker {w} failed: {payload}")
+                failed.append(w)
             elif payload:
                 out.update(payload)
         if errors:
-            raise EnvWorkerError(errors[0])
+            lost = [i for i, w in enumerate(self.owner) if w in failed]
+            raise EnvWorkerError(errors[0], partial=out, lost=lost)
         return out
 
     def __len__(self) -> int:
@@ -132,17 +147,14 @@ class EnvPool:
         per: dict[int, dict] = {}
         for i, arg in payload.items():
             per.setdefault(self.owner[i], {})[i] = arg
-        sent = []
+        sent, dead = [], []
         for w, sub in per.items():
             try:
                 self._conns[w].send((cmd, sub))
                 sent.append(w)
             except (BrokenPipeError, OSError):
-                try:
-                    self._gather(sent)  # drain the workers already sent to
-                finally:
-                    raise EnvWorkerError(f"env worker {w} died (exit code {self._procs[w].exitcode})") from None
-        return self._gather(sent)
+                dead.append(w)
+        return self._gather(sent, dead)
 
     def reset(self, seeds: dict[int, int | None], options: dict[int, dict] | None = None):
         options = options or {}
@@ -150,6 +162,21 @@ class EnvPool:
 
     def step(self, actions: dict[int, object]):
         return self._run("step", actions)
+
+    def restart_dead_workers(self) -> list[int]:
+        """Start a fresh worker in place of each one that exited; returns the indices of the envs it holds (their
+        episodes were lost: reset them before stepping)."""
+        if self._local is not None:
+            return []
+        lost, ctx = [], mp.get_context("spawn")
+        for w, p in enumerate(self._procs):
+            if p.is_alive():
+                continue
+            self._conns[w].close()
+            self._start(ctx, w)
+            self._gather([w])
+            lost += [i for i, o in enumerate(self.owner) if o == w]
+        return lost
 
     def close(self) -> None:
         if self._local is not None:
