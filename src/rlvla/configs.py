@@ -90,13 +90,13 @@ def register() -> None:
         return
     from hydra.core.config_store import ConfigStore
 
-    from rlvla.policies.heads import _module, available_heads
+    from rlvla.policies.heads import available_heads, head_config_class
 
     cs = ConfigStore.instance()
     cs.store(name="train", node=TrainConfig)
     cs.store(group="algo", name="sft", node=SFTConfig)
     for name in available_heads():
-        cs.store(group="head", name=name, node=_module(name).Config, package="policy.head")
+        cs.store(group="head", name=name, node=head_config_class(name), package="policy.head")
     _REGISTERED = True
 
 

@@ -127,16 +127,19 @@ def evaluate(
         with EnvPool(specs, workers=workers) as pool, _threads(1 if pool.workers else threads):
             cur: dict[int, dict] = {}
 
-            def start(i):
+            def start(ids) -> dict:
+                """Begin the next queued episode in each of ``ids``: one reset call for all (workers in parallel)."""
                 nonlocal recorded
-                task, seed = queues[i].pop(0)
-                ob, _ = pool.reset({i: seed})[i]
-                rec = video_dir is not None and recorded < videos
-                recorded += rec
-                cur[i] = dict(task=task, seed=seed, ret=0.0, length=0, success=False, frames=[ob["image"]] if rec else None)
-                return ob
+                jobs = {i: queues[i].pop(0) for i in ids}
+                resets = pool.reset({i: seed for i, (_, seed) in jobs.items()}) if jobs else {}
+                for i, (task, seed) in jobs.items():
+                    rec = video_dir is not None and recorded < videos
+                    recorded += rec
+                    frames = [resets[i][0]["image"]] if rec else None
+                    cur[i] = dict(task=task, seed=seed, ret=0.0, length=0, success=False, frames=frames)
+                return {i: resets[i][0] for i in jobs}
 
-            obs = {i: start(i) for i in active}
+            obs = start(active)
             t_split = time.perf_counter()
             while obs:
                 ids = sorted(obs)
@@ -149,7 +152,7 @@ def evaluate(
                 if cfg.chunk == 1:
                     acts = acts[:, 0]
                 stepped = pool.step({i: acts[j] for j, i in enumerate(ids)})
-                nxt = {}
+                nxt, restart = {}, []
                 for i in ids:
                     ob, r, term, trunc, info = stepped[i]
                     c = cur[i]
@@ -164,10 +167,10 @@ def evaluate(
                             _save_gif(c["frames"], Path(video_dir) / f"{split}_{c['task']}_{c['seed']}_{tag}.gif")
                         results.append(c)
                         if queues[i]:
-                            nxt[i] = start(i)
+                            restart.append(i)
                     else:
                         nxt[i] = ob
-                obs = nxt
+                obs = {**nxt, **start(restart)}
             wall = time.perf_counter() - t_split
         succ = sum(r["success"] for r in results)
         lo, hi = wilson_interval(succ, len(results))

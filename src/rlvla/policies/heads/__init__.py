@@ -18,8 +18,13 @@ def _module(name: str):
     return importlib.import_module(f"rlvla.policies.heads.{name}")
 
 
+def head_config_class(name: str) -> type:
+    """The config dataclass of head ``name``."""
+    return _module(name).Config
+
+
 def head_config(name: str, **kwargs):
-    cls = _module(name).Config
+    cls = head_config_class(name)
     try:
         return cls(**kwargs)
     except TypeError as e:
