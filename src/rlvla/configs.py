@@ -4,8 +4,13 @@ Composition::
 
     rlvla train algo=sft head=flow data.path=runs/demos train.steps=3000 policy.backbone.dim=256
 
+    rlvla train algo=grpo init=runs/sft/policy algo.iterations=30 run_dir=runs/rl
+
 ``head=<name>`` picks the action head's config (group ``head``, placed at ``policy.head``), ``algo=<name>`` the
-algorithm. Every field is typed and documented where it is defined; a key that does not exist is an error.
+algorithm: ``sft`` (on ``data.path``, loop settings in ``train.*``) or an online one (``ppo``, ``grpo``, ``rloo``,
+``reinforce_pp``: starts from ``init``, its loop settings in ``algo.*``; of ``train.*`` only ``seed``, ``grad_clip``,
+``weight_decay``, ``time_limit_s``, ``threads`` and ``device`` apply). Every field is typed and documented where
+it is defined; a key that does not exist is an error.
 The resolved config is saved as ``config.yaml`` in the run directory.
 """
 
@@ -75,6 +80,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalAfterConfig = field(default_factory=EvalAfterConfig)
+    init: str = ""
+    """Online algorithms: the policy to start from (a policy dir, run dir or checkpoint, e.g. an SFT run); its
+    config replaces ``policy.*`` and ``head``."""
     run_dir: str = "runs/train"
     """Output directory: config.yaml, metrics.jsonl, tensorboard/, checkpoints/, policy/ (the final weights)."""
     resume: bool = True
@@ -95,6 +103,10 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train", node=TrainConfig)
     cs.store(group="algo", name="sft", node=SFTConfig)
+    from rlvla.algos.online.pg import CONFIGS
+
+    for name, node in CONFIGS.items():
+        cs.store(group="algo", name=name, node=node)
     for name in available_heads():
         cs.store(group="head", name=name, node=head_config_class(name), package="policy.head")
     _REGISTERED = True

@@ -2,8 +2,10 @@
 
 Recipe: collect scripted-expert demonstrations for the quickstart task set (LeRobot v3.0) -> supervised
 fine-tuning of a VLA policy (flow head by default) -> evaluation on evaluation seeds on ``id`` and every OOD
-split (success with 95% Wilson intervals, rollout GIFs) -> ``summary.json``. Every stage resumes: rerunning the
-command after an interruption continues where it stopped. The RL stage joins this recipe when it lands.
+split -> online RL from the SFT policy (GRPO by default, ``id`` split, training seeds) -> the same evaluation ->
+``report.html`` (learning curves, SFT-vs-RL table with intervals and paired tests, GIFs before and after) and
+``summary.json`` (``{"sft", "rl", "wall_s", "peak_rss_mb", "config"}``). Every stage resumes: rerunning the
+command after an interruption continues where it stopped; a finished stage is reused.
 """
 
 from __future__ import annotations
@@ -17,19 +19,62 @@ from rlvla.envs import SPLITS, TASK_SETS
 from rlvla.runners.collect import CollectConfig, collect
 
 
+def _check_recipe(run: Path, recipe: dict) -> None:
+    recipe_file = run / "quickstart_recipe.json"
+    if recipe_file.exists() and json.loads(recipe_file.read_text()) != recipe:
+        raise ValueError(f"{run} was trained with other quickstart options ({recipe_file}); pass a new --out")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(recipe_file, recipe)
 
-def quickstart_main(args) -> int:
+
+def _train_stage(label: str, cfg, run: Path, progress: bool = True) -> dict | None:
+    """Run (or reuse) a training stage; None when it was interrupted."""
+    from rlvla.runners.train import train
+
+    done = run / "train_summary.json"
+    prev = json.loads(done.read_text()) if done.exists() else {}
+    if prev.get("status") in ("done", "time_limit"):
+        print(f"      {label} already finished: {prev['policy']}", flush=True)
+        return prev
+    out = train(cfg, progress=progress)  # raises TrainingError (one line from the CLI) on a NaN loss
+    if out["status"] == "interrupted":
+        print("      interrupted; run the same command again to continue", flush=True)
+        return None
+    return out
+
+
+def _eval_stage(policy_dir: str, tasks, episodes: int, out_file: Path, video_dir: Path) -> dict:
     import torch
 
-    from rlvla.configs import compose
     from rlvla.policies import VLAPolicy
     from rlvla.runners.evaluate import evaluate
-    from rlvla.runners.train import peak_rss_mb, train
 
+    if out_file.exists():
+        prev = json.loads(out_file.read_text())
+        if prev.get("checkpoint") == policy_dir and all(prev["splits"].get(s, {}).get("episodes") == episodes for s in SPLITS):
+            print(f"      reusing {out_file}", flush=True)
+            return prev
+    policy = VLAPolicy.from_pretrained(policy_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    res = {"checkpoint": policy_dir, **evaluate(policy, tasks, SPLITS, episodes=episodes, video_dir=video_dir, videos=2, progress=True)}
+    torch.set_num_threads(threads)
+    atomic_write_json(out_file, res)
+    return res
+
+
+def quickstart_main(args) -> int:
+    from rlvla.algos.online import ALGOS
+    from rlvla.configs import compose
+    from rlvla.eval.report import comparison_rows, write_report
     from rlvla.policies import available_heads
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import peak_rss_mb
 
     if args.head not in available_heads():
         raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
+    if args.algo not in ALGOS:
+        raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(ALGOS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -37,44 +82,54 @@ def quickstart_main(args) -> int:
     demos = out / "demos"
     if (demos / "meta" / "info.json").exists() and LeRobotDataset(demos).num_episodes > args.episodes * len(tasks):
         raise ValueError(f"{demos} holds more than {args.episodes} demos per task; pass a new --out")
-    print(f"[1/3] collecting {args.episodes} expert demonstrations per task for {', '.join(tasks)}", flush=True)
-    collect(CollectConfig(tasks=tasks, episodes=args.episodes, out=str(out / "demos")))
-    ds = LeRobotDataset(out / "demos")
+    print(f"[1/5] collecting {args.episodes} expert demonstrations per task for {', '.join(tasks)}", flush=True)
+    collect(CollectConfig(tasks=tasks, episodes=args.episodes, out=str(demos)))
+    ds = LeRobotDataset(demos)
     print(f"      dataset: {ds.num_episodes} episodes, {len(ds)} frames, {len(ds.tasks)} instructions", flush=True)
 
-    run = out / f"sft_{args.head}"
-    overrides = [f"head={args.head}", f"data.path={out / 'demos'}", f"run_dir={run}",
-                 f"train.steps={args.steps}", f"train.time_limit_s={args.budget}"]  # fmt: skip
-    cfg = compose(overrides)
-    done = run / "train_summary.json"
-    prev = json.loads(done.read_text()) if done.exists() else {}
-    recipe = {"overrides": overrides, "demos_per_task": args.episodes}
-    recipe_file = run / "quickstart_recipe.json"
-    if recipe_file.exists() and json.loads(recipe_file.read_text()) != recipe:
-        raise ValueError(f"{run} was trained with other quickstart options ({recipe_file}); pass a new --out")
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(recipe_file, recipe)
-    if prev.get("status") in ("done", "time_limit"):
-        print(f"[2/3] SFT ({args.head} head) already finished: {prev['policy']}", flush=True)
-        sft = prev
-    else:
-        print(f"[2/3] SFT of the {args.head} head ({args.steps} steps, at most {args.budget:.0f} s)", flush=True)
-        sft = train(cfg, progress=True)  # raises TrainingError (one line from the CLI) on a NaN loss
-        if sft["status"] == "interrupted":
-            print("      interrupted; run the same command again to continue", flush=True)
-            return 130
+    sft_run = out / f"sft_{args.head}"
+    sft_over = [f"head={args.head}", f"data.path={demos}", f"run_dir={sft_run}",
+                f"train.steps={args.steps}", f"train.time_limit_s={args.budget}"]  # fmt: skip
+    _check_recipe(sft_run, {"overrides": sft_over, "demos_per_task": args.episodes})
+    print(f"[2/5] SFT of the {args.head} head ({args.steps} steps, at most {args.budget:.0f} s)", flush=True)
+    sft = _train_stage("SFT", compose(sft_over), sft_run)
+    if sft is None:
+        return 130
     print(f"      {sft['status']} at step {sft['step']} ({sft['samples_per_s']:.0f} samples/s)", flush=True)
 
-    print(f"[3/3] evaluating on {', '.join(SPLITS)} ({args.eval_episodes} episodes each, evaluation seeds)", flush=True)
-    policy = VLAPolicy.from_pretrained(sft["policy"])
-    torch.set_num_threads(1)
-    res = evaluate(policy, tasks, SPLITS, episodes=args.eval_episodes, video_dir=out / "videos", videos=2, progress=True)
+    print(f"[3/5] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes each, evaluation seeds)", flush=True)
+    sft_eval = _eval_stage(sft["policy"], tasks, args.eval_episodes, out / "eval_sft.json", out / "videos" / "sft")
+
+    rl_run = out / f"rl_{args.algo}"
+    rl_over = [f"algo={args.algo}", f"init={sft['policy']}", f"run_dir={rl_run}", f"algo.iterations={args.rl_iterations}",
+               f"train.time_limit_s={args.rl_budget}", *args.rl]  # fmt: skip
+    cfg = compose(rl_over)
+    _check_recipe(rl_run, {"overrides": rl_over})
+    print(f"[4/5] online RL ({args.algo}, id split, training seeds; at most {args.rl_iterations} iterations / "
+          f"{args.rl_budget:.0f} s)", flush=True)  # fmt: skip
+    rl = _train_stage("RL", cfg, rl_run)
+    if rl is None:
+        return 130
+    print(f"      {rl['status']} at iteration {rl['step']} ({rl['env_steps']} env steps, {rl['samples_per_s']:.0f} env steps/s)", flush=True)
+
+    print(f"[5/5] evaluating the RL policy on {', '.join(SPLITS)} (the same episodes)", flush=True)
+    rl_eval = _eval_stage(rl["policy"], tasks, args.eval_episodes, out / "eval_rl.json", out / "videos" / "rl")
     summary = {
-        "sft": {"checkpoint": sft["policy"], **res},
+        "sft": sft_eval,
+        "rl": rl_eval,
         "wall_s": time.time() - t0,
         "peak_rss_mb": peak_rss_mb(),
-        "config": {"overrides": overrides, "demos_per_task": args.episodes, "eval_episodes": args.eval_episodes},
+        "config": {"sft_overrides": sft_over, "rl_overrides": rl_over, "demos_per_task": args.episodes,
+                   "eval_episodes": args.eval_episodes, "sft_steps": sft["step"], "rl_iterations": rl["step"],
+                   "rl_env_steps": rl["env_steps"]},  # fmt: skip
     }
     atomic_write_json(out / "summary.json", summary)
-    print(f"wrote {out / 'summary.json'} and rollout GIFs in {out / 'videos'} ({summary['wall_s']:.0f} s)", flush=True)
+    gifs = {f"{label} ({split})": sorted((out / "videos" / key).glob(f"{split}_*.gif"))
+            for key, label in (("sft", "SFT"), ("rl", "RL")) for split in ("id", "ood-position")}  # fmt: skip
+    report = write_report(out, summary, read_metrics(rl_run), gifs)
+    print("split          SFT                 RL                  change  paired (RL-only/SFT-only)")
+    for r in comparison_rows(sft_eval, rl_eval):
+        print(f"{r['split']:14s} {r['sft']:19s} {r['rl']:19s} {r['delta']:>6s}  {r['test']}")
+    print(f"wrote {report}, {out / 'summary.json'} and rollout GIFs in {out / 'videos'} ({summary['wall_s']:.0f} s, "
+          f"peak RSS {summary['peak_rss_mb']:.0f} MB)", flush=True)  # fmt: skip
     return 0

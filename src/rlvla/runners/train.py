@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from rlvla.data.lerobot import LeRobotDataset, atomic_write_bytes, atomic_write_
 from rlvla.policies import VLAPolicy
 from rlvla.runners.checkpoint import Checkpoints
 from rlvla.runners.runlog import RunLogger
+from rlvla.runners.signals import StopOnSignal
 
 # Fields that may change when a run is resumed (they do not change the computation).
 RESUMABLE_CHANGES = ("train.time_limit_s", "train.log_every", "train.ckpt_every", "train.threads", "eval.", "resume", "run_dir")
@@ -47,12 +47,12 @@ def _config_diffs(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 class _Progress:
-    def __init__(self, total: int, start: int, enabled: bool) -> None:
+    def __init__(self, total: int, start: int, enabled: bool, label: str = "sft") -> None:
         self.p = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self.p = Progress(TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+            self.p = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                               TimeElapsedColumn(), TimeRemainingColumn(), transient=False)  # fmt: skip
             self.p.start()
             self.task = self.p.add_task("", total=total, completed=start)
@@ -71,7 +71,9 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     from omegaconf import OmegaConf
 
     if cfg.algo.name != "sft":
-        raise ValueError(f"unknown algo {cfg.algo.name!r}; available: sft")
+        from rlvla.runners.rl import train_online
+
+        return train_online(cfg, progress=progress, on_step=on_step)
     loop = section(cfg, "train")
     data_cfg = section(cfg, "data")
     pcfg = policy_config(cfg)
@@ -124,25 +126,14 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
 
     # Ctrl-C / SIGTERM only set a flag, checked between updates: an update is never cut in half, so the
     # checkpoint written on the way out matches its step number.
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        if stop["signal"] is not None:  # a second signal: stop now, without a checkpoint (an update may be cut)
-            stop["force"] = True
-            raise KeyboardInterrupt
-        stop["signal"] = signum
-
-    old_handlers = {}
-    if _main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old_handlers[sig] = signal.signal(sig, on_signal)
+    stop = StopOnSignal().__enter__()
     status, completed, metrics = "done", start, {}
     t0 = time.perf_counter()
     last_saved = latest
     samples = 0
     try:
         for step in range(start, loop.steps):
-            if stop["signal"] is not None:
+            if stop.requested:
                 raise KeyboardInterrupt
             torch.manual_seed(step_seed(loop.seed, step))
             batch = data.batch(data.indices(step, loop.batch_size, loop.seed))
@@ -160,7 +151,7 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
                 logger.log(done, {**metrics, "samples_per_s": samples / (time.perf_counter() - t0)})
             if on_step is not None:
                 on_step(done, metrics)
-            if stop["signal"] is not None and done < loop.steps:
+            if stop.requested and done < loop.steps:
                 raise KeyboardInterrupt
             bar.update(f"loss {metrics['loss']:.4f}")
             if done % loop.ckpt_every == 0 and done < loop.steps:
@@ -169,14 +160,13 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
                 status = "time_limit"
                 break
     except KeyboardInterrupt:
-        if stop.get("force"):
+        if stop.force:
             raise
         status = "interrupted"
     finally:
         bar.close()
         logger.close()
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
+        stop.__exit__()
     wall = time.perf_counter() - t0
     step = completed
     ckpt = save(step) if (last_saved is None or last_saved.name != f"step_{step:08d}") else last_saved
@@ -190,12 +180,6 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     }  # fmt: skip
     atomic_write_json(run_dir / "train_summary.json", summary)
     return summary
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def train_main(args) -> int:

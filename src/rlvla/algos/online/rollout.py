@@ -1,0 +1,332 @@
+"""The rollout engine: vectorised envs + batched policy inference -> trajectories in the one batch schema.
+
+One iteration collects ``groups_per_task`` groups per task; a group is ``group_size`` episodes started from the
+same layout seed (GRPO/RLOO need several rollouts of one initial state). Seeds are drawn from ``TRAIN_SEEDS`` as
+a function of ``(seed, iteration, round)`` only, so evaluation seeds are never trained on and a resumed run draws
+the same layouts. Every decision is one batched ``policy.act`` for all running envs; each env runs the chunk.
+
+Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all succeeded or all failed carries no
+group-relative signal. It is dropped and a new round of groups is drawn for the tasks that lost groups, at most
+``max_refill_rounds`` times, so the engine never loops forever; dropped groups are counted in the stats.
+
+Env workers that die mid-rollout are restarted (:meth:`EnvPool.restart_dead_workers`); their unfinished
+episodes are discarded and run again from the same seed, so the iteration completes with whole groups.
+
+The loop it serves::
+
+    engine = RolloutEngine(policy, tasks, cfg)
+    ro = engine.collect(iteration)        # Rollout: ro.batch (Batch, N decisions), ro.episodes, ro.stats
+    engine.close()
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from rlvla.data.schema import IMAGE_PREFIX, Batch
+from rlvla.envs import resolve_tasks
+from rlvla.envs.pool import EnvPool, EnvWorkerError
+from rlvla.envs.splits import TRAIN_SEEDS
+
+SHAPING_SCALE = 10.0  # MetaWorld's dense reward lies in [0, 10]; the shaping potential is reward / 10
+
+
+class RolloutInterrupted(Exception):
+    """``should_stop()`` became true during collection; the partial iteration was discarded."""
+
+
+@dataclass
+class Episode:
+    task: str
+    seed: int
+    group: int
+    steps: list = field(default_factory=list)  # one dict per decision
+    success: bool = False
+    ret: float = 0.0  # environment (dense) return
+    length: int = 0  # low-level env steps
+    terminated: bool = False
+    truncated: bool = False
+    final_obs: dict | None = None
+
+
+@dataclass
+class Rollout:
+    """``batch``: N decisions in the batch schema, episodes contiguous, plus ``old_log_prob`` (N, ...level),
+    ``value`` (N,), ``next_value`` (N,) (V of the following observation; 0 after termination), ``score`` (N,)
+    (the episode's outcome score, for group advantages), ``group_index`` (N,) and ``extras.<key>`` (what the head
+    needs to re-score its actions). ``episodes``: per-episode dicts; ``stats``: floats for the log."""
+
+    batch: Batch
+    episodes: list[dict]
+    stats: dict
+
+    def __len__(self) -> int:
+        return int(self.batch["next.reward"].shape[0]) if "next.reward" in self.batch else 0
+
+    def extras(self, idx=None) -> dict:
+        out = {}
+        for k, v in self.batch.items():
+            if k.startswith("extras."):
+                out[k[len("extras.") :]] = v if idx is None else v[idx]
+        return out
+
+    def select(self, idx: torch.Tensor) -> Batch:
+        return Batch({k: ([v[i] for i in idx.tolist()] if k == "task" else v[idx]) for k, v in self.batch.items()})
+
+
+def _stack(obs_list: list[dict]) -> dict:
+    out = {}
+    for k in obs_list[0]:
+        vals = [o[k] for o in obs_list]
+        out[k] = vals if k == "instruction" else np.stack(vals)
+    return out
+
+
+class RolloutEngine:
+    def __init__(self, policy, tasks, cfg, seed: int = 0, workers: int | None = None, make_pool=EnvPool) -> None:
+        """``cfg``: an online algorithm config (group_size, groups_per_task, envs_per_task, max_steps, level,
+        dynamic_sampling, max_refill_rounds, success_bonus, shaping, gamma, max_worker_restarts).
+        ``make_pool(specs, workers)``: anything with EnvPool's reset/step/restart_dead_workers/close (tests pass toy
+        environments)."""
+        self.policy = policy
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.tasks = tuple(tasks) if make_pool is not EnvPool else resolve_tasks(tasks)
+        pc = policy.cfg
+        self.cams = list(pc.cameras)
+        self.env_tasks = [t for t in self.tasks for _ in range(cfg.envs_per_task)]
+        specs = [dict(name=t, split="id", image_size=pc.image_size, cameras=tuple(pc.cameras), chunk=pc.chunk,
+                      max_steps=cfg.max_steps) for t in self.env_tasks]  # fmt: skip
+        self.pool = make_pool(specs, workers=workers)
+        self.worker_restarts = 0
+        self.env_steps = 0
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ seeds
+    def group_seeds(self, iteration: int, round_: int, n: int) -> list[int]:
+        rng = np.random.default_rng([self.seed, iteration, round_, 7919])
+        return [int(s) for s in rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop, size=n)]
+
+    # ------------------------------------------------------------------ collection
+    def collect(self, iteration: int, should_stop=None, need_values: bool = False) -> Rollout:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        steps0 = self.env_steps
+        restarts0 = self.worker_restarts
+        want = {t: cfg.groups_per_task for t in self.tasks}
+        kept: list[list[Episode]] = []
+        dropped = drawn = 0
+        rounds = 0
+        all_eps: list[Episode] = []
+        while True:
+            jobs = []
+            seeds = self.group_seeds(iteration, rounds, sum(want.values()))
+            for t in self.tasks:
+                for _ in range(want.get(t, 0)):
+                    jobs.append((t, seeds[len(jobs)]))
+            groups = self._run_groups(jobs, base_gid=drawn, should_stop=should_stop)
+            drawn += len(groups)
+            all_eps += [e for g in groups for e in g]
+            for g in groups:
+                outcomes = {e.success for e in g}
+                if cfg.dynamic_sampling and len(g) > 1 and len(outcomes) == 1:
+                    dropped += 1
+                else:
+                    kept.append(g)
+            rounds += 1
+            have = {t: sum(1 for g in kept if g[0].task == t) for t in self.tasks}
+            want = {t: cfg.groups_per_task - have[t] for t in self.tasks if have[t] < cfg.groups_per_task}
+            if not cfg.dynamic_sampling or not want or rounds > cfg.max_refill_rounds:
+                break
+        if need_values:
+            self._final_values([e for g in kept for e in g])
+        wall = time.perf_counter() - t0
+        succ_by_task = {t: [e.success for e in all_eps if e.task == t] for t in self.tasks}
+        stats = {
+            "rollout/success": float(np.mean([e.success for e in all_eps])),
+            "rollout/return": float(np.mean([e.ret for e in all_eps])),
+            "rollout/length": float(np.mean([e.length for e in all_eps])),
+            "rollout/episodes": len(all_eps),
+            "rollout/groups_drawn": drawn,
+            "rollout/groups_dropped": dropped,
+            "rollout/groups_kept": len(kept),
+            "rollout/refill_rounds": rounds - 1,
+            "rollout/worker_restarts": self.worker_restarts - restarts0,
+            "rollout/env_steps": self.env_steps - steps0,
+            "rollout/env_steps_per_s": (self.env_steps - steps0) / max(wall, 1e-9),
+            "rollout/wall_s": wall,
+            **{f"rollout/success/{t}": float(np.mean(v)) for t, v in succ_by_task.items() if v},
+        }
+        return self._to_rollout(kept, stats)
+
+    def _run_groups(self, jobs: list[tuple[str, int]], base_gid: int, should_stop=None) -> list[list[Episode]]:
+        """Run ``group_size`` episodes of each (task, seed) job; -> one list of episodes per job, in order."""
+        cfg, policy = self.cfg, self.policy
+        by_task: dict[str, list[int]] = {}
+        for i, t in enumerate(self.env_tasks):
+            by_task.setdefault(t, []).append(i)
+        queues: dict[int, list[tuple[str, int, int]]] = {i: [] for i in range(len(self.env_tasks))}
+        n = 0
+        for gi, (t, seed) in enumerate(jobs):
+            for _ in range(cfg.group_size):
+                envs = by_task[t]
+                queues[envs[n % len(envs)]].append((t, seed, base_gid + gi))
+                n += 1
+        done: list[Episode] = []
+        cur: dict[int, Episode] = {}
+        obs: dict[int, dict] = {}
+
+        def start(ids) -> None:
+            ids = sorted({i for i in ids if queues[i]})
+            if not ids:
+                return
+            jobs_now = {i: queues[i].pop(0) for i in ids}
+            try:
+                res = self.pool.reset({i: j[1] for i, j in jobs_now.items()})
+            except EnvWorkerError as e:
+                res = e.partial
+                lost = set(self._restart(e))
+                for i, j in jobs_now.items():
+                    if i in lost or i not in res:
+                        queues[i].insert(0, j)
+                start([i for i in jobs_now if i not in res])
+            for i, (t, seed, gid) in jobs_now.items():
+                if i in res:
+                    cur[i] = Episode(t, seed, gid)
+                    obs[i] = res[i][0]
+                    cur[i].steps.append({"phi": 0.0})
+
+        policy.eval()
+        start(list(queues))
+        level = cfg.level
+        while obs:
+            if should_stop is not None and should_stop():
+                raise RolloutInterrupted
+            ids = sorted(obs)
+            batch = _stack([obs[i] for i in ids])
+            act = policy.act(batch, deterministic=False, level=level, with_log_prob=True)
+            acts = act.actions.cpu().numpy()
+            if policy.cfg.chunk == 1:
+                acts = acts[:, 0]
+            try:
+                stepped = self.pool.step({i: acts[j] for j, i in enumerate(ids)})
+            except EnvWorkerError as e:
+                stepped = e.partial
+                lost = self._restart(e)
+                for i in lost:  # their episodes are gone: run them again from the same seed
+                    if i in cur:
+                        ep = cur.pop(i)
+                        queues[i].insert(0, (ep.task, ep.seed, ep.group))
+                        obs.pop(i, None)
+            finished = []
+            for j, i in enumerate(ids):
+                if i not in stepped or i not in cur:
+                    continue
+                ob, r, term, trunc, info = stepped[i]
+                ep = cur[i]
+                prev = ep.steps[-1]
+                phi = float(info["substep_rewards"][int(info["substeps"]) - 1]) / SHAPING_SCALE
+                first_success = bool(info["success"]) and not ep.success
+                reward = cfg.success_bonus * first_success + cfg.shaping * (cfg.gamma * phi - prev["phi"])
+                prev.update(
+                    obs=obs[i], action=act.actions[j], log_prob=act.log_prob[j], value=float(act.value[j]),
+                    extras={k: v[j] for k, v in act.extras.items()}, reward=float(reward), terminated=bool(term),
+                    truncated=bool(trunc) and not term, success=bool(info["success"]) or ep.success,
+                )  # fmt: skip
+                ep.success = ep.success or bool(info["success"])
+                ep.ret += float(r)
+                ep.length += int(info["substeps"])
+                self.env_steps += int(info["substeps"])
+                if term or trunc:
+                    ep.terminated, ep.truncated = bool(term), bool(trunc) and not term
+                    ep.final_obs = ob
+                    done.append(ep)
+                    del cur[i]
+                    obs.pop(i)
+                    finished.append(i)
+                else:
+                    ep.steps.append({"phi": phi})
+                    obs[i] = ob
+            start(sorted(set(finished) | {i for i in queues if i not in cur and queues[i]}))
+        groups: dict[int, list[Episode]] = {}
+        for ep in done:
+            groups.setdefault(ep.group, []).append(ep)
+        return [groups[base_gid + gi] for gi in range(len(jobs))]
+
+    def _restart(self, err: EnvWorkerError) -> list[int]:
+        self.worker_restarts += 1
+        if self.worker_restarts > self.cfg.max_worker_restarts:
+            raise EnvWorkerError(
+                f"{err} (after {self.worker_restarts - 1} worker restarts in this run; raise "
+                "algo.max_worker_restarts or look for the cause in the worker's message)",
+                err.partial, err.lost,
+            )  # fmt: skip
+        import sys
+
+        print(f"rlvla: {str(err).splitlines()[0]}; restarting it and re-running its episodes", file=sys.stderr)
+        return self.pool.restart_dead_workers() or list(err.lost)
+
+    @torch.no_grad()
+    def _final_values(self, eps: list[Episode]) -> None:
+        """V(final observation) of truncated episodes (time-limit bootstrap); terminated ones get 0."""
+        trunc = [e for e in eps if e.truncated]
+        for e in eps:
+            e.final_value = 0.0
+        for k in range(0, len(trunc), 64):
+            part = trunc[k : k + 64]
+            v = self.policy.value(_stack([e.final_obs for e in part]))
+            for e, val in zip(part, v.tolist()):
+                e.final_value = float(val)
+
+    # ------------------------------------------------------------------ to the batch schema
+    def _to_rollout(self, groups: list[list[Episode]], stats: dict) -> Rollout:
+        steps, episodes = [], []
+        ep_idx = 0
+        for g in groups:
+            for e in g:
+                n = len(e.steps)
+                for k, s in enumerate(e.steps):
+                    nv = e.steps[k + 1]["value"] if k + 1 < n else getattr(e, "final_value", 0.0)
+                    steps.append((s, ep_idx, k, e, nv))
+                episodes.append({"task": e.task, "seed": e.seed, "group": e.group, "success": e.success,
+                                 "return": e.ret, "length": e.length, "decisions": n})  # fmt: skip
+                ep_idx += 1
+        if not steps:
+            return Rollout(Batch(), episodes, stats)
+        b = Batch()
+        first = steps[0][0]["obs"]
+        for ci, cam in enumerate(self.cams):
+            key = f"image_{cam}" if f"image_{cam}" in first else "image"
+            b[IMAGE_PREFIX + cam] = torch.from_numpy(np.stack([s["obs"][key] for s, *_ in steps]))
+        b["observation.state"] = torch.from_numpy(np.stack([s["obs"]["proprio"] for s, *_ in steps]).astype(np.float32))
+        b["task"] = [str(s["obs"]["instruction"]) for s, *_ in steps]
+        b["action"] = torch.stack([s["action"] for s, *_ in steps]).float()
+        b["next.reward"] = torch.tensor([s["reward"] for s, *_ in steps], dtype=torch.float32)
+        b["next.terminated"] = torch.tensor([s["terminated"] for s, *_ in steps])
+        b["next.truncated"] = torch.tensor([s["truncated"] for s, *_ in steps])
+        b["next.done"] = b["next.terminated"] | b["next.truncated"]
+        b["next.success"] = torch.tensor([s["success"] for s, *_ in steps])
+        b["episode_index"] = torch.tensor([i for _, i, *_ in steps], dtype=torch.int64)
+        b["frame_index"] = torch.tensor([k for _, _, k, *_ in steps], dtype=torch.int64)
+        b["group_index"] = torch.tensor([e.group for *_, e, _ in steps], dtype=torch.int64)
+        b["task_id"] = torch.tensor([self.tasks.index(e.task) for *_, e, _ in steps], dtype=torch.int64)
+        b["score"] = torch.tensor([float(e.success) for *_, e, _ in steps], dtype=torch.float32)
+        b["old_log_prob"] = torch.stack([s["log_prob"] for s, *_ in steps]).float()
+        b["value"] = torch.tensor([s["value"] for s, *_ in steps], dtype=torch.float32)
+        b["next_value"] = torch.tensor([nv for *_, nv in steps], dtype=torch.float32)
+        for k in sorted(steps[0][0]["extras"]):
+            b[f"extras.{k}"] = torch.stack([s["extras"][k] for s, *_ in steps])
+        return Rollout(b.validate(), episodes, stats)
+
