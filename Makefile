@@ -31,9 +31,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# Env, inference, RL rollout vs env-only, and PPO vs stable-baselines3 (a benchmark-only dependency; ~15 min).
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/rlvla bench env --json
 	$(BIN)/rlvla bench inference --json
+	$(BIN)/rlvla bench rollout --json
+	$(BIN)/rlvla bench sb3 --json
 
 # SFT of every head from 20 demos per task under a 5-minute budget each, then evaluation (~40 minutes).
 bench-sft: $(STAMP)

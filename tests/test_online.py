@@ -216,6 +216,22 @@ def test_nan_advantages_stop_the_update_with_a_message():
         PolicyGradient(policy, cfg).update(ro, 7)
 
 
+def test_frozen_backbone_trains_only_the_heads_and_kl_stops_early():
+    policy = toy_policy("flow-sde")
+    cfg = algo_cfg("grpo", freeze_backbone=True, dynamic_sampling=False)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
+        ro = eng.collect(0)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    m = PolicyGradient(policy, cfg).update(ro, 0)
+    assert m["train/ratio_error0"] < 1e-4 and m["train/updates"] == 4 * 4
+    changed = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("head.") for n in changed), sorted(changed)[:5]
+    # with a tiny KL target the iteration stops as soon as a minibatch has moved the policy (the first one sees
+    # ratio 1, KL 0; the second sees the first's step)
+    m = PolicyGradient(policy, algo_cfg("grpo", target_kl=1e-9, dynamic_sampling=False)).update(ro, 1)
+    assert m["train/updates"] <= 2 and m["train/early_stop"] == 1.0
+
+
 # ---------------------------------------------------------------------------------------------- learning
 def _learn(head: str, algo: str, iterations: int, **kw) -> tuple[float, float, list]:
     policy = toy_policy(head)
@@ -242,3 +258,77 @@ def test_grpo_raises_success_on_a_toy_task_for_every_head(head):
 def test_other_algorithms_raise_success_on_the_toy_task(algo):
     before, after, hist = _learn("gaussian", algo, 25)
     assert after >= before + 0.3 and after >= 0.7, (before, after, hist)
+
+
+# ---------------------------------------------------------------------------------------------- robustness, real envs
+def _mw_policy(tmp_path=None):
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, heads=4, layers=1, vision={"width": 4, "depth": 2, "random_shift": 0}, language={"encoder": "none"})
+    return make_policy(PolicyConfig(head=HEADS["gaussian"], chunk=4, action_dim=4, image_size=32, backbone=bb, tasks=["reach-v3"]))
+
+
+def test_a_worker_killed_mid_rollout_is_restarted_and_the_iteration_completes():
+    import os
+    import signal
+
+    from rlvla.envs.pool import EnvPool
+
+    policy = _mw_policy()
+    cfg = CONFIGS["grpo"](group_size=2, groups_per_task=2, envs_per_task=2, max_steps=24, dynamic_sampling=False)
+    calls = {"n": 0}
+
+    class KillingPool(EnvPool):
+        def step(self, actions):
+            calls["n"] += 1
+            if calls["n"] == 3:  # mid-episode: SIGKILL the worker that holds env 0
+                p = self._procs[self.owner[0]]
+                os.kill(p.pid, signal.SIGKILL)
+                p.join(timeout=10)
+            return super().step(actions)
+
+    with RolloutEngine(policy, ["reach-v3"], cfg, workers=2, make_pool=KillingPool) as eng:
+        ro = eng.collect(0)
+        assert all(p.is_alive() for p in eng.pool._procs)
+    assert ro.stats["rollout/worker_restarts"] == 1
+    # every group is whole: the lost episodes ran again from their seeds
+    groups = {}
+    for e in ro.episodes:
+        groups.setdefault(e["group"], []).append(e)
+    assert len(groups) == 2 and all(len(g) == 2 and len({e["seed"] for e in g}) == 1 for g in groups.values())
+    assert all(e["decisions"] == 6 or e["success"] for e in ro.episodes)  # 24 steps / chunk 4, unless solved early
+    ro.batch.validate(["observation.images.corner", "action"])
+
+
+def _rl_cmd(init, run_dir, *extra):
+    import sys
+
+    return [sys.executable, "-m", "rlvla.cli", "train", "algo=grpo", f"init={init}", f"run_dir={run_dir}", "algo.iterations=50",
+            "algo.group_size=2", "algo.groups_per_task=1", "algo.envs_per_task=2", "algo.max_steps=24", "algo.workers=0",
+            "algo.dynamic_sampling=false", *extra, "--quiet"]  # fmt: skip
+
+
+def test_sigint_during_rl_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    init = _mw_policy().save_pretrained(tmp_path / "init")
+    run = tmp_path / "rl"
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    proc = subprocess.Popen(_rl_cmd(init, run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    summary = json.loads((run / "train_summary.json").read_text())
+    done = summary["step"]
+    assert summary["status"] == "interrupted" and done >= 2
+    assert (run / "checkpoints" / f"step_{done:08d}" / "policy" / "model.safetensors").exists()
+    # the same command resumes from that checkpoint (here with fewer iterations, so it finishes quickly)
+    res = subprocess.run(_rl_cmd(init, run, f"algo.iterations={done + 1}"), env=env, capture_output=True, text=True, timeout=300)
+    assert f"resuming {run} from iteration {done}" in res.stderr, res.stderr[-2000:]

@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
 
     b = sub.add_parser("bench", help="benchmarks")
-    b.add_argument("what", choices=["env", "inference", "sft"], help="env throughput, policy latency, or SFT success")
+    b.add_argument("what", choices=["env", "inference", "sft", "rollout", "sb3"],
+                   help="env throughput, policy latency, SFT success, RL rollout vs env-only throughput, PPO vs SB3")
     b.add_argument("--json", action="store_true")
     b.add_argument("--task", default="push-v3")
     b.add_argument("--image-size", type=int, default=64)
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=8, help="inference: envs per decision")
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--heads", default="", help="sft: heads to train (default: all)")
+    b.add_argument("--head", default="", help="rollout: the policy's action head (default: flow)")
+    b.add_argument("--rl-steps", type=int, default=200_000, help="sb3: env-step budget of each PPO")
     b.add_argument("--budget", type=float, default=300.0, help="sft: training wall-clock budget per head (s)")
     b.add_argument("--episodes", type=int, default=100, help="sft: evaluation episodes")
     b.add_argument("--demos", type=int, default=20, help="sft: expert demos per task")
@@ -82,6 +85,10 @@ def main(argv=None) -> int:
 
             return collect_main(args)
         if args.cmd == "bench":
+            if args.what in ("rollout", "sb3"):
+                from rlvla.runners.bench_rl import bench_rl_main
+
+                return bench_rl_main(args)
             if args.what != "env":
                 from rlvla.runners.bench_policy import bench_policy_main
 

@@ -6,7 +6,9 @@ Observation (a dict):
     proprio         float32 (4,): the robot's own state only: hand position (x, y, z) and gripper opening
     instruction     str: a natural-language instruction for the task
 
-Object and goal positions never enter the observation: they are in ``info`` (``obj_pos``, ``goal_pos``,
+Object and goal positions never enter the observation (unless ``full_state=True``: then ``proprio`` is MetaWorld's
+full 39-d state, the state-observation setting of classic RL baselines; use it with ``cameras=()``, which skips
+rendering): they are in ``info`` (``obj_pos``, ``goal_pos``,
 ``rand_vec``, ``state``: MetaWorld's full 39-d state) for rewards, experts and analysis.
 
 Action: float32 in [-1, 1]: (4,) = hand displacement (x, y, z) and gripper effort, or (chunk, 4) when
@@ -38,6 +40,7 @@ from rlvla.envs.tasks import TASKS, resolve_task
 
 INSTRUCTION_CHARSET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789 ,.'-")
 PROPRIO_DIM = 4
+STATE_DIM = 39  # MetaWorld's full state (hand, gripper, objects, goal): the state-observation setting (full_state=True)
 DEFAULT_MAX_STEPS = 200
 
 
@@ -59,6 +62,7 @@ class MetaWorldVLAEnv(gym.Env):
         max_steps: int = DEFAULT_MAX_STEPS,
         terminate_on_success: bool = True,
         goal_marker: bool = True,
+        full_state: bool = False,
         render_mode: str | None = None,
     ) -> None:
         ensure_gl_backend()
@@ -82,6 +86,7 @@ class MetaWorldVLAEnv(gym.Env):
         self.max_steps = int(max_steps)
         self.terminate_on_success = bool(terminate_on_success)
         self.render_mode = render_mode
+        self.full_state = bool(full_state)
         self._base_seed = seed
         self._task_index = TASKS.index(self.task)
 
@@ -112,7 +117,7 @@ class MetaWorldVLAEnv(gym.Env):
             spaces["image"] = img
             for cam in self.cameras[1:]:
                 spaces[f"image_{cam}"] = img
-        spaces["proprio"] = gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32)
+        spaces["proprio"] = gym.spaces.Box(-np.inf, np.inf, (STATE_DIM if self.full_state else PROPRIO_DIM,), np.float32)
         spaces["instruction"] = gym.spaces.Text(max_length=128, min_length=1, charset="".join(sorted(INSTRUCTION_CHARSET)))
         self.observation_space = gym.spaces.Dict(spaces)
         shape = (4,) if self.chunk == 1 else (self.chunk, 4)
@@ -205,7 +210,7 @@ class MetaWorldVLAEnv(gym.Env):
             obs["image"] = self._last_images[self.cameras[0]]
             for cam in self.cameras[1:]:
                 obs[f"image_{cam}"] = self._last_images[cam]
-        obs["proprio"] = self._state[:PROPRIO_DIM].astype(np.float32)
+        obs["proprio"] = (self._state if self.full_state else self._state[:PROPRIO_DIM]).astype(np.float32)
         obs["instruction"] = self.instruction
         return obs
 

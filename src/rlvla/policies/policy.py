@@ -126,6 +126,10 @@ class VLAPolicy(nn.Module):
     def evaluate(self, obs, actions: torch.Tensor, extras: dict, level: str = "chunk"):
         """One backbone pass for an RL update: (log_prob, entropy or None, value)."""
         z, zv = self.encode(obs)
+        return self.evaluate_features(z, zv, actions, extras, level)
+
+    def evaluate_features(self, z, zv, actions: torch.Tensor, extras: dict, level: str = "chunk"):
+        """``evaluate`` from backbone readouts ``(z, zv) = encode(obs)`` (RL with a frozen backbone encodes once)."""
         lp = reduce_level(self.head.log_prob(z, actions, extras), level)
         ent = self.head.entropy(z, extras)
         return lp, None if ent is None else reduce_level(ent, level), self.value_head(zv)[:, 0]

@@ -92,8 +92,8 @@ def evaluate(
         check_split(split)
     cfg = policy.cfg
     policy.eval()
-    bb = cfg.backbone.language
-    if bb.encoder == "minilm" and bb.freeze:  # embed every instruction up front: keeps it out of the latency
+    bb = getattr(getattr(cfg, "backbone", None), "language", None)
+    if bb is not None and bb.encoder == "minilm" and bb.freeze:  # embed every instruction up front: keeps it out of the latency
         from rlvla.envs.instructions import INSTRUCTIONS
         from rlvla.policies.encoders import embed_instructions
 
@@ -117,7 +117,8 @@ def evaluate(
             envs_t = by_task[t]
             queues[envs_t[k % len(envs_t)]].append((t, seeds[k]))
         specs = [
-            dict(name=t, split=split, image_size=cfg.image_size, cameras=tuple(cfg.cameras), chunk=cfg.chunk, max_steps=max_steps)
+            dict(name=t, split=split, image_size=cfg.image_size, cameras=tuple(cfg.cameras), chunk=cfg.chunk, max_steps=max_steps,
+                 **(getattr(cfg, "env_kwargs", None) or {}))
             for t in env_tasks
         ]
         active = [i for i in queues if queues[i]]

@@ -25,7 +25,8 @@ from rlvla.runners.runlog import RunLogger
 from rlvla.runners.signals import StopOnSignal
 
 # Fields that may change when a run is resumed (they do not change the computation).
-RESUMABLE_CHANGES = ("train.time_limit_s", "train.log_every", "train.ckpt_every", "train.threads", "eval.", "resume", "run_dir")
+RESUMABLE_CHANGES = ("train.time_limit_s", "train.log_every", "train.ckpt_every", "train.threads", "eval.", "resume", "run_dir",
+                     "algo.iterations", "algo.ckpt_every")  # online algos: constant learning rate, more iterations are fine
 
 
 class TrainingError(RuntimeError):

@@ -32,6 +32,7 @@ import torch
 from rlvla.algos import core
 from rlvla.algos.offline.sft import NonFiniteLossError
 from rlvla.algos.optim import load_optimizer_tensors, make_adamw, optimizer_tensors
+from rlvla.data.schema import Batch
 
 ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
 
@@ -60,11 +61,20 @@ class OnlineConfig:
     """Weight of the KL to the initial (reference) policy; 0 skips the reference pass."""
     kl_estimator: str = "k3"
     ent_coef: float = 0.0
+    target_kl: float = 0.0
+    """Stop an iteration's remaining minibatches once a minibatch's approx KL (old || new, mean over the ratio's
+    elements) exceeds this (0: off)."""
+    freeze_backbone: bool = False
+    """Train only the action and value heads: the backbone's readouts are computed once per iteration (fast), and
+    the SFT representation cannot drift."""
     vf_coef: float = 0.5
     vf_clip: float = 0.2
     """PPO value-loss clip (0: unclipped)."""
     gamma: float = 0.99
     lam: float = 0.95
+    advantage_norm: str = "task"
+    """PPO: normalise advantages per ``task`` (each task's mean 0, std 1: one task's reward scale cannot drown the
+    others), over the ``batch``, per ``minibatch`` (as SB3) or ``none``."""
     normalize_std: bool = True
     """GRPO: divide by the group's std (false: Dr. GRPO)."""
     group_size: int = 8
@@ -83,6 +93,8 @@ class OnlineConfig:
     """Per-decision reward on the first success (ppo, reinforce_pp)."""
     shaping: float = 0.0
     """Weight of potential-based shaping with the env's dense reward / 10 as potential (ppo, reinforce_pp)."""
+    env_reward: float = 0.0
+    """Weight of the environment's own (dense) reward per decision (ppo, reinforce_pp)."""
     max_worker_restarts: int = 10
     ckpt_every: int = 1
     """Checkpoint every N iterations (and at the end or on Ctrl-C)."""
@@ -94,6 +106,8 @@ class OnlineConfig:
             raise ValueError(f"unknown online algo {self.name!r}; valid: {', '.join(ALGOS)}")
         if self.level not in ("token", "action", "chunk"):
             raise ValueError(f"unknown log-prob level {self.level!r}; valid: token, action, chunk")
+        if self.advantage_norm not in ("task", "batch", "minibatch", "none"):
+            raise ValueError(f"unknown advantage_norm {self.advantage_norm!r}; valid: task, batch, minibatch, none")
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"unknown KL estimator {self.kl_estimator!r}; valid: k1, k3")
         if min(self.iterations, self.epochs, self.minibatch, self.group_size, self.groups_per_task, self.envs_per_task, self.max_steps, self.ckpt_every) < 1:
@@ -151,7 +165,9 @@ def compute_advantages(batch, cfg: OnlineConfig) -> tuple[torch.Tensor, torch.Te
         adv, ret = core.gae(r[:, None], batch["value"].double()[:, None], batch["next_value"].double()[:, None],
                             batch["next.terminated"][:, None], batch["next.done"][:, None], cfg.gamma, cfg.lam)  # fmt: skip
         adv, ret = adv[:, 0], ret[:, 0]
-        task = batch["task_id"]
+        if cfg.advantage_norm in ("none", "minibatch"):
+            return adv.float(), ret.float()
+        task = batch["task_id"] if cfg.advantage_norm == "task" else torch.zeros_like(batch["task_id"])
         out = torch.zeros_like(adv)
         for t in task.unique():  # per-task normalisation: one task's scale must not drown the others
             m = task == t
@@ -192,7 +208,18 @@ class PolicyGradient:
         self.grad_clip = grad_clip
         self.seed = seed
         self.uses_value = cfg.name == "ppo"
-        self.opt = make_adamw(policy.parameters(), cfg.lr, weight_decay)
+        self.frozen = cfg.freeze_backbone and hasattr(policy, "backbone")
+        params = [p for n, p in policy.named_parameters() if not (self.frozen and n.startswith("backbone."))]
+        self.opt = make_adamw(params, cfg.lr, weight_decay)
+
+    @torch.no_grad()
+    def _features(self, ro) -> tuple[torch.Tensor, torch.Tensor]:
+        zs, zvs = [], []
+        for k in range(0, len(ro), 256):
+            z, zv = self.policy.encode(ro.select(torch.arange(k, min(k + 256, len(ro)))))
+            zs.append(z)
+            zvs.append(zv)
+        return torch.cat(zs), torch.cat(zvs)
 
     def update(self, ro, iteration: int) -> dict:
         cfg, policy = self.cfg, self.policy
@@ -210,28 +237,43 @@ class PolicyGradient:
         sums: dict[str, float] = {}
         count = 0
         ratio_error0 = None
+        feats = self._features(ro) if self.frozen else None
+        extra_t = ro.extras()
+        obs_keys = [key for key in batch if key.startswith("observation.") or key == "task"]
+        stopped = False
         for _epoch in range(cfg.epochs):
+            if stopped:
+                break
             perm = torch.randperm(n, generator=gen)
             for k in range(0, n, cfg.minibatch):
                 idx = perm[k : k + cfg.minibatch]
-                mb = ro.select(idx)
-                extras = ro.extras(idx)
-                logp, ent, value = policy.evaluate(mb, mb["action"], extras, level=cfg.level)
-                old = mb["old_log_prob"]
-                a = adv[idx].reshape(-1, *([1] * (logp.ndim - 1))).expand_as(logp)
+                extras = {key: v[idx] for key, v in extra_t.items()}
+                actions = batch["action"][idx]
+                mb = None
+                if feats is None or self.ref is not None:
+                    mb = Batch({key: ([batch["task"][i] for i in idx.tolist()] if key == "task" else batch[key][idx]) for key in obs_keys})
+                if feats is not None:
+                    logp, ent, value = policy.evaluate_features(feats[0][idx], feats[1][idx], actions, extras, level=cfg.level)
+                else:
+                    logp, ent, value = policy.evaluate(mb, actions, extras, level=cfg.level)
+                old = batch["old_log_prob"][idx]
+                a = adv[idx]
+                if cfg.advantage_norm == "minibatch" and cfg.name == "ppo" and a.numel() > 1:
+                    a = (a - a.mean()) / (a.std() + 1e-8)
+                a = a.reshape(-1, *([1] * (logp.ndim - 1))).expand_as(logp)
                 if ratio_error0 is None:
                     ratio_error0 = float((logp.detach() - old).abs().max())
                 pi_loss, info = core.clipped_surrogate(logp, old, a, cfg.clip_low, cfg.clip_high, cfg.dual_clip or None)
                 loss = pi_loss
                 m = {"pi_loss": float(pi_loss.detach()), **info}
                 if self.uses_value:
-                    v_loss = core.clipped_value_loss(value, mb["value"], returns[idx], cfg.vf_clip or None)
+                    v_loss = core.clipped_value_loss(value, batch["value"][idx], returns[idx], cfg.vf_clip or None)
                     loss = loss + cfg.vf_coef * v_loss
                     m["value_loss"] = float(v_loss.detach())
                 if cfg.kl_coef > 0:
                     with torch.no_grad():
                         self.ref.eval()
-                        ref_lp = self.ref.log_prob(mb, mb["action"], extras, level=cfg.level)
+                        ref_lp = self.ref.log_prob(mb, actions, extras, level=cfg.level)
                     kl = (core.kl_k3 if cfg.kl_estimator == "k3" else core.kl_k1)(logp, ref_lp).mean()
                     loss = loss + cfg.kl_coef * kl
                     m["kl_ref"] = float(kl.detach())
@@ -253,11 +295,15 @@ class PolicyGradient:
                 for key, v in m.items():
                     sums[key] = sums.get(key, 0.0) + v
                 count += 1
+                if cfg.target_kl and info["approx_kl"] > cfg.target_kl:
+                    stopped = True
+                    break
         out = {f"train/{k}": v / count for k, v in sums.items()}
         out["train/updates"] = count
         out["train/decisions"] = n
         out["train/adv_abs_mean"] = float(adv.abs().mean())
         out["train/ratio_error0"] = ratio_error0
+        out["train/early_stop"] = float(stopped)
         return out
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:

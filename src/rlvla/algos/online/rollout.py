@@ -89,7 +89,7 @@ def _stack(obs_list: list[dict]) -> dict:
 class RolloutEngine:
     def __init__(self, policy, tasks, cfg, seed: int = 0, workers: int | None = None, make_pool=EnvPool) -> None:
         """``cfg``: an online algorithm config (group_size, groups_per_task, envs_per_task, max_steps, level,
-        dynamic_sampling, max_refill_rounds, success_bonus, shaping, gamma, max_worker_restarts).
+        dynamic_sampling, max_refill_rounds, success_bonus, shaping, env_reward, gamma, max_worker_restarts).
         ``make_pool(specs, workers)``: anything with EnvPool's reset/step/restart_dead_workers/close (tests pass toy
         environments)."""
         self.policy = policy
@@ -99,8 +99,9 @@ class RolloutEngine:
         pc = policy.cfg
         self.cams = list(pc.cameras)
         self.env_tasks = [t for t in self.tasks for _ in range(cfg.envs_per_task)]
+        extra = dict(getattr(pc, "env_kwargs", None) or {})
         specs = [dict(name=t, split="id", image_size=pc.image_size, cameras=tuple(pc.cameras), chunk=pc.chunk,
-                      max_steps=cfg.max_steps) for t in self.env_tasks]  # fmt: skip
+                      max_steps=cfg.max_steps, **extra) for t in self.env_tasks]  # fmt: skip
         self.pool = make_pool(specs, workers=workers)
         self.worker_restarts = 0
         self.env_steps = 0
@@ -239,7 +240,7 @@ class RolloutEngine:
                 prev = ep.steps[-1]
                 phi = float(info["substep_rewards"][int(info["substeps"]) - 1]) / SHAPING_SCALE
                 first_success = bool(info["success"]) and not ep.success
-                reward = cfg.success_bonus * first_success + cfg.shaping * (cfg.gamma * phi - prev["phi"])
+                reward = cfg.success_bonus * first_success + cfg.shaping * (cfg.gamma * phi - prev["phi"]) + cfg.env_reward * r
                 prev.update(
                     obs=obs[i], action=act.actions[j], log_prob=act.log_prob[j], value=float(act.value[j]),
                     extras={k: v[j] for k, v in act.extras.items()}, reward=float(reward), terminated=bool(term),
