@@ -332,3 +332,54 @@ def test_sigint_during_rl_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     # the same command resumes from that checkpoint (here with fewer iterations, so it finishes quickly)
     res = subprocess.run(_rl_cmd(init, run, f"algo.iterations={done + 1}"), env=env, capture_output=True, text=True, timeout=300)
     assert f"resuming {run} from iteration {done}" in res.stderr, res.stderr[-2000:]
+
+
+def test_rl_config_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "rlvla.cli", "train", *args, "--quiet"], capture_output=True, text=True, timeout=120)
+
+    r = run("algo=grpo", f"run_dir={tmp_path / 'a'}")
+    assert r.returncode == 2 and "needs init=" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run("algo=grpo", "algo.level=word", f"init={tmp_path}", f"run_dir={tmp_path / 'b'}")
+    assert r.returncode == 2 and "unknown log-prob level 'word'" in r.stderr, r.stderr
+    r = run("algo=grpo", "algo.group_size=1", f"init={tmp_path}", f"run_dir={tmp_path / 'c'}")
+    assert r.returncode == 2 and "grpo needs group_size >= 2" in r.stderr, r.stderr
+    r = run("algo=a2c")
+    assert r.returncode == 2 and "a2c" in r.stderr, r.stderr
+    r = run("algo=grpo", f"init={tmp_path / 'nothing'}", f"run_dir={tmp_path / 'd'}")
+    assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr
+
+
+def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
+    """demos -> SFT -> eval -> GRPO -> eval -> report.html + summary.json, then a rerun reuses every stage."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "qs"
+    cmd = [sys.executable, "-m", "rlvla.cli", "quickstart", f"--out={out}", "--episodes=1", "--steps=4", "--budget=30",
+           "--eval-episodes=5", "--rl-iterations=1", "--rl", "algo.group_size=2", "algo.groups_per_task=1",
+           "algo.envs_per_task=1", "algo.max_steps=16"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {"sft", "rl", "wall_s", "peak_rss_mb", "config"}
+    splits = ["id", "ood-position", "ood-visual", "ood-camera", "ood-language"]
+    for key in ("sft", "rl"):
+        assert sorted(summary[key]["splits"]) == sorted(splits)
+        assert all(summary[key]["splits"][s]["episodes"] == 5 for s in splits)
+    # the same evaluation episodes before and after RL (paired)
+    pairs = lambda k: [tuple(e[:2]) for e in summary[k]["splits"]["id"]["per_episode"]]  # noqa: E731
+    assert pairs("sft") == pairs("rl")
+    assert summary["rl"]["checkpoint"] != summary["sft"]["checkpoint"]
+    html = (out / "report.html").read_text()
+    assert html.count('class="split-row"') == 5 and "learning_curves.png" in html
+    assert (out / "report_files" / "learning_curves.png").exists() and list((out / "videos" / "rl").glob("id_*.gif"))
+    assert "change" in r.stdout and "wrote" in r.stdout
+    # a rerun reuses every finished stage
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert r2.stdout.count("already finished") == 2 and r2.stdout.count("reusing") == 2, r2.stdout

@@ -65,6 +65,17 @@ def _worker(conn, specs: dict[int, dict]) -> None:
         conn.close()
 
 
+def stack_obs(obs_list: list[dict]) -> dict:
+    """Env observation dicts -> one batched dict (arrays stacked on a new axis 0; instructions as a list)."""
+    import numpy as np
+
+    out = {}
+    for k in obs_list[0]:
+        vals = [o[k] for o in obs_list]
+        out[k] = vals if k == "instruction" else np.stack(vals)
+    return out
+
+
 class EnvPool:
     def __init__(self, specs: list[dict], workers: int | None = None) -> None:
         from rlvla.envs.render import ensure_gl_backend

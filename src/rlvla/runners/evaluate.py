@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from rlvla.envs import resolve_tasks
-from rlvla.envs.pool import EnvPool
+from rlvla.envs.pool import EnvPool, stack_obs
 from rlvla.envs.splits import check_split, eval_seeds
 from rlvla.eval.metrics import wilson_interval
 
@@ -37,13 +37,6 @@ def resolve_checkpoint(path) -> Path:
         return latest / "policy"
     raise FileNotFoundError(f"{p} holds no policy (config.json + model.safetensors), training run, or checkpoint")
 
-
-def _stack(obs_list: list[dict]) -> dict:
-    out = {}
-    for k in obs_list[0]:
-        vals = [o[k] for o in obs_list]
-        out[k] = vals if k == "instruction" else np.stack(vals)
-    return out
 
 
 def _save_gif(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
@@ -68,6 +61,14 @@ class _threads:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.old)
+
+
+def _bar(label: str, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    p = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+    p.start()
+    return p, p.add_task("", total=total)
 
 
 def evaluate(
@@ -125,6 +126,7 @@ def evaluate(
         results, latencies = [], []
         recorded = 0
         threads = torch.get_num_threads()
+        bar = _bar(f"eval {split}", episodes) if progress else None
         with EnvPool(specs, workers=workers) as pool, _threads(1 if pool.workers else threads):
             cur: dict[int, dict] = {}
 
@@ -144,7 +146,7 @@ def evaluate(
             t_split = time.perf_counter()
             while obs:
                 ids = sorted(obs)
-                batch = _stack([obs[i] for i in ids])
+                batch = stack_obs([obs[i] for i in ids])
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     act = policy.act(batch, deterministic=deterministic, with_log_prob=False)
@@ -167,12 +169,16 @@ def evaluate(
                             tag = "success" if c["success"] else "failure"
                             _save_gif(c["frames"], Path(video_dir) / f"{split}_{c['task']}_{c['seed']}_{tag}.gif")
                         results.append(c)
+                        if bar is not None:
+                            bar[0].update(bar[1], advance=1)
                         if queues[i]:
                             restart.append(i)
                     else:
                         nxt[i] = ob
                 obs = {**nxt, **start(restart)}
             wall = time.perf_counter() - t_split
+        if bar is not None:
+            bar[0].stop()
         succ = sum(r["success"] for r in results)
         lo, hi = wilson_interval(succ, len(results))
         lat = np.asarray(latencies)

@@ -4,7 +4,8 @@ Recipe: collect scripted-expert demonstrations for the quickstart task set (LeRo
 fine-tuning of a VLA policy (flow head by default) -> evaluation on evaluation seeds on ``id`` and every OOD
 split -> online RL from the SFT policy (GRPO by default, ``id`` split, training seeds) -> the same evaluation ->
 ``report.html`` (learning curves, SFT-vs-RL table with intervals and paired tests, GIFs before and after) and
-``summary.json`` (``{"sft", "rl", "wall_s", "peak_rss_mb", "config"}``). Every stage resumes: rerunning the
+``summary.json`` (``{"sft", "rl", "wall_s", "peak_rss_mb", "config"}``; ``peak_rss_mb`` is the peak resident memory
+of the whole process tree, env workers included, sampled every 0.5 s during this invocation). Every stage resumes: rerunning the
 command after an interruption continues where it stopped; a finished stage is reused.
 """
 
@@ -75,9 +76,12 @@ def quickstart_main(args) -> int:
         raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
     if args.algo not in ALGOS:
         raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(ALGOS)}")
+    from rlvla.runners.memory import TreePeak
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    mem = TreePeak().__enter__()  # whole process tree: this process and its env workers
     tasks = TASK_SETS["quickstart"]
     demos = out / "demos"
     if (demos / "meta" / "info.json").exists() and LeRobotDataset(demos).num_episodes > args.episodes * len(tasks):
@@ -114,11 +118,13 @@ def quickstart_main(args) -> int:
 
     print(f"[5/5] evaluating the RL policy on {', '.join(SPLITS)} (the same episodes)", flush=True)
     rl_eval = _eval_stage(rl["policy"], tasks, args.eval_episodes, out / "eval_rl.json", out / "videos" / "rl")
+    mem.__exit__()
     summary = {
         "sft": sft_eval,
         "rl": rl_eval,
         "wall_s": time.time() - t0,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": mem.peak_mb,
+        "peak_rss_main_mb": peak_rss_mb(),
         "config": {"sft_overrides": sft_over, "rl_overrides": rl_over, "demos_per_task": args.episodes,
                    "eval_episodes": args.eval_episodes, "sft_steps": sft["step"], "rl_iterations": rl["step"],
                    "rl_env_steps": rl["env_steps"]},  # fmt: skip

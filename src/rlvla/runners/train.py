@@ -197,7 +197,7 @@ def train_main(args) -> int:
         return 1
     print(
         f"{summary['status']}: step {summary['step']}/{summary['steps']} in {summary['wall_s']:.0f} s "
-        f"({summary['samples_per_s']:.0f} samples/s, peak RSS {summary['peak_rss_mb']:.0f} MB); policy: {summary['policy']}",
+        f"({summary['samples_per_s']:.0f} {'env steps' if 'env_steps' in summary else 'samples'}/s, peak RSS {summary['peak_rss_mb']:.0f} MB); policy: {summary['policy']}",
         file=sys.stderr,
     )
     if cfg.eval.episodes > 0 and summary["status"] == "done":

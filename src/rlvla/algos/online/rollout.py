@@ -29,7 +29,7 @@ import torch
 
 from rlvla.data.schema import IMAGE_PREFIX, Batch
 from rlvla.envs import resolve_tasks
-from rlvla.envs.pool import EnvPool, EnvWorkerError
+from rlvla.envs.pool import EnvPool, EnvWorkerError, stack_obs
 from rlvla.envs.splits import TRAIN_SEEDS
 
 SHAPING_SCALE = 10.0  # MetaWorld's dense reward lies in [0, 10]; the shaping potential is reward / 10
@@ -51,6 +51,7 @@ class Episode:
     terminated: bool = False
     truncated: bool = False
     final_obs: dict | None = None
+    final_value: float = 0.0  # V(final observation) when truncated (time-limit bootstrap), else 0
 
 
 @dataclass
@@ -77,13 +78,6 @@ class Rollout:
     def select(self, idx: torch.Tensor) -> Batch:
         return Batch({k: ([v[i] for i in idx.tolist()] if k == "task" else v[idx]) for k, v in self.batch.items()})
 
-
-def _stack(obs_list: list[dict]) -> dict:
-    out = {}
-    for k in obs_list[0]:
-        vals = [o[k] for o in obs_list]
-        out[k] = vals if k == "instruction" else np.stack(vals)
-    return out
 
 
 class RolloutEngine:
@@ -216,7 +210,7 @@ class RolloutEngine:
             if should_stop is not None and should_stop():
                 raise RolloutInterrupted
             ids = sorted(obs)
-            batch = _stack([obs[i] for i in ids])
+            batch = stack_obs([obs[i] for i in ids])
             act = policy.act(batch, deterministic=False, level=level, with_log_prob=True)
             acts = act.actions.cpu().numpy()
             if policy.cfg.chunk == 1:
@@ -287,7 +281,7 @@ class RolloutEngine:
             e.final_value = 0.0
         for k in range(0, len(trunc), 64):
             part = trunc[k : k + 64]
-            v = self.policy.value(_stack([e.final_obs for e in part]))
+            v = self.policy.value(stack_obs([e.final_obs for e in part]))
             for e, val in zip(part, v.tolist()):
                 e.final_value = float(val)
 
@@ -299,7 +293,7 @@ class RolloutEngine:
             for e in g:
                 n = len(e.steps)
                 for k, s in enumerate(e.steps):
-                    nv = e.steps[k + 1]["value"] if k + 1 < n else getattr(e, "final_value", 0.0)
+                    nv = e.steps[k + 1]["value"] if k + 1 < n else e.final_value
                     steps.append((s, ep_idx, k, e, nv))
                 episodes.append({"task": e.task, "seed": e.seed, "group": e.group, "success": e.success,
                                  "return": e.ret, "length": e.length, "decisions": n})  # fmt: skip
