@@ -232,6 +232,24 @@ def test_frozen_backbone_trains_only_the_heads_and_kl_stops_early():
     assert m["train/updates"] <= 2 and m["train/early_stop"] == 1.0
 
 
+def test_explore_noise_widens_the_chain_and_is_recorded(tmp_path):
+    from rlvla.algos.online.pg import set_explore_noise
+    from rlvla.policies import VLAPolicy
+
+    policy = toy_policy("flow-sde")
+    env = ToyEnv()
+    obs = env.reset(seed=3)[0]
+    batch = {k: (np.stack([v] * 256) if k != "instruction" else [v] * 256) for k, v in obs.items()}
+    # Flow-SDE keeps the ODE's marginals whatever the noise level: the chain's steps widen, the actions do not
+    ent0 = policy.entropy(batch, policy.act(batch).extras).mean()
+    set_explore_noise(policy, 1.5)
+    ent1 = policy.entropy(batch, policy.act(batch).extras).mean()
+    assert ent1 > ent0 + 1.0, (ent0, ent1)
+    assert VLAPolicy.read_config(policy.save_pretrained(tmp_path / "p")).head.noise_level == 1.5
+    with pytest.raises(ValueError, match="explore_noise applies to flow"):
+        set_explore_noise(toy_policy("gaussian"), 0.5)
+
+
 # ---------------------------------------------------------------------------------------------- learning
 def _learn(head: str, algo: str, iterations: int, **kw) -> tuple[float, float, list]:
     policy = toy_policy(head)

@@ -19,6 +19,7 @@ import torch
 
 from rlvla.algos.offline.sft import NonFiniteLossError
 from rlvla.algos.online import PolicyGradient, RolloutEngine, RolloutInterrupted
+from rlvla.algos.online.pg import set_explore_noise
 from rlvla.configs import section
 from rlvla.data.lerobot import atomic_write_bytes, atomic_write_json
 from rlvla.policies import VLAPolicy
@@ -53,6 +54,7 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
         if diffs:
             raise ValueError(f"cannot resume {run_dir} with a different config ({'; '.join(diffs[:4])}); use a new run_dir")
     policy = VLAPolicy.from_pretrained(init, map_location=loop.device)
+    set_explore_noise(policy, algo_cfg.explore_noise)
     ref = None
     if algo_cfg.kl_coef > 0:
         ref = copy.deepcopy(policy).eval()

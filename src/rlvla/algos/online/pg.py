@@ -64,6 +64,10 @@ class OnlineConfig:
     target_kl: float = 0.0
     """Stop an iteration's remaining minibatches once a minibatch's approx KL (old || new, mean over the ratio's
     elements) exceeds this (0: off)."""
+    explore_noise: float = 0.0
+    """Exploration noise of the chain heads during RL (0: the policy's own): flow-SDE ``noise_level``, diffusion
+    ``min_std``. It is written into the policy's config, so the RL checkpoint records it; deterministic sampling
+    (evaluation) does not use it."""
     freeze_backbone: bool = False
     """Train only the action and value heads: the backbone's readouts are computed once per iteration (fast), and
     the SFT representation cannot drift."""
@@ -114,6 +118,8 @@ class OnlineConfig:
             raise ValueError("iterations, epochs, minibatch, group_size, groups_per_task, envs_per_task, max_steps, ckpt_every must be >= 1")
         if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
             raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma, lam in [0, 1] (got {self})")
+        if self.explore_noise < 0:
+            raise ValueError(f"explore_noise must be >= 0, got {self.explore_noise}")
         if self.dual_clip and self.dual_clip <= 1:
             raise ValueError(f"dual_clip must be > 1 or 0 (off), got {self.dual_clip}")
         if self.name in ("grpo", "rloo") and self.group_size < 2:
@@ -147,6 +153,21 @@ class ReinforcePPConfig(OnlineConfig):
     name: str = "reinforce_pp"
     dynamic_sampling: bool = False
     group_size: int = 1
+
+
+def set_explore_noise(policy, noise: float) -> None:
+    """Set the exploration noise of a flow-SDE or diffusion head in place (see ``OnlineConfig.explore_noise``)."""
+    if noise <= 0:
+        return
+    head = getattr(policy.cfg, "head", None)
+    name = getattr(head, "name", None)
+    if name == "flow" and head.logprob == "sde":
+        head.noise_level = noise
+    elif name == "diffusion":
+        head.min_std = noise
+    else:
+        raise ValueError(f"explore_noise applies to flow (logprob=sde) and diffusion heads, not {name!r}; set it to 0")
+    policy.head.cfg = head
 
 
 CONFIGS = {"ppo": PPOConfig, "grpo": GRPOConfig, "rloo": RLOOConfig, "reinforce_pp": ReinforcePPConfig}
