@@ -296,13 +296,13 @@ def test_a_worker_killed_mid_rollout_is_restarted_and_the_iteration_completes():
     calls = {"n": 0}
 
     class KillingPool(EnvPool):
-        def step(self, actions):
+        def step_async(self, actions):
             calls["n"] += 1
-            if calls["n"] == 3:  # mid-episode: SIGKILL the worker that holds env 0
+            if calls["n"] == 5:  # mid-episode: SIGKILL the worker that holds env 0
                 p = self._procs[self.owner[0]]
                 os.kill(p.pid, signal.SIGKILL)
                 p.join(timeout=10)
-            return super().step(actions)
+            return super().step_async(actions)
 
     with RolloutEngine(policy, ["reach-v3"], cfg, workers=2, make_pool=KillingPool) as eng:
         ro = eng.collect(0)

@@ -68,11 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--episodes", type=int, default=20, help="demonstrations per task")
     q.add_argument("--head", default="flow", help="action head: token, diffusion, flow, gaussian")
     q.add_argument("--steps", type=int, default=3400, help="SFT optimiser steps")
-    q.add_argument("--budget", type=float, default=300.0, help="SFT wall-clock limit (s)")
+    q.add_argument("--budget", type=float, default=240.0, help="SFT wall-clock limit (s)")
     q.add_argument("--eval-episodes", type=int, default=50, help="evaluation episodes per split")
     q.add_argument("--algo", default="grpo", help="online RL algorithm: grpo, ppo, rloo, reinforce_pp")
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
-    q.add_argument("--rl-budget", type=float, default=420.0, help="RL wall-clock limit (s)")
+    q.add_argument("--rl-budget", type=float, default=360.0, help="RL wall-clock limit (s)")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")
     return p
 

@@ -11,6 +11,7 @@ The loop it serves::
     pool = EnvPool([dict(name="push-v3", split="id", chunk=4)] * 8, workers=2)
     obs = pool.reset({i: seed_i for i in range(8)})               # {env index: (obs, info)}
     out = pool.step({i: action_i for i in active})                 # {env index: (obs, reward, term, trunc, info)}
+    token = pool.step_async({0: a0}); ...; out = pool.step_wait(token)   # overlap stepping with inference
 """
 
 from __future__ import annotations
@@ -148,13 +149,14 @@ class EnvPool:
     def __len__(self) -> int:
         return len(self.specs)
 
-    def _run(self, cmd: str, payload: dict[int, object]) -> dict[int, object]:
+    def _send(self, cmd: str, payload: dict[int, object]):
+        """Send ``cmd`` to the workers owning ``payload``'s envs; -> a token for :meth:`_wait`."""
         if self._local is not None:
             out = {}
             for i, arg in payload.items():
                 env = self._local[i]
                 out[i] = env.reset(seed=arg[0], options=arg[1]) if cmd == "reset" else env.step(arg)
-            return out
+            return ("done", out)
         per: dict[int, dict] = {}
         for i, arg in payload.items():
             per.setdefault(self.owner[i], {})[i] = arg
@@ -165,7 +167,13 @@ class EnvPool:
                 sent.append(w)
             except (BrokenPipeError, OSError):
                 dead.append(w)
-        return self._gather(sent, dead)
+        return ("sent", sent, dead)
+
+    def _wait(self, token) -> dict[int, object]:
+        return token[1] if token[0] == "done" else self._gather(token[1], token[2])
+
+    def _run(self, cmd: str, payload: dict[int, object]) -> dict[int, object]:
+        return self._wait(self._send(cmd, payload))
 
     def reset(self, seeds: dict[int, int | None], options: dict[int, dict] | None = None):
         options = options or {}
@@ -173,6 +181,16 @@ class EnvPool:
 
     def step(self, actions: dict[int, object]):
         return self._run("step", actions)
+
+    def step_async(self, actions: dict[int, object]):
+        """Start stepping ``actions``' envs and return at once (a token for :meth:`step_wait`): the learner can
+        compute other envs' actions meanwhile. Envs of one worker must not have two steps in flight; other
+        workers can be reset or stepped in between."""
+        return self._send("step", actions)
+
+    def step_wait(self, token) -> dict:
+        """The results of :meth:`step_async` (``EnvWorkerError`` as in :meth:`step`)."""
+        return self._wait(token)
 
     def restart_dead_workers(self) -> list[int]:
         """Start a fresh worker in place of each one that exited; returns the indices of the envs it holds (their

@@ -205,60 +205,79 @@ class RolloutEngine:
 
         policy.eval()
         start(list(queues))
-        level = cfg.level
-        while obs:
+        # Lanes: the envs of one worker each. While one lane's worker steps, the learner computes the next lane's
+        # actions, so inference overlaps with simulation and rendering (one lane when envs run in-process).
+        owner = getattr(self.pool, "owner", None)
+        n_lanes = getattr(self.pool, "workers", 0) if owner is not None and hasattr(self.pool, "step_async") else 0
+        lanes = [[i for i in queues if owner[i] == w] for w in range(n_lanes)] if n_lanes >= 2 else [list(queues)]
+        pending: dict[int, tuple] = {}
+        while obs or pending or any(queues.values()):
             if should_stop is not None and should_stop():
                 raise RolloutInterrupted
-            ids = sorted(obs)
-            batch = stack_obs([obs[i] for i in ids])
-            act = policy.act(batch, deterministic=False, level=level, with_log_prob=True)
-            acts = act.actions.cpu().numpy()
-            if policy.cfg.chunk == 1:
-                acts = acts[:, 0]
-            try:
-                stepped = self.pool.step({i: acts[j] for j, i in enumerate(ids)})
-            except EnvWorkerError as e:
-                stepped = e.partial
-                lost = self._restart(e)
-                for i in lost:  # their episodes are gone: run them again from the same seed
-                    if i in cur:
-                        ep = cur.pop(i)
-                        queues[i].insert(0, (ep.task, ep.seed, ep.group))
-                        obs.pop(i, None)
-            finished = []
-            for j, i in enumerate(ids):
-                if i not in stepped or i not in cur:
-                    continue
-                ob, r, term, trunc, info = stepped[i]
-                ep = cur[i]
-                prev = ep.steps[-1]
-                phi = float(info["substep_rewards"][int(info["substeps"]) - 1]) / SHAPING_SCALE
-                first_success = bool(info["success"]) and not ep.success
-                reward = cfg.success_bonus * first_success + cfg.shaping * (cfg.gamma * phi - prev["phi"]) + cfg.env_reward * r
-                prev.update(
-                    obs=obs[i], action=act.actions[j], log_prob=act.log_prob[j], value=float(act.value[j]),
-                    extras={k: v[j] for k, v in act.extras.items()}, reward=float(reward), terminated=bool(term),
-                    truncated=bool(trunc) and not term, success=bool(info["success"]) or ep.success,
-                )  # fmt: skip
-                ep.success = ep.success or bool(info["success"])
-                ep.ret += float(r)
-                ep.length += int(info["substeps"])
-                self.env_steps += int(info["substeps"])
-                if term or trunc:
-                    ep.terminated, ep.truncated = bool(term), bool(trunc) and not term
-                    ep.final_obs = ob
-                    done.append(ep)
-                    del cur[i]
-                    obs.pop(i)
-                    finished.append(i)
-                else:
-                    ep.steps.append({"phi": phi})
-                    obs[i] = ob
-            start(sorted(set(finished) | {i for i in queues if i not in cur and queues[i]}))
+            for li, lane in enumerate(lanes):
+                if li in pending:
+                    ids, act, token = pending.pop(li)
+                    try:
+                        stepped = self._step_wait(token)
+                    except EnvWorkerError as e:
+                        stepped = e.partial
+                        for i in self._restart(e):  # their episodes are gone: run them again from the same seed
+                            if i in cur:
+                                ep = cur.pop(i)
+                                queues[i].insert(0, (ep.task, ep.seed, ep.group))
+                                obs.pop(i, None)
+                    self._consume(ids, act, stepped, cur, obs, done)
+                start([i for i in lane if i not in cur and queues[i]])  # finished or lost envs with queued episodes
+                ids = [i for i in lane if i in obs]
+                if ids:
+                    act = policy.act(stack_obs([obs[i] for i in ids]), deterministic=False, level=cfg.level, with_log_prob=True)
+                    acts = act.actions.cpu().numpy()
+                    if policy.cfg.chunk == 1:
+                        acts = acts[:, 0]
+                    pending[li] = (ids, act, self._step_async({i: acts[j] for j, i in enumerate(ids)}))
         groups: dict[int, list[Episode]] = {}
         for ep in done:
             groups.setdefault(ep.group, []).append(ep)
         return [groups[base_gid + gi] for gi in range(len(jobs))]
+
+    def _step_async(self, actions: dict):
+        if hasattr(self.pool, "step_async"):
+            return ("async", self.pool.step_async(actions))
+        return ("sync", actions)
+
+    def _step_wait(self, token) -> dict:
+        return self.pool.step_wait(token[1]) if token[0] == "async" else self.pool.step(token[1])
+
+    def _consume(self, ids, act, stepped, cur, obs, done) -> None:
+        """Record one decision's results for envs ``ids`` (an ended episode moves from ``cur`` to ``done``)."""
+        cfg = self.cfg
+        for j, i in enumerate(ids):
+            if i not in stepped or i not in cur:
+                continue
+            ob, r, term, trunc, info = stepped[i]
+            ep = cur[i]
+            prev = ep.steps[-1]
+            phi = float(info["substep_rewards"][int(info["substeps"]) - 1]) / SHAPING_SCALE
+            first_success = bool(info["success"]) and not ep.success
+            reward = cfg.success_bonus * first_success + cfg.shaping * (cfg.gamma * phi - prev["phi"]) + cfg.env_reward * r
+            prev.update(
+                obs=obs[i], action=act.actions[j], log_prob=act.log_prob[j], value=float(act.value[j]),
+                extras={k: v[j] for k, v in act.extras.items()}, reward=float(reward), terminated=bool(term),
+                truncated=bool(trunc) and not term, success=bool(info["success"]) or ep.success,
+            )  # fmt: skip
+            ep.success = ep.success or bool(info["success"])
+            ep.ret += float(r)
+            ep.length += int(info["substeps"])
+            self.env_steps += int(info["substeps"])
+            if term or trunc:
+                ep.terminated, ep.truncated = bool(term), bool(trunc) and not term
+                ep.final_obs = ob
+                done.append(ep)
+                del cur[i]
+                obs.pop(i)
+            else:
+                ep.steps.append({"phi": phi})
+                obs[i] = ob
 
     def _restart(self, err: EnvWorkerError) -> list[int]:
         self.worker_restarts += 1
