@@ -69,7 +69,7 @@ class ToyPool:
     def step(self, actions):
         return {i: self.envs[i].step(a) for i, a in actions.items()}
 
-    def restart_dead_workers(self):
+    def restart_dead_workers(self, workers=None):
         return []
 
     def close(self):

@@ -57,8 +57,11 @@ def test_killed_worker_is_restarted_and_the_rest_continue():
             pool.step({i: act for i in range(4)})
         lost = [i for i in range(4) if pool.owner[i] == victim]
         assert sorted(err.value.lost) == lost and sorted(err.value.partial) == [i for i in range(4) if i not in lost]
-        assert pool.restart_dead_workers() == lost
+        assert pool.restart_dead_workers([0]) == [] and not pool._procs[victim].is_alive()  # only the named ones
+        assert pool.restart_dead_workers([victim]) == lost
         again = pool.reset({i: seeds[i] for i in lost})
         assert all(again[i][1]["layout_seed"] == seeds[i] for i in lost)
         out = pool.step({i: act for i in range(4)})  # the whole pool steps again
         assert sorted(out) == [0, 1, 2, 3]
+        token = pool.step_async({0: act, 1: act})  # and steps asynchronously: same results as step
+        assert sorted(pool.step_wait(token)) == [0, 1]

@@ -192,14 +192,15 @@ class EnvPool:
         """The results of :meth:`step_async` (``EnvWorkerError`` as in :meth:`step`)."""
         return self._wait(token)
 
-    def restart_dead_workers(self) -> list[int]:
-        """Start a fresh worker in place of each one that exited; returns the indices of the envs it holds (their
-        episodes were lost: reset them before stepping)."""
+    def restart_dead_workers(self, workers=None) -> list[int]:
+        """Start a fresh worker in place of each one that exited (of ``workers``, default all); returns the indices
+        of the envs it holds (their episodes were lost: reset them before stepping). Pass the failed workers when
+        other workers have steps in flight (``step_async``): a restarted worker's pending reply is gone."""
         if self._local is not None:
             return []
         lost, ctx = [], mp.get_context("spawn")
         for w, p in enumerate(self._procs):
-            if p.is_alive():
+            if p.is_alive() or (workers is not None and w not in workers):
                 continue
             self._conns[w].close()
             self._start(ctx, w)

@@ -290,7 +290,9 @@ class RolloutEngine:
         import sys
 
         print(f"rlvla: {str(err).splitlines()[0]}; restarting it and re-running its episodes", file=sys.stderr)
-        return self.pool.restart_dead_workers() or list(err.lost)
+        owner = getattr(self.pool, "owner", None)
+        failed = {owner[i] for i in err.lost} if owner is not None else None
+        return self.pool.restart_dead_workers(failed) or list(err.lost)
 
     @torch.no_grad()
     def _final_values(self, eps: list[Episode]) -> None:
