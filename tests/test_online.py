@@ -157,7 +157,7 @@ def test_dynamic_sampling_drops_uniform_groups_and_is_bounded():
     assert st["rollout/groups_drawn"] == 8 * 3 and st["rollout/groups_dropped"] == 24 and st["rollout/groups_kept"] == 0
     assert len(ro) == 0 and pools[0].resets == 24 * 8
     # nothing to learn from: the update is a no-op, not an error
-    assert PolicyGradient(policy, cfg).update(ro, 0) == {"updates": 0}
+    assert PolicyGradient(policy, cfg).update(ro, 0) == {"train/updates": 0}
 
 
 # ---------------------------------------------------------------------------------------------- advantages

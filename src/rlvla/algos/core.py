@@ -42,6 +42,13 @@ def gae(
     return adv, adv + values
 
 
+def discounted_returns(rewards: torch.Tensor, done: torch.Tensor, gamma: float = 0.99) -> torch.Tensor:
+    """Monte-Carlo discounted returns-to-go within each episode, no bootstrapping. rewards, done: (T, N), episodes
+    contiguous along T (``done`` marks each episode's last step) -> (T, N). GAE with zero values and lambda 1."""
+    zeros = torch.zeros_like(rewards)
+    return gae(rewards, zeros, zeros, done, done, gamma, 1.0)[0]
+
+
 def group_advantages(rewards: torch.Tensor, normalize_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """GRPO (Shao et al. 2024): ``(r - mean_group) / (std_group + eps)``; without std normalisation (Dr. GRPO,
     Liu et al. 2025) just ``r - mean_group``. rewards: (G, n) for G groups of n rollouts from the same start

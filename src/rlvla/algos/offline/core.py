@@ -13,11 +13,9 @@ from rlvla.algos import core
 
 
 def mc_returns(rewards: torch.Tensor, done: torch.Tensor, gamma: float = 0.99) -> torch.Tensor:
-    """Monte-Carlo discounted returns-to-go within each episode. rewards, done: (T, N) with episodes contiguous
-    along T (``done`` marks each episode's last step) -> (T, N). No bootstrapping: a truncated episode's return
-    is what was observed (Cal-QL's reference values use exactly this)."""
-    zeros = torch.zeros_like(rewards)
-    return core.gae(rewards, zeros, zeros, done, done, gamma, 1.0)[0]
+    """Monte-Carlo returns-to-go (T, N) -> (T, N): what was observed, no bootstrapping (Cal-QL's reference
+    values); see :func:`rlvla.algos.core.discounted_returns`."""
+    return core.discounted_returns(rewards, done, gamma)
 
 
 def expectile_loss(diff: torch.Tensor, tau: float = 0.7) -> torch.Tensor:

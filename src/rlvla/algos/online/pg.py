@@ -196,9 +196,8 @@ def compute_advantages(batch, cfg: OnlineConfig) -> tuple[torch.Tensor, torch.Te
             out[m] = (a - a.mean()) / (a.std(unbiased=False) + 1e-8) if a.numel() > 1 else a - a.mean()
         return out.float(), ret.float()
     if cfg.name == "reinforce_pp":
-        zeros = torch.zeros_like(r)[:, None]
-        _, ret = core.gae(r[:, None], zeros, zeros, batch["next.done"][:, None], batch["next.done"][:, None], cfg.gamma, 1.0)
-        return core.reinforce_pp_advantages(ret[:, 0]).float(), None
+        ret = core.discounted_returns(r[:, None], batch["next.done"][:, None], cfg.gamma)[:, 0]
+        return core.reinforce_pp_advantages(ret).float(), None
     # group methods: one score per episode, grouped by initial state
     ep = batch["episode_index"]
     first = torch.ones_like(ep, dtype=torch.bool)
@@ -247,7 +246,7 @@ class PolicyGradient:
         batch = ro.batch
         n = len(ro)
         if n == 0:
-            return {"updates": 0}
+            return {"train/updates": 0}
         _finite(batch["next.reward"], "rewards", iteration)
         adv, returns = compute_advantages(batch, cfg)
         _finite(adv, "advantages", iteration)
