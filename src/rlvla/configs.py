@@ -7,7 +7,9 @@ Composition::
     rlvla train algo=grpo init=runs/sft/policy algo.iterations=30 run_dir=runs/rl
 
 ``head=<name>`` picks the action head's config (group ``head``, placed at ``policy.head``), ``algo=<name>`` the
-algorithm: ``sft`` (on ``data.path``, loop settings in ``train.*``) or an online one (``ppo``, ``grpo``, ``rloo``,
+algorithm: ``sft`` or an offline one (``awr``, ``iql``, ``cql``, ``calql``, ``rc``, ``recap``, ``arfm``, ``dpo``; on
+``data.path``, loop settings in ``train.*``, method settings in ``algo.*``, optionally starting from ``init``) or an
+online one (``ppo``, ``grpo``, ``rloo``,
 ``reinforce_pp``: starts from ``init``, its loop settings in ``algo.*``; of ``train.*`` only ``seed``, ``grad_clip``,
 ``weight_decay``, ``time_limit_s``, ``threads`` and ``device`` apply). Every field is typed and documented where
 it is defined; a key that does not exist is an error.
@@ -81,7 +83,7 @@ class TrainConfig:
     train: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalAfterConfig = field(default_factory=EvalAfterConfig)
     init: str = ""
-    """Online algorithms: the policy to start from (a policy dir, run dir or checkpoint, e.g. an SFT run); its
+    """Offline algorithms (optional; dpo: required, its reference) and online ones: the policy to start from (a policy dir, run dir or checkpoint, e.g. an SFT run); its
     config replaces ``policy.*`` and ``head``."""
     run_dir: str = "runs/train"
     """Output directory: config.yaml, metrics.jsonl, tensorboard/, checkpoints/, policy/ (the final weights)."""
@@ -106,6 +108,10 @@ def register() -> None:
     from rlvla.algos.online.pg import CONFIGS
 
     for name, node in CONFIGS.items():
+        cs.store(group="algo", name=name, node=node)
+    from rlvla.algos.offline.algos import CONFIGS as OFFLINE
+
+    for name, node in OFFLINE.items():
         cs.store(group="algo", name=name, node=node)
     for name in available_heads():
         cs.store(group="head", name=name, node=head_config_class(name), package="policy.head")

@@ -433,8 +433,10 @@ class LeRobotDataset:
             for (c, f), (lo, hi) in sorted(spans.items())
         ]
 
-    def _read_rows(self, path: Path, lo: int, hi: int) -> pa.Table:
-        t = self._read_table(path)
+    def _read_rows(self, path: Path, lo: int, hi: int, columns=None) -> pa.Table:
+        if columns is not None:
+            columns = list(dict.fromkeys(["index", *columns]))
+        t = self._read_table(path, columns)
         if "index" not in t.column_names:
             raise DatasetError(f"{path}: no 'index' column; not a LeRobot data file")
         idx = t.column("index").to_numpy()
@@ -444,9 +446,9 @@ class LeRobotDataset:
             raise DatasetError(f"{path}: has {t.num_rows} of the {hi - lo} frames the metadata lists; the file is truncated")
         return t
 
-    def _decode(self, table: pa.Table) -> dict[str, np.ndarray]:
+    def _decode(self, table: pa.Table, columns=None) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for k in list(self.features) + list(DEFAULT_FEATURES):
+        for k in columns or (list(self.features) + list(DEFAULT_FEATURES)):
             if k not in table.column_names:
                 raise DatasetError(f"data file lacks column {k!r} listed in meta/info.json features")
             feat = self.info["features"][k]
@@ -474,6 +476,12 @@ class LeRobotDataset:
         out = self._decode(self._read_rows(path, e["dataset_from_index"], e["dataset_to_index"]))
         out["task"] = np.array([self.tasks[t] for t in out["task_index"]], dtype=object)
         return out
+
+    def read_rows(self, file: tuple[Path, int, int], columns=None) -> dict[str, np.ndarray]:
+        """The committed rows of one data file (an entry of :meth:`data_files`), only ``columns`` (default all;
+        leaving images out skips their decoding)."""
+        path, lo, hi = file
+        return self._decode(self._read_rows(path, lo, hi, columns), columns)
 
     def iter_batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
         """Stream the dataset as :class:`rlvla.data.schema.Batch` es, one data file in memory at a time.

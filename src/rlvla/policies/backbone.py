@@ -27,6 +27,8 @@ class Inputs:
     images: torch.Tensor
     proprio: torch.Tensor
     instructions: list[str]
+    condition: torch.Tensor | None = None
+    """(B,) float conditioning input (policies with ``condition.kind`` set); NaN = unconditioned."""
 
     def __len__(self) -> int:
         return self.proprio.shape[0]
@@ -48,6 +50,12 @@ class Backbone(nn.Module):
         self.readouts = nn.Parameter(torch.randn(1, 2, d) * 0.02)
         self.type_emb = nn.Parameter(torch.randn(1, 2, d) * 0.02)  # instruction, proprio
         self.fusion = Transformer(d, bb.heads, bb.layers, 2 * d, bb.dropout)
+        self.cond_kind = cfg.condition.kind
+        if self.cond_kind != "none":
+            # learned "unconditioned" token (index 0); advantage: 1 = worse, 2 = better; return: scalar projection
+            self.cond_emb = nn.Parameter(torch.randn(3, d) * 0.02)
+            if self.cond_kind == "return":
+                self.cond_proj = nn.Sequential(nn.Linear(1, d), nn.SiLU(), nn.Linear(d, d))
         # Proprio normalisation from dataset statistics (set_stats); identity until set.
         self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
         self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
@@ -77,5 +85,17 @@ class Backbone(nn.Module):
             ],
             dim=1,
         )
+        if self.cond_kind != "none":
+            toks = torch.cat([toks, self.condition_token(x.condition, b, dev)[:, None]], 1)
         out = self.fusion(toks)
         return out[:, 0], out[:, 1]
+
+    def condition_token(self, c: torch.Tensor | None, b: int, dev) -> torch.Tensor:
+        """(B,) conditioning input -> (B, D) token; NaN (or no input) selects the learned unconditioned token."""
+        c = torch.full((b,), float("nan"), device=dev) if c is None else torch.as_tensor(c, dtype=torch.float32, device=dev).reshape(b)
+        null = torch.isnan(c)
+        if self.cond_kind == "advantage":
+            idx = torch.where(null, 0, torch.where(c > 0.5, 2, 1))
+            return self.cond_emb[idx]
+        tok = self.cond_proj(torch.nan_to_num(c, nan=0.0)[:, None])
+        return torch.where(null[:, None], self.cond_emb[0].expand(b, -1), tok + self.cond_emb[1])

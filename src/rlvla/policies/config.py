@@ -80,6 +80,28 @@ class BackboneConfig:
             self.language = LanguageConfig(**self.language)
 
 
+CONDITIONS = ("none", "return", "advantage")
+
+
+@dataclass
+class ConditionConfig:
+    """An extra conditioning input token (offline RL): ``return`` (return-to-go, Decision-Transformer / ReinboT
+    style) or ``advantage`` (a binarised advantage indicator, the RECAP recipe of pi*0.6)."""
+
+    kind: str = "none"
+    dropout: float = 0.0
+    """Training: probability of replacing a sample's input by the learned "no conditioning" token."""
+    value: float = 1.0
+    """The input at deployment: the target return-to-go (``return``) or the indicator (``advantage``: 1 = act like
+    the better-than-average actions, 0 = the worse ones); NaN means unconditioned."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONDITIONS:
+            raise ValueError(f"unknown condition kind {self.kind!r}; valid: {', '.join(CONDITIONS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"condition dropout must be in [0, 1), got {self.dropout}")
+
+
 @dataclass
 class PolicyConfig:
     head: Any = None
@@ -94,6 +116,10 @@ class PolicyConfig:
     image_size: int = 64
     tasks: list[str] = field(default_factory=list)
     """Tasks the policy was trained on (evaluation default)."""
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    critic: int = 0
+    """Members of a Q ensemble over action chunks on the value readout (offline RL, best-of-N); 0 = none."""
+    critic_hidden: int = 256
 
     def __post_init__(self) -> None:
         from rlvla.policies.heads import head_config
@@ -104,6 +130,10 @@ class PolicyConfig:
             self.head = head_config(self.head["name"], **{k: self.head[k] for k in self.head if k != "name"})
         if isinstance(self.backbone, dict):
             self.backbone = BackboneConfig(**self.backbone)
+        if isinstance(self.condition, dict):
+            self.condition = ConditionConfig(**self.condition)
+        if self.critic < 0 or self.critic_hidden < 1:
+            raise ValueError(f"critic must be >= 0 and critic_hidden >= 1 (got {self.critic}, {self.critic_hidden})")
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
         if self.chunk < 1 or self.action_dim < 1 or self.proprio_dim < 1:

@@ -72,6 +72,7 @@ class VLAPolicy(nn.Module):
         d = self.backbone.dim
         self.head = make_head(cfg.head, d, cfg.chunk, cfg.action_dim)
         self.value_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+        self.q_head = QEnsemble(d, cfg.chunk * cfg.action_dim, cfg.critic, cfg.critic_hidden) if cfg.critic else None
 
     @property
     def device(self) -> torch.device:
@@ -87,7 +88,8 @@ class VLAPolicy(nn.Module):
                 images = torch.stack([torch.as_tensor(obs[f"observation.images.{c}"]) for c in cams], 1)
             except KeyError as e:
                 raise KeyError(f"batch has no image for camera {e}; the policy uses cameras {cams}") from None
-            return Inputs(images, torch.as_tensor(obs["observation.state"]).float(), list(obs["task"]))
+            return Inputs(images, torch.as_tensor(obs["observation.state"]).float(), list(obs["task"]),
+                          self._condition(obs, len(obs["task"])))
         imgs = []
         for i, c in enumerate(cams):
             key = f"image_{c}" if f"image_{c}" in obs else ("image" if i == 0 else None)
@@ -99,7 +101,15 @@ class VLAPolicy(nn.Module):
         instr = obs["instruction"]
         if images.ndim == 4:  # a single observation
             images, proprio, instr = images[None], proprio[None], [instr]
-        return Inputs(images, proprio, [str(t) for t in instr])
+        return Inputs(images, proprio, [str(t) for t in instr], self._condition(obs, len(proprio)))
+
+    def _condition(self, obs, b: int) -> torch.Tensor | None:
+        """The conditioning input: ``obs["condition"]`` when given, else the configured deployment value."""
+        if self.cfg.condition.kind == "none":
+            return None
+        if "condition" in obs and obs["condition"] is not None:
+            return torch.as_tensor(np.asarray(obs["condition"], dtype=np.float32)).reshape(b)
+        return torch.full((b,), float(self.cfg.condition.value))
 
     # ------------------------------------------------------------------ RL interface
     def encode(self, obs):
@@ -143,8 +153,16 @@ class VLAPolicy(nn.Module):
         _, zv = self.encode(obs)
         return self.value_head(zv)[:, 0]
 
-    def bc_loss(self, batch) -> tuple[torch.Tensor, dict]:
-        """Behaviour cloning on ``batch["action"]`` (B, K, A) (or (B, A) when K = 1), masked by ``action_is_pad``."""
+    def q_values(self, zv: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q ensemble over action chunks: value readouts (B, D), chunks (B, K, A) -> (critic, B)."""
+        if self.q_head is None:
+            raise ValueError("this policy has no Q ensemble (policy.critic = 0); train one with an offline algorithm "
+                             "(algo=iql, cql or calql) or pass a critic checkpoint")  # fmt: skip
+        return self.q_head(zv, actions.flatten(1))
+
+    def bc_loss(self, batch, weights: torch.Tensor | None = None, z: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Behaviour cloning on ``batch["action"]`` (B, K, A) (or (B, A) when K = 1), masked by ``action_is_pad``;
+        ``weights`` (B,) weight samples (advantage-weighted regression); ``z``: action readouts if already encoded."""
         actions = torch.as_tensor(batch["action"]).float().to(self.device)
         if actions.ndim == 2:
             actions = actions[:, None]
@@ -154,9 +172,18 @@ class VLAPolicy(nn.Module):
             )
         pad = batch.get("action_is_pad")
         mask = None if pad is None else ~torch.as_tensor(pad).to(self.device)
-        z, _ = self.encode(batch)
-        loss, metrics = self.head.bc_loss(z, actions, mask)
+        if z is None:
+            z, _ = self.encode(batch)
+        loss, metrics = self.head.bc_loss(z, actions, mask, weights)
         return loss, {"bc_loss": float(loss.detach()), **metrics}
+
+    def likelihood(self, batch) -> torch.Tensor:
+        """Per-sample log-likelihood of ``batch["action"]`` chunks (or the head's surrogate): (B,). For DPO."""
+        actions = torch.as_tensor(batch["action"]).float().to(self.device)
+        pad = batch.get("action_is_pad")
+        mask = None if pad is None else ~torch.as_tensor(pad).to(self.device)
+        z, _ = self.encode(batch)
+        return self.head.likelihood(z, actions, mask)
 
     # ------------------------------------------------------------------ data-dependent set-up
     def set_stats(self, stats: dict) -> None:
@@ -256,6 +283,51 @@ class VLAPolicy(nn.Module):
             if not torch.isfinite(v).all() and v.is_floating_point():
                 raise CheckpointError(f"{wfile}: tensor {k!r} contains NaN or inf; use an earlier checkpoint")
         self.load_state_dict(state)
+
+
+class QEnsemble(nn.Module):
+    """``n`` independent MLPs Q_i(zv, chunk) (REDQ / Cal-QL style ensembles; CQL uses 2), batched as one
+    grouped computation: (B, D), (B, K*A) -> (n, B)."""
+
+    def __init__(self, d: int, action_dim: int, n: int, hidden: int) -> None:
+        super().__init__()
+        self.n = n
+        inp = d + action_dim
+
+        def w(i, o):
+            lin = [nn.Linear(i, o) for _ in range(n)]
+            return nn.Parameter(torch.stack([m.weight.T for m in lin])), nn.Parameter(torch.stack([m.bias for m in lin])[:, None])
+
+        self.w1, self.b1 = w(inp, hidden)
+        self.w2, self.b2 = w(hidden, hidden)
+        self.w3, self.b3 = w(hidden, 1)
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)  # LayerNorm in the critic curbs over-estimation off the data (Ball et al. 2023)
+
+    def forward(self, zv: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([zv, actions], -1)[None].expand(self.n, -1, -1)
+        h = torch.nn.functional.silu(self.norm(torch.baddbmm(self.b1, x, self.w1)))
+        h = torch.nn.functional.silu(self.norm(torch.baddbmm(self.b2, h, self.w2)))
+        return torch.baddbmm(self.b3, h, self.w3)[..., 0]
+
+
+def init_from(policy: VLAPolicy, path) -> list[str]:
+    """Copy the weights of checkpoint ``path`` into ``policy`` where names and shapes match (an offline algorithm
+    starting from an SFT policy adds a Q ensemble or a conditioning token); returns the names left as initialised."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    policy.read_config(path)  # a clear error for a non-checkpoint
+    try:
+        state = load_file(str(path / WEIGHTS))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise CheckpointError(f"{path / WEIGHTS}: cannot read weights ({e}); restore the checkpoint or train again") from None
+    own = policy.state_dict()
+    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not take:
+        raise CheckpointError(f"{path}: no weights match this policy's architecture; start from a checkpoint of the same backbone and head")
+    own.update(take)
+    policy.load_state_dict(own)
+    return sorted(set(own) - set(take))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -71,7 +71,10 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     """Run (or resume) SFT as configured. ``on_step(step, metrics)`` is called after each update."""
     from omegaconf import OmegaConf
 
-    if cfg.algo.name != "sft":
+    from rlvla.algos.offline.algos import ALGOS as OFFLINE
+
+    offline = cfg.algo.name in OFFLINE
+    if cfg.algo.name != "sft" and not offline:
         from rlvla.runners.rl import train_online
 
         return train_online(cfg, progress=progress, on_step=on_step)
@@ -98,16 +101,47 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
             raise ValueError(f"cannot resume {run_dir} with a different config ({'; '.join(diffs[:4])}); use a new run_dir")
 
     dataset = LeRobotDataset(data_cfg.path)
-    data = ChunkDataset(dataset, pcfg.chunk, pcfg.cameras, data_cfg.episodes_per_task, image_size=pcfg.image_size)
+    init = None
+    if offline:
+        from rlvla.algos.offline.algos import OfflineRL, configure_policy, deployment_condition
+        from rlvla.data.offline import OfflineChunks
+
+        acfg = section(cfg, "algo")
+        if data_cfg.episodes_per_task:
+            raise ValueError("data.episodes_per_task applies to sft only; offline algorithms use the whole dataset")
+        if cfg.init:
+            from rlvla.runners.evaluate import resolve_checkpoint
+
+            init = resolve_checkpoint(cfg.init)
+            pcfg = VLAPolicy.read_config(init)
+        pcfg = configure_policy(pcfg, acfg)
+        data = OfflineChunks(dataset, pcfg.chunk, pcfg.cameras, acfg.gamma, acfg.reward, acfg.cond_gamma,
+                             acfg.files_in_memory, image_size=pcfg.image_size)  # fmt: skip
+        fingerprint = {"episodes": data.episodes_total, "frames": len(data)}
+        if pcfg.condition.kind != "none":
+            pcfg.condition.value = deployment_condition(acfg, data)
+    else:
+        data = ChunkDataset(dataset, pcfg.chunk, pcfg.cameras, data_cfg.episodes_per_task, image_size=pcfg.image_size)
+        fingerprint = {"episodes": len(data.episodes), "frames": len(data)}
     if not data.env_tasks:
         raise ValueError(f"dataset {data_cfg.path} records no env_task per episode; collect it with `rlvla collect`")
     pcfg.tasks = data.env_tasks
-    fingerprint = {"episodes": len(data.episodes), "frames": len(data)}
     torch.manual_seed(loop.seed)
     policy = VLAPolicy(pcfg).to(loop.device)
-    policy.set_stats(data.stats())
-    policy.fit(data.data["action"])
-    algo = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip)
+    if init is not None:
+        from rlvla.policies.policy import init_from
+
+        fresh = init_from(policy, init)
+        print(f"initialised from {init}" + (f"; new: {', '.join(sorted({k.split('.')[0] for k in fresh}))}" if fresh else ""),
+              file=sys.stderr)  # fmt: skip
+    else:
+        policy.set_stats(data.stats())
+        policy.fit(data.action if offline else data.data["action"])
+    if offline:
+        reference = VLAPolicy.from_pretrained(init) if (acfg.name == "dpo" and init is not None) else None
+        algo = OfflineRL(policy, acfg, loop, data, reference=reference)
+    else:
+        algo = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip)
     start = 0
     if latest is not None:
         start, tensors, meta = ckpts.load(latest)
@@ -119,7 +153,7 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
         print(f"resuming {run_dir} from step {start} ({latest.name})", file=sys.stderr)
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
     logger = RunLogger(run_dir, start)
-    bar = _Progress(loop.steps, start, progress)
+    bar = _Progress(loop.steps, start, progress, label=cfg.algo.name)
 
     def save(step: int) -> Path:
         tensors, meta = algo.state()
@@ -177,7 +211,7 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
         "status": status, "step": step, "steps": loop.steps, "wall_s": wall, "samples_per_s": samples / max(wall, 1e-9),
         "final_loss": metrics.get("loss"), "peak_rss_mb": peak_rss_mb(), "checkpoint": str(ckpt),
         "policy": str(run_dir / "policy") if status == "done" else str(ckpt / "policy"), "tasks": pcfg.tasks,
-        "frames": len(data), "episodes": len(data.episodes),
+        "frames": len(data), "episodes": fingerprint["episodes"], "algo": cfg.algo.name,
     }  # fmt: skip
     atomic_write_json(run_dir / "train_summary.json", summary)
     return summary

@@ -77,12 +77,25 @@ class DenoiserMLP(nn.Module):
         return self.step(x, self.condition(z), self.time_condition(t))
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``x`` (B, K, ...) over entries where ``mask`` (B, K) is True (padding past an episode's end)."""
-    if mask is None:
-        return x.mean()
-    m = mask.to(x.dtype).reshape(*mask.shape, *([1] * (x.ndim - mask.ndim))).expand_as(x)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` (B, K, ...) over entries where ``mask`` (B, K) is True (padding past an episode's end).
+
+    ``weights`` (B,) scale each sample's terms (advantage-weighted regression): the result is
+    ``sum(w * x * m) / sum(m)``, so all-ones weights give the plain masked mean."""
+    m = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
+    m = m.reshape(*m.shape, *([1] * (x.ndim - m.ndim))).expand_as(x)
+    num = x * m
+    if weights is not None:
+        num = num * weights.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    return num.sum() / m.sum().clamp_min(1.0)
+
+
+def per_sample_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``x`` (B, K, ...) over each sample's unpadded entries -> (B,)."""
+    m = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
+    m = m.reshape(*m.shape, *([1] * (x.ndim - m.ndim))).expand_as(x)
+    dims = tuple(range(1, x.ndim))
+    return (x * m).sum(dims) / m.sum(dims).clamp_min(1.0)
 
 
 class ActionHead(nn.Module):
@@ -107,12 +120,32 @@ class ActionHead(nn.Module):
         """(B, K, A) entropy of the sampling distribution where defined, else None."""
         return None
 
-    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
-        """Behaviour-cloning loss on expert actions (B, K, A); ``mask`` (B, K) marks real (not padded) steps.
+    def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The behaviour-cloning loss per element (B, K, A) (cross-entropy per token; denoising error per
+        dimension for diffusion/flow, at a random time and noise drawn from torch's RNG; negative log-likelihood
+        or squared error for the Gaussian head)."""
+        raise NotImplementedError
+
+    def bc_metrics(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None) -> dict:
+        return {}
+
+    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None,
+                weights: torch.Tensor | None = None):  # fmt: skip
+        """Behaviour-cloning loss on expert actions (B, K, A); ``mask`` (B, K) marks real (not padded) steps;
+        ``weights`` (B,) weight each sample (AWR / IQL extraction, advantage-weighted flow matching).
 
         -> (scalar loss, dict of float metrics).
         """
-        raise NotImplementedError
+        loss = masked_mean(self.bc_elements(z, actions), mask, weights)
+        return loss, self.bc_metrics(z, actions, mask)
+
+    def likelihood(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """A per-sample log-likelihood (B,) of ``actions``, or its surrogate, for preference losses (DPO):
+        minus the summed BC loss (exact for the token and Gaussian heads; for diffusion/flow the negative
+        denoising error at one random (time, noise), the ELBO surrogate of Diffusion-DPO: seed torch's RNG alike
+        before scoring the policy and its reference so both see the same draw)."""
+        el = self.bc_elements(z, actions)
+        return -per_sample_mean(el, mask) * el[0].numel()
 
     def fit(self, actions: torch.Tensor) -> None:
         """Adapt data-dependent parts (e.g. bin edges) to training actions (N, A). Default: nothing."""

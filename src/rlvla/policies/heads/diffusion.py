@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvla.policies.heads.base import ChainHead, DenoiserMLP, masked_mean
+from rlvla.policies.heads.base import ChainHead, DenoiserMLP
 
 
 @dataclass
@@ -108,11 +108,10 @@ class Head(ChainHead):
         extras = {"chain": chain_t}
         return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
 
-    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
+    def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         b = actions.shape[0]
         t = torch.randint(0, self.cfg.train_steps, (b,), device=z.device)
         ab = self.alpha_bar[t].view(-1, 1, 1)
         noise = torch.randn_like(actions)
         x_t = torch.sqrt(ab) * actions + torch.sqrt(1 - ab) * noise
-        loss = masked_mean((self._eps(x_t, t, z) - noise) ** 2, mask)
-        return loss, {}
+        return (self._eps(x_t, t, z) - noise) ** 2

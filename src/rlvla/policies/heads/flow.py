@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvla.policies.heads.base import ChainHead, DenoiserMLP, masked_mean
+from rlvla.policies.heads.base import ChainHead, DenoiserMLP
 
 LOGPROB_MODES = ("sde", "noise")
 
@@ -105,7 +105,7 @@ class Head(ChainHead):
         extras = {"chain": torch.stack(chain, 1)}
         return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
 
-    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
+    def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         b = actions.shape[0]
         if self.cfg.time_beta:  # pi0 / openpi: emphasise noisy times (t near 1 is noise here)
             t = torch.distributions.Beta(1.5, 1.0).sample((b,)).to(z.device) * 0.999 + 0.001
@@ -114,5 +114,4 @@ class Head(ChainHead):
         noise = torch.randn_like(actions)
         tb = t.view(-1, 1, 1)
         x_t = tb * noise + (1 - tb) * actions
-        loss = masked_mean((self._velocity(x_t, t, z) - (noise - actions)) ** 2, mask)
-        return loss, {}
+        return (self._velocity(x_t, t, z) - (noise - actions)) ** 2

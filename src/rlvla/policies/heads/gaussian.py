@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlvla.policies.heads.base import ActionHead, gaussian_entropy, gaussian_log_prob, masked_mean
+from rlvla.policies.heads.base import ActionHead, gaussian_entropy, gaussian_log_prob, per_sample_mean
 
 SQUASH_MODES = ("tanh", "clip")
 BC_LOSSES = ("mse", "nll")
@@ -80,8 +80,15 @@ class Head(ActionHead):
         _, std = self._dist(z)
         return gaussian_entropy(std)
 
-    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
-        mu, std = self._dist(z)
+    def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         if self.cfg.bc == "mse":
-            return masked_mean((self._squash(mu) - actions) ** 2, mask), {}
-        return -masked_mean(self.log_prob(z, actions, {}), mask), {"std": float(std.mean())}
+            mu, _ = self._dist(z)
+            return (self._squash(mu) - actions) ** 2
+        return -self.log_prob(z, actions, {})
+
+    def bc_metrics(self, z: torch.Tensor, actions: torch.Tensor, mask) -> dict:
+        return {} if self.cfg.bc == "mse" else {"std": float(self._dist(z)[1].mean())}
+
+    def likelihood(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        lp = self.log_prob(z, actions, {})  # exact, whatever the BC loss
+        return per_sample_mean(lp, mask) * lp[0].numel()

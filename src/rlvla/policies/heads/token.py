@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlvla.policies.heads.base import ActionHead, masked_mean
+from rlvla.policies.heads.base import ActionHead, masked_mean, per_sample_mean
 from rlvla.policies.transformer import Transformer
 
 BIN_MODES = ("uniform", "quantile")
@@ -134,13 +134,24 @@ class Head(ActionHead):
         logp_all = F.log_softmax(self._full_logits(z, tokens), -1)
         return -(logp_all.exp() * logp_all).sum(-1).reshape(tokens.shape)
 
-    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None):
+    def _ce(self, z: torch.Tensor, actions: torch.Tensor, smoothing: float):
         tokens = self.discretise(actions)
         logits = self._full_logits(z, tokens) * self.cfg.temperature  # train the untempered distribution
         ce = F.cross_entropy(
-            logits.reshape(-1, self.cfg.bins), tokens.reshape(-1), reduction="none", label_smoothing=self.cfg.label_smoothing
+            logits.reshape(-1, self.cfg.bins), tokens.reshape(-1), reduction="none", label_smoothing=smoothing
         ).reshape(tokens.shape)
-        loss = masked_mean(ce, mask)
+        return ce, logits, tokens
+
+    def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self._ce(z, actions, self.cfg.label_smoothing)[0]
+
+    def bc_loss(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None, weights=None):
+        ce, logits, tokens = self._ce(z, actions, self.cfg.label_smoothing)
+        loss = masked_mean(ce, mask, weights)
         with torch.no_grad():
             acc = masked_mean((logits.argmax(-1).reshape(tokens.shape) == tokens).float(), mask)
         return loss, {"token_accuracy": float(acc)}
+
+    def likelihood(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        ce = self._ce(z, actions, 0.0)[0]  # the exact token log-likelihood (no label smoothing)
+        return -per_sample_mean(ce, mask) * ce[0].numel()
