@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--noise", type=float, default=0.0, help="std of Gaussian action noise")
     c.add_argument("--failure-prob", type=float, default=0.0, help="probability of an injected failure per episode")
     c.add_argument("--seed-offset", type=int, default=0, help="first training layout seed")
+    c.add_argument("--policy", default="", help="record rollouts of this policy checkpoint instead of the expert")
+    c.add_argument("--deterministic", action="store_true", help="--policy: deterministic samples (default: random)")
     c.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     c.add_argument("--quiet", action="store_true")
 
@@ -62,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--out", default="", help="also write the JSON result to this file")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--test-time", default="none", help="test-time method: none, vgps, bestofn, mcts, retry")
+    e.add_argument("--critic", default="", help="vgps (required) / mcts / retry: a checkpoint with a Q ensemble")
+    e.add_argument("--samples", type=int, default=8, help="candidate chunks per decision (children per node for mcts)")
+    e.add_argument("--temperature", type=float, default=0.0, help="vgps/bestofn: 0 = argmax, > 0 = softmax draw")
+    e.add_argument("--simulations", type=int, default=8, help="mcts: simulations per decision")
+    e.add_argument("--depth", type=int, default=2, help="mcts: tree depth in chunks")
 
     q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
     q.add_argument("--out", default="runs/quickstart")
@@ -74,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
     q.add_argument("--rl-budget", type=float, default=360.0, help="RL wall-clock limit (s)")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")
+    r = sub.add_parser("report", help="one comparison table (HTML + JSON) of evaluations: rlvla report [LABEL=]EVAL.json ...")
+    r.add_argument("runs", nargs="+", help="evaluation JSON files (rlvla eval --out) or run dirs with eval.json; LABEL=PATH names a row")
+    r.add_argument("--out", default="runs/report", help="output directory (report.html, report.json)")
+    r.add_argument("--baseline", default="", help="row label the others are compared with (default: the first)")
+    r.add_argument("--title", default="Offline and test-time RL")
     return p
 
 
@@ -108,6 +121,10 @@ def main(argv=None) -> int:
             from rlvla.runners.evaluate import eval_main
 
             return eval_main(args)
+        if args.cmd == "report":
+            from rlvla.runners.report import report_main
+
+            return report_main(args)
         if args.cmd == "quickstart":
             from rlvla.runners.quickstart import quickstart_main
 

@@ -248,6 +248,7 @@ class MetaWorldVLAEnv(gym.Env):
             "qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "mocap_pos": d.mocap_pos.copy(),
             "mocap_quat": d.mocap_quat.copy(), "act": d.act.copy(), "time": float(d.time), "t": self._t,
             "state": None if self._state is None else self._state.copy(),
+            "prev_obs": None if getattr(self._mw, "_prev_obs", None) is None else self._mw._prev_obs.copy(),
         }  # fmt: skip
 
     def set_sim_state(self, s: dict) -> None:
@@ -261,6 +262,14 @@ class MetaWorldVLAEnv(gym.Env):
         self._t = s["t"]
         self._state = s["state"].copy()
         self._mw.curr_path_length = s["t"]
+        if s.get("prev_obs") is not None:
+            self._mw._prev_obs = s["prev_obs"].copy()
+
+    def branch(self, state: dict, action):
+        """Tree search: restore ``state``, step ``action`` and return the step's result plus the state reached."""
+        self.set_sim_state(state)
+        out = self.step(action)
+        return (*out, self.get_sim_state())
 
     def close(self) -> None:
         if getattr(self, "_renderer", None) is not None:

@@ -52,6 +52,8 @@ def _worker(conn, specs: dict[int, dict]) -> None:
                     out[i] = envs[i].reset(seed=seed, options=options)
                 elif cmd == "step":
                     out[i] = envs[i].step(arg)
+                else:  # ("call", (method, args)): simulator state save/restore, tree search
+                    out[i] = getattr(envs[i], arg[0])(*arg[1])
             conn.send(("ok", out))
     except (KeyboardInterrupt, EOFError):
         pass
@@ -155,7 +157,12 @@ class EnvPool:
             out = {}
             for i, arg in payload.items():
                 env = self._local[i]
-                out[i] = env.reset(seed=arg[0], options=arg[1]) if cmd == "reset" else env.step(arg)
+                if cmd == "reset":
+                    out[i] = env.reset(seed=arg[0], options=arg[1])
+                elif cmd == "step":
+                    out[i] = env.step(arg)
+                else:
+                    out[i] = getattr(env, arg[0])(*arg[1])
             return ("done", out)
         per: dict[int, dict] = {}
         for i, arg in payload.items():
@@ -181,6 +188,11 @@ class EnvPool:
 
     def step(self, actions: dict[int, object]):
         return self._run("step", actions)
+
+    def call(self, method: str, args: dict[int, tuple]) -> dict:
+        """Call ``env.method(*args[i])`` on each env ``i`` of ``args`` (workers in parallel): simulator state
+        save/restore (``get_sim_state``, ``set_sim_state``, ``branch``) for tree search."""
+        return self._run("call", {i: (method, tuple(a)) for i, a in args.items()})
 
     def step_async(self, actions: dict[int, object]):
         """Start stepping ``actions``' envs and return at once (a token for :meth:`step_wait`): the learner can

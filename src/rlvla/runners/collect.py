@@ -1,9 +1,13 @@
-"""Collect expert demonstrations into a LeRobot v3.0 dataset.
+"""Collect episodes into a LeRobot v3.0 dataset: expert demonstrations, noisy or failing experts, and rollouts of
+a policy checkpoint (mixed-quality data for offline RL).
 
-Recipe: for each task, episode k uses training layout seed ``TRAIN_SEEDS.start + seed_offset + k``; a pool of
-``spawn`` workers runs the episodes (scripted expert + rendering) and the parent writes each finished episode
-atomically, in a fixed order, so the dataset does not depend on the number of workers. Running the same
-command again on an existing directory continues where it stopped.
+Recipe: a pool of ``spawn`` workers runs the episodes (scripted expert or policy, plus rendering) and the parent
+writes each finished episode atomically, in a fixed order, so the dataset does not depend on the number of
+workers. Every step stores its reward, success flag and Monte-Carlo return (``next.return``, discounted by
+``RETURN_GAMMA``). Each episode records its ``source`` (the expert's noise and failure settings, or the policy);
+``--episodes N`` means N episodes per task *of this source*, so one directory mixes sources by running collect
+once per source. Layout seeds are training seeds that no earlier episode of the task used. Running the same
+command again continues where it stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from rlvla.envs import TRAIN_SEEDS, resolve_tasks
 from rlvla.envs.experts import ExpertConfig
 from rlvla.envs.render import check_cameras
 
+RETURN_GAMMA = 0.99
 PROPRIO_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
 ACTION_NAMES = ["dx", "dy", "dz", "grip"]
 
@@ -35,6 +40,14 @@ class CollectConfig:
     failure_prob: float = 0.0
     seed_offset: int = 0
     workers: int = 0  # 0: one per core
+    policy: str = ""  # a policy checkpoint: its rollouts instead of the expert's
+    deterministic: bool = False  # policy rollouts: the head's deterministic sample instead of a random one
+
+    @property
+    def source(self) -> str:
+        if self.policy:
+            return f"policy:{self.policy}" + (":deterministic" if self.deterministic else "")
+        return f"expert:noise={self.noise_std:g}:failure={self.failure_prob:g}"
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
@@ -49,6 +62,15 @@ class CollectConfig:
                 f"on training seeds [{TRAIN_SEEDS.start}, {TRAIN_SEEDS.stop})"
             )
         ExpertConfig(noise_std=self.noise_std, failure_prob=self.failure_prob)  # validates
+        if self.policy:
+            from rlvla.policies import VLAPolicy
+            from rlvla.runners.evaluate import resolve_checkpoint
+
+            self.policy = str(resolve_checkpoint(self.policy))
+            pc = VLAPolicy.read_config(self.policy)
+            if pc.image_size != self.image_size or list(pc.cameras) != list(self.cameras)[: len(pc.cameras)]:
+                raise ValueError(f"policy {self.policy} sees {pc.image_size}px images from {pc.cameras}; collect with "
+                                 f"--image-size {pc.image_size} --cameras {','.join(pc.cameras)}")  # fmt: skip
 
 
 def features(cameras, image_size: int) -> dict:
@@ -60,7 +82,7 @@ def features(cameras, image_size: int) -> dict:
         }  # fmt: skip
     f["observation.state"] = {"dtype": "float32", "shape": [4], "names": PROPRIO_NAMES}
     f["action"] = {"dtype": "float32", "shape": [4], "names": ACTION_NAMES}
-    for k in ("next.reward",):
+    for k in ("next.reward", "next.return"):
         f[k] = {"dtype": "float32", "shape": [1], "names": None}
     for k in ("next.done", "next.terminated", "next.truncated", "next.success"):
         f[k] = {"dtype": "bool", "shape": [1], "names": None}
@@ -69,6 +91,27 @@ def features(cameras, image_size: int) -> dict:
 
 # ------------------------------------------------------------------------------------------- worker side
 _ENVS: dict = {}
+_POLICIES: dict = {}
+
+
+class _PolicyActor:
+    """A policy checkpoint driving an env one low-level step at a time: a new chunk every K steps (open loop)."""
+
+    def __init__(self, path: str, deterministic: bool, seed: int) -> None:
+        import torch
+
+        from rlvla.policies import VLAPolicy
+
+        torch.set_num_threads(1)
+        if path not in _POLICIES:
+            _POLICIES[path] = VLAPolicy.from_pretrained(path).eval()
+        self.policy, self.det, self.queue = _POLICIES[path], deterministic, []
+        torch.manual_seed(seed)
+
+    def act(self, obs) -> np.ndarray:
+        if not self.queue:
+            self.queue = list(self.policy.act(obs, deterministic=self.det, with_log_prob=False).actions[0].numpy())
+        return np.asarray(self.queue.pop(0), dtype=np.float32)
 
 
 def _run_episode(job: dict) -> dict:
@@ -82,16 +125,19 @@ def _run_episode(job: dict) -> dict:
             job["task"], image_size=job["image_size"], cameras=tuple(job["cameras"]), max_steps=job["max_steps"]
         )
     env = _ENVS[key]
-    expert = ScriptedExpert(
-        job["task"], ExpertConfig(noise_std=job["noise_std"], failure_prob=job["failure_prob"]), seed=job["seed"]
-    )
+    if job["policy"]:
+        expert = _PolicyActor(job["policy"], job["deterministic"], job["seed"])
+    else:
+        expert = ScriptedExpert(
+            job["task"], ExpertConfig(noise_std=job["noise_std"], failure_prob=job["failure_prob"]), seed=job["seed"]
+        )
+        expert.begin_episode()
     obs, info = env.reset(seed=job["seed"])
-    expert.begin_episode()
     cams = env.cameras
     buf: dict[str, list] = {k: [] for k in features(cams, job["image_size"])}
     done = False
     while not done:
-        action = expert.act(info)
+        action = expert.act(obs) if job["policy"] else expert.act(info)
         for i, cam in enumerate(cams):
             buf[f"observation.images.{cam}"].append(obs["image"] if i == 0 else obs[f"image_{cam}"])
         buf["observation.state"].append(obs["proprio"])
@@ -103,10 +149,16 @@ def _run_episode(job: dict) -> dict:
         buf["next.terminated"].append(term)
         buf["next.truncated"].append(trunc)
         buf["next.success"].append(info["success"])
+    ret, acc = [], 0.0
+    for r in reversed(buf["next.reward"]):
+        acc = float(r) + RETURN_GAMMA * acc
+        ret.append(acc)
+    buf["next.return"] = ret[::-1]
     frames = {k: np.asarray(v) for k, v in buf.items()}
     meta = {
         "env_task": job["task"], "split": "id", "layout_seed": job["seed"], "success": bool(info["success"]),
-        "expert_noise_std": float(job["noise_std"]), "failure_injected": bool(expert.fails),
+        "expert_noise_std": float(job["noise_std"]), "failure_injected": bool(getattr(expert, "fails", False)),
+        "source": job["source"],
     }  # fmt: skip
     return {"frames": frames, "task": env.instruction, "meta": meta}
 
@@ -114,13 +166,21 @@ def _run_episode(job: dict) -> dict:
 # ------------------------------------------------------------------------------------------- parent side
 def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     """Collect ``cfg.episodes`` episodes per task into ``cfg.out``; returns a summary."""
-    writer = LeRobotWriter(cfg.out, features=features(cfg.cameras, cfg.image_size), fps=80)
+    feats = features(cfg.cameras, cfg.image_size)
+    if (Path(cfg.out) / "meta" / "info.json").exists():
+        from rlvla.data.lerobot import LeRobotDataset
+
+        if "next.return" not in LeRobotDataset(cfg.out).features:  # collected before returns were stored
+            feats.pop("next.return")
+    writer = LeRobotWriter(cfg.out, features=feats, fps=80)
     done_per_task: dict[str, int] = {t: 0 for t in cfg.tasks}
     next_seed: dict[str, int] = {t: TRAIN_SEEDS.start + cfg.seed_offset for t in cfg.tasks}
     for e in writer.episodes:
         t = e.get("env_task")
         if t in done_per_task:
-            done_per_task[t] += 1
+            # older datasets have no source column: their episodes are the plain expert's
+            if (e.get("source") or "expert:noise=0:failure=0") == cfg.source:
+                done_per_task[t] += 1
             next_seed[t] = max(next_seed[t], int(e["layout_seed"]) + 1)
     resumed = sum(done_per_task.values())
 
@@ -136,6 +196,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                     yield {
                         "task": t, "seed": seed, "image_size": cfg.image_size, "cameras": list(cfg.cameras),
                         "max_steps": cfg.max_steps, "noise_std": cfg.noise_std, "failure_prob": cfg.failure_prob,
+                        "policy": cfg.policy, "deterministic": cfg.deterministic, "source": cfg.source,
                     }  # fmt: skip
 
     total = len(cfg.tasks) * cfg.episodes - resumed
@@ -145,7 +206,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     bar = _progress(total, progress)
     try:
         for r in results:
-            writer.add_episode(r["frames"], r["task"], r["meta"])
+            writer.add_episode({k: v for k, v in r["frames"].items() if k in feats}, r["task"], r["meta"])
             stats["episodes"] += 1
             stats["frames"] += len(r["frames"]["action"])
             stats["successes"] += int(r["meta"]["success"])
@@ -200,6 +261,7 @@ def collect_main(args) -> int:
         tasks=args.tasks, episodes=args.episodes, out=args.out, image_size=args.image_size,
         cameras=tuple(c for c in args.cameras.split(",") if c), max_steps=args.max_steps, noise_std=args.noise,
         failure_prob=args.failure_prob, seed_offset=args.seed_offset, workers=args.workers,
+        policy=args.policy, deterministic=args.deterministic,
     )  # fmt: skip
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     s = collect(cfg, progress=not args.quiet)

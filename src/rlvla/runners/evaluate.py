@@ -8,6 +8,7 @@ action chunk by each env.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -84,8 +85,16 @@ def evaluate(
     videos: int = 2,
     seed_offset: int = 0,
     progress: bool = False,
+    test_time=None,
 ) -> dict:
-    """``episodes`` per split, spread round-robin over ``tasks``. Returns ``{"splits": {split: result}}``."""
+    """``episodes`` per split, spread round-robin over ``tasks``. Returns ``{"splits": {split: result}}``.
+
+    ``test_time``: a :class:`rlvla.eval.testtime.TestTimeConfig` (default: the policy's own chunk); its
+    per-decision time is in ``latency_ms`` (the overhead is the difference to the base)."""
+    from rlvla.eval.testtime import TestTimeConfig, make_selector
+
+    selector = make_selector(policy, test_time or TestTimeConfig())
+    selector.deterministic = deterministic
     tasks = resolve_tasks(tasks)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -140,6 +149,7 @@ def evaluate(
                     recorded += rec
                     frames = [resets[i][0]["image"]] if rec else None
                     cur[i] = dict(task=task, seed=seed, ret=0.0, length=0, success=False, frames=frames)
+                    selector.begin(i)
                 return {i: resets[i][0] for i in jobs}
 
             obs = start(active)
@@ -149,9 +159,8 @@ def evaluate(
                 batch = stack_obs([obs[i] for i in ids])
                 t0 = time.perf_counter()
                 with torch.no_grad():
-                    act = policy.act(batch, deterministic=deterministic, with_log_prob=False)
+                    acts = selector.act(batch, ids, pool)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                acts = act.actions.cpu().numpy()
                 if cfg.chunk == 1:
                     acts = acts[:, 0]
                 stepped = pool.step({i: acts[j] for j, i in enumerate(ids)})
@@ -194,7 +203,8 @@ def evaluate(
             "episodes": len(results),
             "mean_return": float(np.mean([r["ret"] for r in results])),
             "mean_length": float(np.mean([r["length"] for r in results])),
-            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
+            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+                           "mean_per_env": float(lat.sum() / max(1, selector.stats["decisions"]))},
             "env_steps_per_s": steps / wall,
             "tasks": per_task_res,
             "per_episode": [[r["task"], r["seed"], bool(r["success"])] for r in sorted(results, key=lambda r: (r["task"], r["seed"]))],
@@ -203,6 +213,7 @@ def evaluate(
             s = out["splits"][split]
             print(f"{split:13s} success {s['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] over {len(results)} episodes "
                   f"(latency p50 {s['latency_ms']['p50']:.1f} ms, {s['env_steps_per_s']:.0f} env steps/s)", flush=True)  # fmt: skip
+    out["test_time"] = {"method": selector.name, **dataclasses.asdict(test_time or TestTimeConfig()), "stats": selector.stats}
     return out
 
 
@@ -220,10 +231,14 @@ def eval_main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     video_dir = Path(args.videos_dir) if args.videos_dir else path.parent / "videos"
+    from rlvla.eval.testtime import TestTimeConfig
+
+    tt = TestTimeConfig(method=args.test_time, samples=args.samples, temperature=args.temperature, critic=args.critic,
+                        simulations=args.simulations, depth=args.depth)  # fmt: skip
     res = evaluate(
         policy, tasks, splits, episodes=args.episodes, num_envs=args.num_envs, workers=args.workers,
         max_steps=args.max_steps, video_dir=video_dir if args.videos > 0 else None, videos=args.videos,
-        progress=not args.json,
+        progress=not args.json, test_time=tt,
     )  # fmt: skip
     res = {"checkpoint": str(path), **res}
     if args.out:

@@ -142,6 +142,15 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
         algo = OfflineRL(policy, acfg, loop, data, reference=reference)
     else:
         algo = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip)
+    if offline and acfg.online_iterations > 0:
+        if init is None:
+            raise ValueError("offline-to-online (algo.online_iterations > 0) continues an offline run: pass init=<its run dir>")
+        from rlvla.runners.o2o import train_o2o
+
+        atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
+        summary = train_o2o(cfg, policy, algo, data, ckpts, run_dir, fingerprint, progress=progress)
+        atomic_write_json(run_dir / "train_summary.json", summary)
+        return summary
     start = 0
     if latest is not None:
         start, tensors, meta = ckpts.load(latest)

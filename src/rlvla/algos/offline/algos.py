@@ -85,6 +85,18 @@ class OfflineConfig:
     """dpo: trajectory pairs per step and frames scored per trajectory."""
     dpo_bc_coef: float = 0.0
     """dpo: behaviour cloning on the chosen frames added to the DPO loss (0: pure DPO)."""
+    online_iterations: int = 0
+    """Offline-to-online (RLPD-style mixed batches, needs ``init``: an offline run): rollout + update iterations;
+    0 = offline only."""
+    online_episodes_per_task: int = 2
+    online_updates: int = 40
+    """Gradient steps per online iteration."""
+    online_ratio: float = 0.5
+    """Fraction of each batch drawn from the online replay buffer (the rest from the offline dataset)."""
+    online_lr: float = 1e-4
+    online_buffer: int = 20000
+    """Replay buffer capacity in decisions."""
+    online_max_steps: int = 200
 
     def __post_init__(self) -> None:
         if self.name not in ALGOS:
@@ -101,6 +113,11 @@ class OfflineConfig:
             raise ValueError(f"{self.name} needs algo.critic >= 1 Q networks, got {self.critic}")
         if not 0 <= self.cond_dropout < 1 or not 0 < self.ess <= 1 or not 0 < self.target_ema <= 1:
             raise ValueError("algo.cond_dropout must be in [0, 1), algo.ess and algo.target_ema in (0, 1]")
+        if self.online_iterations < 0 or min(self.online_episodes_per_task, self.online_updates, self.online_buffer) < 1 \
+                or not 0 < self.online_ratio < 1 or self.online_lr <= 0:
+            raise ValueError("algo.online_*: iterations >= 0, episodes_per_task/updates/buffer >= 1, ratio in (0, 1), lr > 0")
+        if self.online_iterations and self.name in ("dpo", "rc", "recap"):
+            raise ValueError(f"offline-to-online supports awr, iql, cql, calql and arfm, not {self.name}")
         if self.cql_samples < 1 or self.dpo_pairs < 1 or self.dpo_frames < 1 or self.files_in_memory < 1:
             raise ValueError("algo.cql_samples, dpo_pairs, dpo_frames and files_in_memory must be >= 1")
 
@@ -197,7 +214,9 @@ def arfm_weights(adv: torch.Tensor, ess: float, iters: int = 30) -> tuple[torch.
         return float(1.0 / (w**2).sum() / a.numel())
 
     lo, hi = 0.0, 20.0
-    if frac(hi) >= ess:
+    if ess >= 1.0:
+        hi = 0.0
+    elif frac(hi) >= ess:
         lo = hi
     else:
         for _ in range(iters):
@@ -337,10 +356,12 @@ class OfflineRL:
         return loss, m
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: Batch, step: int) -> dict:
+    def update(self, batch: Batch, step: int, lr: float | None = None) -> dict:
+        """One gradient step; ``lr`` overrides the warm-up + cosine schedule (the online phase uses a constant one)."""
         # DPO scores the policy and its reference alike: no augmentation (eval mode) so both see the same images
         self.policy.train(self.cfg.name != "dpo")
-        lr = self.loop.lr * warmup_cosine(step, self.loop.steps, self.loop.warmup_steps)
+        if lr is None:
+            lr = self.loop.lr * warmup_cosine(step, self.loop.steps, self.loop.warmup_steps)
         for g in self.opt.param_groups:
             g["lr"] = lr
         loss, metrics = self.loss(batch, step)
