@@ -342,3 +342,52 @@ def test_cli_train_offline_and_eval_with_test_time_errors(mixed, tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlvla", "eval", str(tmp_path / "sft"), "--test-time", "bestofn"],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and "own Q ensemble" in r.stderr
+
+
+# ------------------------------------------------------------------ mixed-quality collection, offline-to-online
+def test_collect_mixes_expert_failures_and_policy_rollouts(tmp_path):
+    from rlvla.policies import make_policy
+    from rlvla.policies.config import BackboneConfig, LanguageConfig, VisionConfig
+    from rlvla.runners.collect import RETURN_GAMMA, CollectConfig, collect
+
+    bb = BackboneConfig(dim=32, layers=1, vision=VisionConfig(width=8, depth=2), language=LanguageConfig(encoder="none"))
+    from rlvla.policies.heads import head_config
+
+    make_policy(head=head_config("gaussian"), backbone=bb, image_size=32).save_pretrained(tmp_path / "pol")
+    out = str(tmp_path / "mixed")
+    common = dict(tasks=("reach-v3",), episodes=1, out=out, image_size=32, max_steps=12, workers=1)
+    collect(CollectConfig(**common), progress=False)
+    collect(CollectConfig(**common, failure_prob=1.0), progress=False)
+    collect(CollectConfig(**common, policy=str(tmp_path / "pol")), progress=False)
+    again = collect(CollectConfig(**common, policy=str(tmp_path / "pol")), progress=False)  # already there: nothing new
+    assert again["episodes"] == 0
+    ds = LeRobotDataset(out)
+    assert ds.num_episodes == 3
+    sources = [e["source"] for e in ds.episodes]
+    assert sources[0] == "expert:noise=0:failure=0" and sources[1] == "expert:noise=0:failure=1"
+    assert sources[2].startswith("policy:") and len({e["layout_seed"] for e in ds.episodes}) == 3
+    assert ds.episodes[1]["failure_injected"] and not ds.episodes[1]["success"]
+    for i in range(3):
+        e = ds.episode(i)
+        r = e["next.reward"].astype(np.float64)
+        ret = [sum(RETURN_GAMMA**j * x for j, x in enumerate(r[t:])) for t in range(len(r))]
+        np.testing.assert_allclose(e["next.return"], ret, rtol=1e-5)
+    with pytest.raises(ValueError, match="collect with --image-size 32"):
+        CollectConfig(**{**common, "image_size": 64}, policy=str(tmp_path / "pol"))
+
+
+def test_offline_to_online_continues_with_mixed_batches_and_resumes(mixed, tmp_path):
+    from rlvla.runners.runlog import read_metrics
+
+    _train(mixed, tmp_path / "iql", *GAUSS, "algo=iql", "train.steps=3")
+    o2o = [*GAUSS, "algo=iql", "train.batch_size=8", f"init={tmp_path / 'iql'}", "algo.online_episodes_per_task=1",
+           "algo.online_updates=2", "algo.online_max_steps=8"]  # fmt: skip
+    first = _train(mixed, tmp_path / "o2o", *o2o, "algo.online_iterations=1")
+    assert first["status"] == "done" and first["buffer"] == 4  # one 8-step episode, chunks of 2
+    second = _train(mixed, tmp_path / "o2o", *o2o, "algo.online_iterations=2")
+    assert second["status"] == "done" and second["step"] == 2 and second["buffer"] == 8
+    m = read_metrics(tmp_path / "o2o")
+    assert [r["step"] for r in m] == [1, 2] and m[-1]["buffer/episodes"] == 2
+    assert math.isfinite(m[-1]["train/td_loss"])
+    with pytest.raises(ValueError, match="pass init="):
+        _train(mixed, tmp_path / "x", *GAUSS, "algo=iql", "algo.online_iterations=1")

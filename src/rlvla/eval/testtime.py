@@ -35,6 +35,8 @@ METHODS = ("none", "vgps", "bestofn", "mcts", "retry")
 
 @dataclass
 class TestTimeConfig:
+    __test__ = False  # not a pytest class
+
     method: str = "none"
     samples: int = 8
     """Candidate chunks per decision (vgps, bestofn, retry) or children per node (mcts)."""

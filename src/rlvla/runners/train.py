@@ -26,7 +26,7 @@ from rlvla.runners.signals import StopOnSignal
 
 # Fields that may change when a run is resumed (they do not change the computation).
 RESUMABLE_CHANGES = ("train.time_limit_s", "train.log_every", "train.ckpt_every", "train.threads", "eval.", "resume", "run_dir",
-                     "algo.iterations", "algo.ckpt_every")  # online algos: constant learning rate, more iterations are fine
+                     "algo.iterations", "algo.ckpt_every", "algo.online_iterations")  # online algos: constant learning rate, more iterations are fine
 
 
 class TrainingError(RuntimeError):
