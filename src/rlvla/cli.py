@@ -26,9 +26,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
 
     b = sub.add_parser("bench", help="benchmarks")
-    b.add_argument("what", choices=["env", "inference", "sft", "rollout", "sb3"],
+    b.add_argument("what", choices=["env", "inference", "sft", "rollout", "sb3", "offline"],
                    help="env throughput, policy latency, SFT success, RL rollout vs env-only throughput, PPO vs SB3")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--source", default="", help="offline: dataset to replicate into the large one")
+    b.add_argument("--copies", type=int, default=5, help="offline: the large dataset holds this many copies of --source")
+    b.add_argument("--algo", default="iql", help="offline: algorithm to train")
+    b.add_argument("--offline-steps", type=int, default=300, help="offline: training steps per run")
     b.add_argument("--task", default="push-v3")
     b.add_argument("--image-size", type=int, default=64)
     b.add_argument("--steps", type=int, default=1000, help="env: steps per variant")
@@ -70,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, default=0.0, help="vgps/bestofn: 0 = argmax, > 0 = softmax draw")
     e.add_argument("--simulations", type=int, default=8, help="mcts: simulations per decision")
     e.add_argument("--depth", type=int, default=2, help="mcts: tree depth in chunks")
+    e.add_argument("--condition", type=float, default=None, help="conditioned policies (rc, recap): the input at test time")
+    e.add_argument("--guidance", type=float, default=None, help="conditioned flow policies: classifier-free guidance weight")
 
     q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
     q.add_argument("--out", default="runs/quickstart")
@@ -98,6 +104,10 @@ def main(argv=None) -> int:
 
             return collect_main(args)
         if args.cmd == "bench":
+            if args.what == "offline":
+                from rlvla.runners.bench_offline import bench_offline_main
+
+                return bench_offline_main(args)
             if args.what in ("rollout", "sb3"):
                 from rlvla.runners.bench_rl import bench_rl_main
 

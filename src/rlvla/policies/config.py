@@ -94,6 +94,9 @@ class ConditionConfig:
     value: float = 1.0
     """The input at deployment: the target return-to-go (``return``) or the indicator (``advantage``: 1 = act like
     the better-than-average actions, 0 = the worse ones); NaN means unconditioned."""
+    guidance: float = 1.0
+    """Deployment: classifier-free guidance weight w for flow heads, v_uncond + w (v_cond - v_uncond) (pi*0.6's
+    CFG option for RECAP); 1 = the plain conditional policy. Sampling log-probs are not defined for w != 1."""
 
     def __post_init__(self) -> None:
         if self.kind not in CONDITIONS:

@@ -118,8 +118,17 @@ class VLAPolicy(nn.Module):
     @torch.no_grad()  # not inference_mode: rollout tensors are re-scored with autograd later
     def act(self, obs, deterministic: bool = False, level: str = "chunk", with_log_prob: bool = True) -> Act:
         """Batched inference for rollouts (no grad). ``with_log_prob=False`` skips scoring (evaluation)."""
-        z, zv = self.encode(obs)
-        actions, lp, extras = self.head.sample(z, deterministic=deterministic, with_log_prob=with_log_prob)
+        inputs = self.prepare(obs)
+        z, zv = self.backbone(inputs)
+        w = self.cfg.condition.guidance
+        if self.cfg.condition.kind != "none" and w != 1.0 and self.cfg.head.name == "flow":
+            if with_log_prob:
+                raise ValueError("guided sampling (policy.condition.guidance != 1) has no log-prob; use it for evaluation only")
+            null = dataclasses.replace(inputs, condition=torch.full((len(inputs),), float("nan")))
+            zu, _ = self.backbone(null)
+            actions, lp, extras = self.head.sample(z, deterministic=deterministic, with_log_prob=False, guide=(zu, w))
+        else:
+            actions, lp, extras = self.head.sample(z, deterministic=deterministic, with_log_prob=with_log_prob)
         lp = None if lp is None else reduce_level(lp, level)
         return Act(actions, lp, self.value_head(zv)[:, 0], extras)
 

@@ -222,6 +222,13 @@ def eval_main(args) -> int:
 
     path = resolve_checkpoint(args.checkpoint)
     policy = VLAPolicy.from_pretrained(path)
+    if args.condition is not None or args.guidance is not None:
+        if policy.cfg.condition.kind == "none":
+            raise ValueError(f"{path} is not a conditioned policy; --condition/--guidance apply to algo=rc or recap runs")
+        if args.condition is not None:
+            policy.cfg.condition.value = args.condition
+        if args.guidance is not None:
+            policy.cfg.condition.guidance = args.guidance
     tasks = args.tasks.split(",") if args.tasks else policy.cfg.tasks
     if not tasks:
         raise ValueError(f"{path} records no training tasks; pass --tasks")

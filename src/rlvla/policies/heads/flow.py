@@ -88,14 +88,20 @@ class Head(ChainHead):
         std = self.cfg.noise_min + (self.cfg.noise_max - self.cfg.noise_min) * torch.sigmoid(raw)
         return mean, std
 
-    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True):
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, guide=None):
+        """``guide = (z_uncond, w)``: classifier-free guidance for conditioned policies (deployment only), the
+        velocity ``v_uncond + w * (v_cond - v_uncond)``; w = 1 is the plain conditional policy."""
         b = z.shape[0]
         x = torch.randn(b, self.chunk, self.action_dim, device=z.device)
         chain = [x]
         zc = self.net.condition(z)  # computed once per decision
+        zu = self.net.condition(guide[0]) if guide is not None else None
         tcs = self.net.time_condition(self.times[:-1])  # (S, H)
         for i in range(self.cfg.steps):
             v = self.net.step(x, zc, tcs[i]).reshape(x.shape)
+            if zu is not None:
+                vu = self.net.step(x, zu, tcs[i]).reshape(x.shape)
+                v = vu + guide[1] * (v - vu)
             if deterministic:
                 x = x - self.dt * v  # the ODE
             else:
