@@ -27,7 +27,7 @@ TINY = [
 GAUSS = ["head=gaussian", "policy.head.hidden=64"]
 
 
-def _write(root, episodes: int = 24, length: int = 6, file_mb: float = 32.0, seed: int = 0, nan_reward: bool = False):
+def _write(root, episodes: int = 24, length: int = 6, file_mb: float = 32.0, seed: int = 0):
     w = LeRobotWriter(root, features(("corner",), IMG), data_files_size_in_mb=file_mb, episode_meta={"env_task": "string"})
     rng = np.random.default_rng(seed)
     for e in range(episodes):
@@ -39,8 +39,6 @@ def _write(root, episodes: int = 24, length: int = 6, file_mb: float = 32.0, see
         if ok:
             success[-1] = True
         reward = success.astype(np.float32) * 10
-        if nan_reward and e == 3:
-            reward[2] = np.nan
         frames = {
             "observation.images.corner": rng.integers(0, 255, (length, IMG, IMG, 3), dtype=np.uint8),
             "observation.state": rng.normal(size=(length, 4)).astype(np.float32),
@@ -324,7 +322,16 @@ def test_offline_bad_input_gives_one_line_errors(mixed, tmp_path):
         _train(mixed, tmp_path / "a", *GAUSS, "algo=arfm", "train.steps=2")
     with pytest.raises(ValueError, match="algo.expectile"):
         _train(mixed, tmp_path / "e", *GAUSS, "algo=iql", "algo.expectile=1.5", "train.steps=2")
-    bad = _write(tmp_path / "nan", episodes=6, nan_reward=True)
+    bad = _write(tmp_path / "nan", episodes=6)  # then corrupt one reward on disk (the writer refuses NaN)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = next(bad.glob("data/*/*.parquet"))
+    t = pq.read_table(f)
+    r = t.column("next.reward").to_pylist()
+    r[3] = [float("nan")] if isinstance(r[3], list) else float("nan")
+    t = t.set_column(t.column_names.index("next.reward"), "next.reward", pa.array(r, t.schema.field("next.reward").type))
+    pq.write_table(t, f)
     with pytest.raises(ValueError, match="next.reward has 1 frame"):
         _train(bad, tmp_path / "n", *GAUSS, "algo=awr", "train.steps=2")
 
