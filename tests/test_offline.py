@@ -420,3 +420,16 @@ def test_guided_sampling_of_a_conditioned_flow_policy(mixed, tmp_path):
     assert guided.mean() > plain.mean() and not torch.equal(guided, plain)
     with pytest.raises(ValueError, match="no log-prob"):
         p.act(obs, deterministic=True)
+
+
+@pytest.mark.parametrize("head", ["token", "flow"])
+def test_dpo_runs_on_token_and_flow_heads(mixed, tmp_path, head):
+    from rlvla.runners.runlog import read_metrics
+
+    hd = ["policy.head.dim=32", "policy.head.layers=1", "policy.head.bins=32"] if head == "token" else ["policy.head.hidden=64"]
+    _train(mixed, tmp_path / "sft", f"head={head}", *hd, "train.steps=2", "algo=sft")
+    _train(mixed, tmp_path / "dpo", "train.steps=2", "algo=dpo", f"init={tmp_path / 'sft' / 'policy'}", "algo.dpo_frames=2")
+    m = read_metrics(tmp_path / "dpo")
+    # at step 1 the policy is its reference: margin 0, loss log 2
+    assert m[0]["reward_margin"] == pytest.approx(0.0, abs=1e-4) and m[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert all(math.isfinite(r["loss"]) for r in m)
