@@ -31,13 +31,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# Env, inference, RL rollout vs env-only, and PPO vs stable-baselines3 (a benchmark-only dependency; ~15 min).
+# Env, inference, RL rollout vs env-only, PPO vs stable-baselines3 (a benchmark-only dependency), and offline RL
+# memory when streaming a dataset 10x the quickstart's (mixed-quality data collected first; ~35 min in all).
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/rlvla bench env --json
 	$(BIN)/rlvla bench inference --json
 	$(BIN)/rlvla bench rollout --json
 	$(BIN)/rlvla bench sb3 --json
+	$(BIN)/rlvla collect --tasks quickstart --episodes 40 --failure-prob 0.5 --noise 0.1 --out runs/bench/mixed --quiet
+	$(BIN)/rlvla bench offline --source runs/bench/mixed --copies 5 --out runs/bench/offline --json
 
 # SFT of every head from 20 demos per task under a 5-minute budget each, then evaluation (~40 minutes).
 bench-sft: $(STAMP)
