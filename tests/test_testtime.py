@@ -14,14 +14,15 @@ from rlvla.eval.testtime import MCTS, BestOfN, Retry, TestTimeConfig, VGPS, make
 IMG = 16
 
 
-def _policy(critic: int = 0):
+def _policy(critic: int = 0, value_target: str = ""):
     from rlvla.policies import make_policy
     from rlvla.policies.config import BackboneConfig, LanguageConfig, VisionConfig
     from rlvla.policies.heads import head_config
 
     torch.manual_seed(0)
     bb = BackboneConfig(dim=32, layers=1, vision=VisionConfig(width=8, depth=2), language=LanguageConfig(encoder="none"))
-    return make_policy(head=head_config("gaussian", init_std=0.5), backbone=bb, image_size=IMG, chunk=2, critic=critic).eval()
+    return make_policy(head=head_config("gaussian", init_std=0.5), backbone=bb, image_size=IMG, chunk=2, critic=critic,
+                       value_target=value_target).eval()
 
 
 def _obs(n: int, x=None) -> dict:
@@ -123,7 +124,7 @@ def test_mcts_finds_the_branch_that_reaches_the_goal_and_restores_the_root():
 
 
 def test_retry_resamples_only_after_a_stall():
-    policy = _policy(critic=2)  # its value head is the progress estimate
+    policy = _policy(value_target="mc")  # its (trained) value head is the progress estimate
     sel = Retry(policy, TestTimeConfig(method="retry", stall_window=3, retry_decisions=2, samples=4))
     values = iter([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])  # rising: never a stall
     policy.value = lambda batch: torch.tensor([next(values)])

@@ -164,7 +164,7 @@ def write_comparison(out_dir, inputs: list[str], baseline: str | None = None, ti
 
     evals, sources = [], []
     for item in inputs:
-        label, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        label, _, path = item.partition("=") if "=" in item and not Path(item).exists() else ("", "", item)
         d, p = load_eval(path)
         if not label:
             tt = (d.get("test_time") or {}).get("method", "none")

@@ -108,7 +108,7 @@ class Selector:
         head is then trained), else None (an SFT policy's value head is untrained)."""
         if getattr(self, "critic", None) is not None:
             return self.critic
-        return self.policy if self.policy.q_head is not None else None
+        return self.policy if self.policy.cfg.value_target else None
 
     def _sample(self, batch: dict, n: int):
         """N stochastic chunks per observation: (B, N, K, A) tensor."""
@@ -175,7 +175,8 @@ class Retry(Selector):
         self.left: dict[int, int] = {}
         self.stats.update(retries=0, resampled=0)
         if self._judge() is None:
-            raise ValueError("retry needs a progress estimate: pass --critic CHECKPOINT or a checkpoint trained with a critic")
+            raise ValueError("retry needs a progress estimate: pass --critic CHECKPOINT, or use a checkpoint whose value head "
+                             "was trained (an offline run: awr, iql, cql, calql, recap, arfm)")  # fmt: skip
 
     def begin(self, env_id: int) -> None:
         self.history[env_id], self.left[env_id] = [], 0
@@ -275,7 +276,8 @@ class MCTS(Selector):
             paths = {i: self._select(roots[i]) for i in ids}
             todo = {i: p for i, p in paths.items() if p[-1].state is None}
             if todo:
-                res = pool.call("branch", {i: (p[-2].state, p[-1].chunk) for i, p in todo.items()})
+                one = self.policy.cfg.chunk == 1  # such envs take one action, not a (1, A) chunk
+                res = pool.call("branch", {i: (p[-2].state, p[-1].chunk[0] if one else p[-1].chunk) for i, p in todo.items()})
                 self.stats["simulated_chunks"] += len(todo)
                 expand = []
                 for i, p in todo.items():

@@ -123,6 +123,9 @@ class PolicyConfig:
     critic: int = 0
     """Members of a Q ensemble over action chunks on the value readout (offline RL, best-of-N); 0 = none."""
     critic_hidden: int = 256
+    value_target: str = ""
+    """What trained the value head: "" (nothing, e.g. SFT: it is untrained), "mc" (Monte-Carlo returns),
+    "expectile" (IQL). Test-time methods use the value head only when it was trained."""
 
     def __post_init__(self) -> None:
         from rlvla.policies.heads import head_config

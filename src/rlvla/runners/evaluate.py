@@ -133,6 +133,7 @@ def evaluate(
         ]
         active = [i for i in queues if queues[i]]
         results, latencies = [], []
+        decisions0 = selector.stats["decisions"]
         recorded = 0
         threads = torch.get_num_threads()
         bar = _bar(f"eval {split}", episodes) if progress else None
@@ -204,7 +205,7 @@ def evaluate(
             "mean_return": float(np.mean([r["ret"] for r in results])),
             "mean_length": float(np.mean([r["length"] for r in results])),
             "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
-                           "mean_per_env": float(lat.sum() / max(1, selector.stats["decisions"]))},
+                           "mean_per_env": float(lat.sum() / max(1, selector.stats["decisions"] - decisions0))},
             "env_steps_per_s": steps / wall,
             "tasks": per_task_res,
             "per_episode": [[r["task"], r["seed"], bool(r["success"])] for r in sorted(results, key=lambda r: (r["task"], r["seed"]))],
@@ -228,6 +229,8 @@ def eval_main(args) -> int:
         if args.condition is not None:
             policy.cfg.condition.value = args.condition
         if args.guidance is not None:
+            if policy.cfg.head.name != "flow":
+                raise ValueError(f"--guidance applies to flow heads; {path} has a {policy.cfg.head.name} head")
             policy.cfg.condition.guidance = args.guidance
     tasks = args.tasks.split(",") if args.tasks else policy.cfg.tasks
     if not tasks:

@@ -120,17 +120,22 @@ def train_o2o(cfg, policy, algo, data, ckpts, run_dir: Path, fingerprint: dict, 
     from rlvla.runners.memory import TreePeak
     from rlvla.runners.runlog import RunLogger
     from rlvla.runners.signals import StopOnSignal
-    from rlvla.runners.train import TrainingError
+    from rlvla.runners.train import TrainingError, step_seed
 
     a, loop = algo.cfg, algo.loop
     ocfg = OnlineConfig(name="ppo", group_size=1, groups_per_task=a.online_episodes_per_task,
                         envs_per_task=max(1, min(a.online_episodes_per_task, 2)), max_steps=a.online_max_steps,
-                        dynamic_sampling=False, success_bonus=1.0, shaping=0.0, env_reward=0.0, gamma=a.gamma)  # fmt: skip
+                        dynamic_sampling=False, shaping=0.0, gamma=a.gamma,
+                        success_bonus=1.0 if a.reward == "sparse" else 0.0,
+                        env_reward=0.0 if a.reward == "sparse" else 1.0)  # dense: the chunk's MetaWorld reward  # fmt: skip
     buf = ReplayBuffer(a.online_buffer, policy.cfg.cameras)
     start_it = 0
     latest = ckpts.latest()
     if latest is not None:
         _, tensors, meta = ckpts.load(latest)
+        if meta.get("phase") != "online":
+            raise ValueError(f"{run_dir} holds an offline run's checkpoints; give the online phase its own run_dir "
+                             f"(init={run_dir} run_dir=<new>)")  # fmt: skip
         if meta.get("data", fingerprint) != fingerprint:
             raise ValueError(f"cannot resume {run_dir}: its offline dataset changed ({meta['data']} vs {fingerprint}); use a new run_dir")
         policy.load_weights(latest / "policy")
@@ -158,11 +163,12 @@ def train_o2o(cfg, policy, algo, data, ckpts, run_dir: Path, fingerprint: dict, 
             for it in range(start_it, a.online_iterations):
                 if stop.requested:
                     raise KeyboardInterrupt
+                torch.manual_seed(step_seed(loop.seed, 1_000_000 + it))  # rollout sampling: a function of (seed, it)
                 ro = engine.collect(it, should_stop=lambda: stop.requested)
                 buf.add_rollout(ro.batch, a.gamma, policy.cfg.chunk, a.reward)
                 for u in range(a.online_updates):
                     step = it * a.online_updates + u
-                    torch.manual_seed(step)
+                    torch.manual_seed(step_seed(loop.seed, step))
                     off = data.batch(data.indices(step, n_off, loop.seed))
                     on = buf.sample(n_on, np.random.default_rng([loop.seed, step]))
                     try:

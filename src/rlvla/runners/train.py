@@ -138,7 +138,7 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
         policy.set_stats(data.stats())
         policy.fit(data.action if offline else data.data["action"])
     if offline:
-        reference = VLAPolicy.from_pretrained(init) if (acfg.name == "dpo" and init is not None) else None
+        reference = VLAPolicy.from_pretrained(init, map_location=loop.device).to(loop.device) if (acfg.name == "dpo" and init is not None) else None
         algo = OfflineRL(policy, acfg, loop, data, reference=reference)
     else:
         algo = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip)

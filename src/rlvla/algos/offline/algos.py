@@ -175,6 +175,8 @@ def configure_policy(pcfg, cfg: OfflineConfig):
 
     if cfg.name in Q_ALGOS:
         pcfg = dataclasses.replace(pcfg, critic=cfg.critic)
+    if cfg.name != "dpo":
+        pcfg = dataclasses.replace(pcfg, value_target="expectile" if cfg.name == "iql" else "mc")
     if cfg.name == "rc":
         pcfg = dataclasses.replace(pcfg, condition=ConditionConfig("return", cfg.cond_dropout, 1.0))
     if cfg.name == "recap":
@@ -258,17 +260,17 @@ class OfflineRL:
             return self._dpo(step)
         if c.name == "rc":
             cond = batch["cond_return"].clone()
-            cond[torch.rand(len(cond)) < c.cond_dropout] = float("nan")
+            cond[torch.rand(len(cond), device=cond.device) < c.cond_dropout] = float("nan")
             bc, bm = p.bc_loss(with_condition(batch, cond))
             return bc, {**bm}
         if c.name == "recap":
-            nan = torch.full((len(batch["mc_return"]),), float("nan"))
+            nan = torch.full((len(batch["mc_return"]),), float("nan"), device=batch["mc_return"].device)
             _, zv = p.encode(with_condition(batch, nan))  # V(s) is unconditioned
             v, vloss = self._value_loss(zv, batch)
             adv = (batch["mc_return"] - v).detach()
             ind = off.advantage_indicator(adv, c.threshold).float()
             cond = ind.clone()
-            cond[torch.rand(len(cond)) < c.cond_dropout] = float("nan")
+            cond[torch.rand(len(cond), device=cond.device) < c.cond_dropout] = float("nan")
             bc, bm = p.bc_loss(with_condition(batch, cond))
             m.update(bm, value_loss=_f(vloss), positive_frac=_f(ind.mean()), v_mean=_f(v.mean()))
             return bc + c.value_coef * vloss, m
@@ -311,7 +313,7 @@ class OfflineRL:
             with torch.no_grad():
                 zr = z.detach().repeat_interleave(n, 0)
                 a_pi, _, _ = p.head.sample(zr, with_log_prob=False)
-            a_unif = torch.rand(b * n, *actions.shape[1:]) * 2 - 1
+            a_unif = torch.rand(b * n, *actions.shape[1:], device=actions.device) * 2 - 1
             zvr = zv.repeat_interleave(n, 0)
             q_pi = p.q_values(zvr, a_pi).reshape(-1, b, n)
             q_unif = p.q_values(zvr, a_unif).reshape(-1, b, n)
@@ -321,7 +323,9 @@ class OfflineRL:
                 q_pi = torch.stack([off.calql_lower_bound(qi, bound) for qi in q_pi])
             sampled = torch.cat([q_pi, q_unif], -1)
             pen = sum(off.cql_penalty(q[i], sampled[i]) for i in range(q.shape[0]))
-            critic = td + c.cql_alpha * pen
+            _, vloss = self._value_loss(zv, batch)  # V(s) of the data (Monte-Carlo): progress estimates at test time
+            critic = td + c.cql_alpha * pen + vloss
+            m["value_loss"] = _f(vloss)
             with torch.no_grad():
                 adv = q.min(0).values - q_pi.min(0).values.mean(-1)
             m.update(cql_penalty=_f(pen), q_pi_mean=_f(q_pi.mean()), q_unif_mean=_f(q_unif.mean()))
@@ -334,9 +338,11 @@ class OfflineRL:
         c, p = self.cfg, self.policy
         got = self.data.pairs(step, c.dpo_pairs, c.dpo_frames, self.loop.seed)
         if got is None:
-            raise ValueError("dpo needs tasks with both successful and failed episodes in the data; collect mixed-quality "
-                             "data (rlvla collect --failure-prob 0.3 ...)")  # fmt: skip
+            raise ValueError("dpo found no task with both successful and failed episodes in the loaded data files; "
+                             "collect mixed-quality data (rlvla collect --failure-prob 0.3 ...) or raise "
+                             "algo.files_in_memory so that both outcomes are in memory together")  # fmt: skip
         chosen, rejected, frames = got
+        chosen, rejected = chosen.to(p.device), rejected.to(p.device)
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
 
         def traj_ll(model, batch):
@@ -365,7 +371,7 @@ class OfflineRL:
             lr = self.loop.lr * warmup_cosine(step, self.loop.steps, self.loop.warmup_steps)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        loss, metrics = self.loss(batch, step)
+        loss, metrics = self.loss(batch.to(self.policy.device), step)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"{self.cfg.name} loss is {float(loss.detach())} at step {step}")
         self.opt.zero_grad(set_to_none=True)

@@ -90,12 +90,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tenso
     return num.sum() / m.sum().clamp_min(1.0)
 
 
-def per_sample_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``x`` (B, K, ...) over each sample's unpadded entries -> (B,)."""
-    m = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
-    m = m.reshape(*m.shape, *([1] * (x.ndim - m.ndim))).expand_as(x)
-    dims = tuple(range(1, x.ndim))
-    return (x * m).sum(dims) / m.sum(dims).clamp_min(1.0)
+def per_sample_sum(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Sum of ``x`` (B, K, ...) over each sample's unpadded entries -> (B,)."""
+    if mask is None:
+        return x.flatten(1).sum(1)
+    m = mask.to(x.dtype).reshape(*mask.shape, *([1] * (x.ndim - mask.ndim)))
+    return (x * m).flatten(1).sum(1)
 
 
 class ActionHead(nn.Module):
@@ -144,8 +144,7 @@ class ActionHead(nn.Module):
         minus the summed BC loss (exact for the token and Gaussian heads; for diffusion/flow the negative
         denoising error at one random (time, noise), the ELBO surrogate of Diffusion-DPO: seed torch's RNG alike
         before scoring the policy and its reference so both see the same draw)."""
-        el = self.bc_elements(z, actions)
-        return -per_sample_mean(el, mask) * el[0].numel()
+        return -per_sample_sum(self.bc_elements(z, actions), mask)
 
     def fit(self, actions: torch.Tensor) -> None:
         """Adapt data-dependent parts (e.g. bin edges) to training actions (N, A). Default: nothing."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlvla.policies.heads.base import ActionHead, gaussian_entropy, gaussian_log_prob, per_sample_mean
+from rlvla.policies.heads.base import ActionHead, gaussian_entropy, gaussian_log_prob, per_sample_sum
 
 SQUASH_MODES = ("tanh", "clip")
 BC_LOSSES = ("mse", "nll")
@@ -90,5 +90,4 @@ class Head(ActionHead):
         return {} if self.cfg.bc == "mse" else {"std": float(self._dist(z)[1].mean())}
 
     def likelihood(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        lp = self.log_prob(z, actions, {})  # exact, whatever the BC loss
-        return per_sample_mean(lp, mask) * lp[0].numel()
+        return per_sample_sum(self.log_prob(z, actions, {}), mask)  # exact, whatever the BC loss

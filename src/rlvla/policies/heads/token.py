@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlvla.policies.heads.base import ActionHead, masked_mean, per_sample_mean
+from rlvla.policies.heads.base import ActionHead, masked_mean, per_sample_sum
 from rlvla.policies.transformer import Transformer
 
 BIN_MODES = ("uniform", "quantile")
@@ -153,5 +153,4 @@ class Head(ActionHead):
         return loss, {"token_accuracy": float(acc)}
 
     def likelihood(self, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        ce = self._ce(z, actions, 0.0)[0]  # the exact token log-likelihood (no label smoothing)
-        return -per_sample_mean(ce, mask) * ce[0].numel()
+        return -per_sample_sum(self._ce(z, actions, 0.0)[0], mask)  # exact token log-likelihood (no label smoothing)
