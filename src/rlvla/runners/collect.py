@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rlvla.data.lerobot import LeRobotWriter
+from rlvla.data.offline import episode_returns
 from rlvla.envs import TRAIN_SEEDS, resolve_tasks
 from rlvla.envs.experts import ExpertConfig
 from rlvla.envs.render import check_cameras
@@ -149,11 +150,7 @@ def _run_episode(job: dict) -> dict:
         buf["next.terminated"].append(term)
         buf["next.truncated"].append(trunc)
         buf["next.success"].append(info["success"])
-    ret, acc = [], 0.0
-    for r in reversed(buf["next.reward"]):
-        acc = float(r) + RETURN_GAMMA * acc
-        ret.append(acc)
-    buf["next.return"] = ret[::-1]
+    buf["next.return"] = episode_returns(np.asarray(buf["next.reward"], dtype=np.float64), RETURN_GAMMA)
     frames = {k: np.asarray(v) for k, v in buf.items()}
     meta = {
         "env_task": job["task"], "split": "id", "layout_seed": job["seed"], "success": bool(info["success"]),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlvla.data.offline import episode_returns
 from rlvla.data.schema import IMAGE_PREFIX, Batch
 
 
@@ -61,11 +62,7 @@ class ReplayBuffer:
         nxt = np.arange(n)
         for e in np.unique(ep):
             idx = np.flatnonzero(ep == e)
-            acc = acc1 = 0.0
-            for i in idx[::-1]:
-                acc = r[i] + disc * acc
-                acc1 = r[i] + acc1
-                mc[i], cond[i] = acc, acc1
+            mc[idx], cond[idx] = episode_returns(r[idx], disc), episode_returns(r[idx], 1.0)
             ep_succ[idx] = r[idx].sum() > 0 if reward == "sparse" else succ[idx].any()
             nxt[idx[:-1]] = idx[1:]
         new = {
