@@ -203,6 +203,7 @@ def test_report_table_deltas_paired_tests_and_overhead(tmp_path):
     assert (v["splits"]["id"]["only_this"], v["splits"]["id"]["only_baseline"]) == (3, 0)
     assert v["splits"]["id"]["p_value"] == pytest.approx(0.25)  # exact McNemar: 2 * 0.5^3
     assert v["overhead_ms"] == pytest.approx(3.5)
+    assert v["splits"]["id"]["vs_own_base"]["delta_points"] == pytest.approx(30.0)  # its own base is the SFT row here
     assert "ood-position" not in v["splits"] and rows["SFT"]["overhead_ms"] is None
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "sft+vgps" in html and "+30" in html

@@ -31,16 +31,18 @@ th:first-child, td:first-child, td.left { text-align: left; }
 <h1>{{ title }}</h1>
 <table id="comparison">
 <thead><tr><th>method</th><th>trained by</th><th>test time</th>
-{% for s in splits %}<th>{{ s }}</th><th>&Delta; vs {{ baseline }}</th>{% endfor %}<th>overhead (ms / decision)</th></tr></thead>
+{% for s in splits %}<th>{{ s }}</th><th>&Delta; vs {{ baseline }}</th><th>&Delta; vs own base</th>{% endfor %}<th>overhead (ms / decision)</th></tr></thead>
 <tbody>
 {% for r in rows %}<tr class="{{ 'base' if r.is_baseline else '' }}"><td>{{ r.label }}</td><td class="left">{{ r.algo }}</td><td class="left">{{ r.test_time }}</td>
 {% for s in splits %}{% set c = r.splits.get(s) %}<td>{{ c.text if c else '-' }}</td>
-<td class="{{ c.cls if c else '' }}">{{ c.delta_text if c else '-' }}</td>{% endfor %}
+<td class="{{ c.cls if c else '' }}">{{ c.delta_text if c else '-' }}</td>
+<td>{{ c.vs_own_base_text if c and c.vs_own_base_text else '-' }}</td>{% endfor %}
 <td>{{ r.overhead_text }}</td></tr>
 {% endfor %}</tbody></table>
 <p class="note">Success rate with Wilson 95% intervals over evaluation seeds (disjoint from every training seed);
 &Delta;: change in points against <b>{{ baseline }}</b>, with the exact McNemar test on the paired episodes
-(episodes only this row solved / only the baseline solved, p-value). Overhead: mean time per decision per env
+(episodes only this row solved / only the baseline solved, p-value). &Delta; vs own base: a test-time method
+against the same checkpoint evaluated without it. Overhead: mean time per decision per env
 beyond the same checkpoint's plain evaluation (test-time methods only).</p>
 <h2>Inputs</h2><pre>{{ inputs }}</pre>
 </body></html>
@@ -87,6 +89,22 @@ def trained_by(checkpoint: str) -> str:
     return "?"
 
 
+def _paired(r: dict, b: dict) -> dict:
+    """Change in points of split result ``r`` against ``b`` with the exact McNemar test on shared episodes."""
+    pa = {(t, sd): ok for t, sd, ok in r.get("per_episode", [])}
+    pb = {(t, sd): ok for t, sd, ok in b.get("per_episode", [])}
+    keys = sorted(set(pa) & set(pb))
+    delta = 100 * (r["success_rate"] - b["success_rate"])
+    out = {"delta_points": delta, "cls": "up" if delta > 0 else ("down" if delta < 0 else "")}
+    if keys:
+        t = mcnemar_exact([pa[k] for k in keys], [pb[k] for k in keys])
+        out.update(paired=len(keys), only_this=t["a_only"], only_baseline=t["b_only"], p_value=t["p_value"])
+        out["text"] = f"{delta:+.0f} ({t['a_only']}/{t['b_only']}, p={t['p_value']:.2g})"
+    else:
+        out["text"] = f"{delta:+.0f} (unpaired)"
+    return out
+
+
 def _cell(s: dict) -> str:
     lo, hi = s["ci95"]
     return f"{s['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] (n={s['episodes']})"
@@ -126,20 +144,15 @@ def build_rows(evals: list[tuple[str, dict]], baseline: str | None = None) -> tu
             c = {"success_rate": r["success_rate"], "ci95": r["ci95"], "episodes": r["episodes"], "text": _cell(r)}
             b = base["splits"].get(s)
             if b is not None and lab != base_label:
-                pa = {(t, sd): ok for t, sd, ok in r.get("per_episode", [])}
-                pb = {(t, sd): ok for t, sd, ok in b.get("per_episode", [])}
-                keys = sorted(set(pa) & set(pb))
-                delta = 100 * (r["success_rate"] - b["success_rate"])
-                c["delta_points"] = delta
-                c["cls"] = "up" if delta > 0 else ("down" if delta < 0 else "")
-                if keys:
-                    t = mcnemar_exact([pa[k] for k in keys], [pb[k] for k in keys])
-                    c.update(paired=len(keys), only_this=t["a_only"], only_baseline=t["b_only"], p_value=t["p_value"])
-                    c["delta_text"] = f"{delta:+.0f} ({t['a_only']}/{t['b_only']}, p={t['p_value']:.2g})"
-                else:
-                    c["delta_text"] = f"{delta:+.0f} (unpaired)"
+                d = _paired(r, b)
+                c.update({k: v for k, v in d.items() if k != "text"}, delta_text=d["text"])
             else:
                 c["delta_text"] = "-"
+            own = plain.get(e.get("checkpoint"))
+            if method != "none" and own is not None and s in own["splits"]:
+                d = _paired(r, own["splits"][s])  # the test-time method against its own base policy
+                c["vs_own_base"] = {k: v for k, v in d.items() if k != "text"}
+                c["vs_own_base_text"] = d["text"]
             row["splits"][s] = c
         lat = [r.get("latency_ms", {}).get("mean_per_env") for r in e["splits"].values()]
         lat = [x for x in lat if x is not None]
