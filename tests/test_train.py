@@ -39,6 +39,7 @@ def dataset(tmp_path_factory):
             "next.terminated": np.r_[np.zeros(n - 1, bool), True],
             "next.truncated": np.zeros(n, bool),
             "next.success": np.r_[np.zeros(n - 1, bool), True],
+            "next.return": np.zeros(n, np.float32),
         }
         task = ["reach-v3", "push-v3"][e % 2]
         w.add_episode(frames, f"do {task}", meta={"env_task": task})
