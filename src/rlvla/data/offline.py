@@ -240,6 +240,3 @@ class OfflineChunks:
 
     def episode_starts_mask(self, rows: np.ndarray) -> np.ndarray:
         return np.r_[True, self.episode[rows[1:]] != self.episode[rows[:-1]]]
-
-    def loaded_bytes(self) -> int:
-        return sum(v.numel() for v in self._images.values())

@@ -53,12 +53,9 @@ def load_eval(path) -> tuple[dict, Path]:
     """An evaluation JSON from a file or a run directory (``eval.json``); a clear error otherwise."""
     p = Path(path)
     if p.is_dir():
-        for cand in (p / "eval.json",):
-            if cand.exists():
-                p = cand
-                break
-        else:
+        if not (p / "eval.json").exists():
             raise FileNotFoundError(f"{path}: no eval.json in this directory; run `rlvla eval CHECKPOINT --out FILE` first")
+        p = p / "eval.json"
     if not p.exists():
         raise FileNotFoundError(f"{path}: no such evaluation file")
     try:

@@ -267,7 +267,7 @@ class MCTS(Selector):
         disc = c.gamma ** self.policy.cfg.chunk
         states = pool.call("get_sim_state", {i: () for i in ids})
         roots = {}
-        obs0 = [{k: (v[j] if k != "instruction" else v[j]) for k, v in batch.items()} for j in range(len(ids))]
+        obs0 = [{k: v[j] for k, v in batch.items()} for j in range(len(ids))]
         for j, (i, kids) in enumerate(zip(ids, self._children(obs0))):
             r = _Node(None, 1.0)
             r.state, r.obs, r.children, r.visits = states[i], obs0[j], kids, 1

@@ -28,9 +28,6 @@ from rlvla.data.schema import IMAGE_PREFIX, Batch
 class ReplayBuffer:
     """Chunk transitions from online episodes, in the offline batch layout (:mod:`rlvla.data.offline`)."""
 
-    KEYS = ("observation.state", "next.observation.state", "action", "action_is_pad", "chunk_reward", "chunk_done",
-            "discount", "mc_return", "cond_return", "episode_success", "episode_index")  # fmt: skip
-
     def __init__(self, capacity: int, cameras) -> None:
         self.capacity, self.cameras = capacity, list(cameras)
         self.data: dict[str, torch.Tensor] = {}
