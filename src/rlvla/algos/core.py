@@ -89,7 +89,7 @@ def clipped_surrogate(
     All inputs share one shape (e.g. (B,) chunk-level or (B, K) action-level). ratio = exp(log_prob - old_log_prob);
         obj = min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A)
         obj = max(obj, dual_clip * A) where A < 0 (dual_clip > 1)
-    Returns (-mean(obj), {"clip_fraction", "approx_kl"}), approx_kl being the k3 estimate of KL(old || new).
+    Returns (-mean(obj), {"clip_fraction", "approx_kl"}), approx_kl being :func:`approx_kl`.
     """
     clip_high = clip_low if clip_high is None else clip_high
     if dual_clip is not None and dual_clip <= 1.0:
@@ -102,8 +102,17 @@ def clipped_surrogate(
         obj = torch.where(advantages < 0, torch.maximum(obj, dual_clip * advantages), obj)
     with torch.no_grad():
         clip_fraction = ((ratio < 1.0 - clip_low) | (ratio > 1.0 + clip_high)).float().mean()
-        approx_kl = (torch.exp(-log_ratio) - 1 + log_ratio).mean()
-    return -obj.mean(), {"clip_fraction": float(clip_fraction), "approx_kl": float(approx_kl)}
+        kl = approx_kl(log_ratio).mean()
+    return -obj.mean(), {"clip_fraction": float(clip_fraction), "approx_kl": float(kl)}
+
+
+def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
+    """k3 estimate of KL(old || new) per sample, for samples drawn from the *old* policy (Schulman 2020; SB3's
+    ``approx_kl_div``): ``(ratio - 1) - log ratio`` with ``log ratio = log new - log old``. Non-negative, unbiased
+    and linear in a dropped probability (log ratio -3 scores 2.05). The mirrored form ``exp(-log ratio) - 1 +
+    log ratio`` estimates KL(new || old) only for samples of the *new* policy; on old samples it explodes
+    exponentially where a probability drops (16.1 at -3, 5.7e23 at -55). Any shape, elementwise."""
+    return torch.expm1(log_ratio) - log_ratio
 
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float | None = 0.2) -> torch.Tensor:
@@ -131,3 +140,12 @@ def kl_k3(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
 def entropy_bonus(entropy: torch.Tensor, coef: float) -> torch.Tensor:
     """The loss term ``-coef * mean(entropy)`` (adding it to the loss rewards higher entropy)."""
     return -coef * entropy.mean()
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """``1 - Var(target - pred) / Var(target)`` (SB3's critic diagnostic): 1 is a perfect value function, 0 one no
+    better than a constant, < 0 worse than a constant; NaN when the targets do not vary. Any matching shapes."""
+    var = target.double().var(unbiased=False)
+    if var <= 0:
+        return float("nan")
+    return float(1.0 - (target.double() - pred.double()).var(unbiased=False) / var)

@@ -5,7 +5,10 @@ Token sequence (length 3 + cameras * patches)::
     [ACT readout] [VALUE readout] [instruction] [proprio] [camera 0 patches ...] [camera 1 patches ...]
 
 The ACT readout conditions the action head, the VALUE readout the value head (two readouts so that the
-value loss of online RL does not have to share one vector with the action head).
+value loss of online RL does not have to share one vector with the action head). With ``isolate_value`` no
+other token attends to the VALUE readout, so the action readout does not depend on it: online RL with a frozen
+trunk can then train the VALUE readout token for its critic without moving the policy (``fuse`` on cached
+``tokens``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,23 @@ class Backbone(nn.Module):
 
     def forward(self, x: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (action readout (B, D), value readout (B, D))."""
+        return self.fuse(self.tokens(x))
+
+    def fuse(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fusion transformer over the readouts and ``ctx`` = ``tokens(x)`` (B, T, D) -> (action readout,
+        value readout), each (B, D)."""
+        toks = torch.cat([self.readouts.expand(ctx.shape[0], -1, -1), ctx], 1)
+        mask = None
+        if self.cfg.backbone.isolate_value:
+            mask = torch.ones(toks.shape[1], toks.shape[1], dtype=torch.bool, device=toks.device)
+            mask[:, 1] = False  # nobody reads the VALUE readout but itself,
+            mask[1, 0] = False  # and it does not read the ACT readout: the two are independent
+            mask[1, 1] = True
+        out = self.fusion(toks, mask=mask)
+        return out[:, 0], out[:, 1]
+
+    def tokens(self, x: Inputs) -> torch.Tensor:
+        """The input tokens after the readouts: instruction, proprio, patches (and a condition) -> (B, T, D)."""
         bb = self.cfg.backbone
         dev = self.readouts.device
         texts = ["" for _ in x.instructions] if "language" in bb.ablate else list(x.instructions)
@@ -78,7 +98,6 @@ class Backbone(nn.Module):
         prop = (x.proprio.to(dev) - self.proprio_mean) / self.proprio_std
         toks = torch.cat(
             [
-                self.readouts.expand(b, -1, -1),
                 (self.lang_proj(lang) + self.type_emb[:, 0])[:, None],
                 (self.proprio_proj(prop) + self.type_emb[:, 1])[:, None],
                 patches,
@@ -87,8 +106,7 @@ class Backbone(nn.Module):
         )
         if self.cond_kind != "none":
             toks = torch.cat([toks, self.condition_token(x.condition, b, dev)[:, None]], 1)
-        out = self.fusion(toks)
-        return out[:, 0], out[:, 1]
+        return toks
 
     def condition_token(self, c: torch.Tensor | None, b: int, dev) -> torch.Tensor:
         """(B,) conditioning input -> (B, D) token; NaN (or no input) selects the learned unconditioned token."""

@@ -65,6 +65,9 @@ class BackboneConfig:
     language: LanguageConfig = field(default_factory=LanguageConfig)
     ablate: list[str] = field(default_factory=list)
     """Blank inputs for baselines: ``image`` (all-zero image, same network) and/or ``language`` (empty instruction)."""
+    isolate_value: bool = True
+    """No token attends to the VALUE readout, so the action readout does not depend on it and online RL with a
+    frozen trunk can train the VALUE readout for its critic. Checkpoints from before this option load with it off."""
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.heads < 1 or self.dim % self.heads:
@@ -159,6 +162,9 @@ class PolicyConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown policy config keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        bb = d.get("backbone")
+        if isinstance(bb, dict) and "isolate_value" not in bb:  # saved before the option existed: trained without it
+            d = {**d, "backbone": {**bb, "isolate_value": False}}
         try:
             return cls(**d)
         except TypeError as e:  # unknown nested key

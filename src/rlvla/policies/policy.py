@@ -153,6 +153,13 @@ class VLAPolicy(nn.Module):
         ent = self.head.entropy(z, extras)
         return lp, None if ent is None else reduce_level(ent, level), self.value_head(zv)[:, 0]
 
+    @torch.no_grad()
+    def deterministic_like(self, obs, actions: torch.Tensor, extras: dict, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The deterministic (evaluation) action for the same input and starting noise as the stochastic sample
+        ``actions`` / ``extras``: (B, K, A). ``z``: the action readouts of ``obs`` if already computed."""
+        z = self.encode(obs)[0] if z is None else z
+        return self.head.deterministic_like(z, actions, extras)
+
     def entropy(self, obs, extras: dict, level: str = "chunk"):
         z, _ = self.encode(obs)
         ent = self.head.entropy(z, extras)
@@ -161,6 +168,35 @@ class VLAPolicy(nn.Module):
     def value(self, obs) -> torch.Tensor:
         _, zv = self.encode(obs)
         return self.value_head(zv)[:, 0]
+
+    # ------------------------------------------------------------------ online RL on a frozen trunk
+    @torch.no_grad()
+    def rl_features(self, obs) -> dict:
+        """What an RL update on a frozen trunk needs per decision, computed once per iteration: the readouts
+        ``z``, ``zv`` (B, D) and the fusion input tokens ``ctx`` (B, T, D), from which ``value_from_features``
+        recomputes the VALUE readout with a trainable readout token."""
+        ctx = self.backbone.tokens(self.prepare(obs))
+        z, zv = self.backbone.fuse(ctx)
+        return {"z": z, "zv": zv, "ctx": ctx}
+
+    def trainable_value_readout(self) -> bool:
+        """The VALUE readout token can be trained on a frozen trunk without moving the policy (``isolate_value``)."""
+        return bool(self.cfg.backbone.isolate_value)
+
+    def value_from_features(self, feats: dict, idx: torch.Tensor) -> torch.Tensor:
+        """V of decisions ``idx`` from ``rl_features`` output: through the fusion again (grad reaches the VALUE
+        readout token) when it is isolated, else from the cached value readout."""
+        zv = self.backbone.fuse(feats["ctx"][idx])[1] if self.trainable_value_readout() else feats["zv"][idx]
+        return self.value_head(zv)[:, 0]
+
+    def critic_parameters(self, frozen_trunk: bool) -> list[nn.Parameter]:
+        """The critic's own parameters (their own learning rate and gradient clip in online RL): the value head,
+        and on a frozen trunk with an isolated VALUE readout the readout tokens (the ACT token gets no gradient
+        from the value loss, so it stays put)."""
+        params = list(self.value_head.parameters())
+        if frozen_trunk and self.trainable_value_readout():
+            params.append(self.backbone.readouts)
+        return params
 
     def q_values(self, zv: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q ensemble over action chunks: value readouts (B, D), chunks (B, K, A) -> (critic, B)."""

@@ -94,3 +94,11 @@ class StatePolicy(nn.Module):
 
     def value(self, obs) -> torch.Tensor:
         return self.vf(self._state(obs))[:, 0]
+
+    def critic_parameters(self, frozen_trunk: bool = False) -> list[nn.Parameter]:
+        return list(self.vf.parameters())
+
+    @torch.no_grad()
+    def deterministic_like(self, obs, actions, extras: dict, z=None) -> torch.Tensor:
+        """The mean action (the deterministic policy) for observations ``obs``: (B, 1, A)."""
+        return self.pi(self._state(obs)).clamp(-1, 1)[:, None]

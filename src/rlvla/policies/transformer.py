@@ -23,9 +23,10 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Linear(ff, dim))
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, causal: bool = False, cache: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, cache: dict | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: (B, T, D). With ``cache`` (a dict kept by the caller), ``x`` holds only new positions and
-        attends to the cached keys/values as well (causal decoding one step at a time)."""
+        attends to the cached keys/values as well (causal decoding one step at a time). ``mask``: (T, T) bool,
+        True where a query position may attend to a key position (not with ``causal``)."""
         b, t, d = x.shape
         h = self.heads
         q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
@@ -38,7 +39,7 @@ class Block(nn.Module):
         if is_causal and k.shape[2] != t:
             raise ValueError("causal attention with a cache needs one new position per call")
         drop = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=drop)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=drop)
         x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(b, t, d)), drop, self.training)
         return x + F.dropout(self.ff(self.norm2(x)), drop, self.training)
 
@@ -51,7 +52,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, ff or 2 * dim, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, causal: bool = False, caches: list[dict] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, caches: list[dict] | None = None, mask=None) -> torch.Tensor:
         for i, blk in enumerate(self.blocks):
-            x = blk(x, causal=causal, cache=None if caches is None else caches[i])
+            x = blk(x, causal=causal, cache=None if caches is None else caches[i], mask=mask)
         return self.norm(x)

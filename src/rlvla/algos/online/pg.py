@@ -35,6 +35,7 @@ from rlvla.algos.optim import load_optimizer_tensors, make_adamw, optimizer_tens
 from rlvla.data.schema import Batch
 
 ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
+LEVELS = ("auto", "token", "action", "chunk")
 
 
 @dataclass
@@ -45,13 +46,20 @@ class OnlineConfig:
     iterations: int = 20
     """Rollout + update iterations."""
     lr: float = 5e-5
-    """Learning rate (constant)."""
+    """Learning rate (constant) of the policy (and of the critic when ``value_lr`` is 0)."""
+    value_lr: float = 0.0
+    """The critic's own learning rate, with its own gradient clip (anchors train the critic 10-30x faster than
+    the actor); 0: one optimiser group and one gradient clip for both, as SB3."""
+    value_warmup: int = 0
+    """Iterations at the start of a run that train only the critic (its rollouts still count): an SFT policy's
+    value head knows nothing, and advantages from it are noise (RLinf, RL4VLA warm the critic up)."""
     epochs: int = 2
     """Passes over each iteration's rollouts."""
     minibatch: int = 128
     """Decisions per gradient step."""
-    level: str = "token"
-    """Log-prob level of the ratio: token, action or chunk."""
+    level: str = "auto"
+    """Log-prob level of the ratio: token, action, chunk, or auto (token for the token head, else chunk: a
+    per-element ratio clips each of K x A elements on its own, so the joint chunk ratio can reach 1.2^(K A))."""
     clip_low: float = 0.2
     clip_high: float = 0.28
     """Clip-higher (DAPO): ratio clipped to [1 - clip_low, 1 + clip_high]."""
@@ -63,17 +71,22 @@ class OnlineConfig:
     ent_coef: float = 0.0
     target_kl: float = 0.0
     """Stop an iteration's remaining minibatches once a minibatch's approx KL (old || new, mean over the ratio's
-    elements) exceeds this (0: off)."""
+    elements), measured before its optimiser step, exceeds 1.5x this (SB3's rule; 0: off)."""
     explore_noise: float = 0.0
-    """Exploration noise of the chain heads during RL (0: the policy's own): flow-SDE ``noise_level``, diffusion
-    ``min_std``. It is written into the policy's config, so the RL checkpoint records it; deterministic sampling
-    (evaluation) does not use it."""
+    """The head's exploration knob during RL (0: the policy's own): token temperature, flow-SDE noise level,
+    Flow-Noise upper std, diffusion min std, Gaussian std (see :mod:`rlvla.algos.online.explore`). Written into
+    the policy's config, so the RL checkpoint records it; deterministic evaluation does not use it."""
+    explore_steps: str = ""
+    """Chain heads: ``one`` stochastic denoising step per decision (piRL) or ``all``; empty keeps the policy's."""
+    denoise_steps: int = 0
+    """Chain heads: denoising steps during RL and in the saved policy (0 keeps the policy's)."""
     freeze_backbone: bool = False
-    """Train only the action and value heads: the backbone's readouts are computed once per iteration (fast), and
-    the SFT representation cannot drift."""
+    """Train only the action head and the critic: the trunk's readouts are computed once per iteration (fast),
+    and the SFT representation cannot drift. The critic still trains its own (isolated) VALUE readout token."""
     vf_coef: float = 0.5
-    vf_clip: float = 0.2
-    """PPO value-loss clip (0: unclipped)."""
+    vf_clip: float = 0.0
+    """PPO value-loss clip around the rollout's values (0: unclipped). An absolute clip of 0.2 on returns of
+    order 1-10 keeps a fresh critic from ever catching up."""
     gamma: float = 0.99
     lam: float = 0.95
     advantage_norm: str = "task"
@@ -90,6 +103,9 @@ class OnlineConfig:
     """Env worker processes (-1: one per core; 0: in-process)."""
     max_steps: int = 200
     """Episode time limit in low-level env steps."""
+    terminate_on_success: bool = True
+    """End an episode at its first success (false: run to the time limit, MetaWorld's convention; success is
+    then "succeeded at any step")."""
     dynamic_sampling: bool = True
     """Drop groups that all succeeded or all failed and draw new ones (bounded by max_refill_rounds)."""
     max_refill_rounds: int = 2
@@ -108,18 +124,20 @@ class OnlineConfig:
     def __post_init__(self) -> None:
         if self.name not in ALGOS:
             raise ValueError(f"unknown online algo {self.name!r}; valid: {', '.join(ALGOS)}")
-        if self.level not in ("token", "action", "chunk"):
-            raise ValueError(f"unknown log-prob level {self.level!r}; valid: token, action, chunk")
+        if self.level not in LEVELS:
+            raise ValueError(f"unknown log-prob level {self.level!r}; valid: {', '.join(LEVELS)}")
         if self.advantage_norm not in ("task", "batch", "minibatch", "none"):
             raise ValueError(f"unknown advantage_norm {self.advantage_norm!r}; valid: task, batch, minibatch, none")
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"unknown KL estimator {self.kl_estimator!r}; valid: k1, k3")
+        if self.explore_steps not in ("", "one", "all"):
+            raise ValueError(f"unknown explore_steps {self.explore_steps!r}; valid: one, all (or empty: the policy's)")
         if min(self.iterations, self.epochs, self.minibatch, self.group_size, self.groups_per_task, self.envs_per_task, self.max_steps, self.ckpt_every) < 1:
             raise ValueError("iterations, epochs, minibatch, group_size, groups_per_task, envs_per_task, max_steps, ckpt_every must be >= 1")
         if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
             raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma, lam in [0, 1] (got {self})")
-        if self.explore_noise < 0:
-            raise ValueError(f"explore_noise must be >= 0, got {self.explore_noise}")
+        if self.explore_noise < 0 or self.value_lr < 0 or self.value_warmup < 0 or self.denoise_steps < 0 or self.vf_clip < 0:
+            raise ValueError("explore_noise, value_lr, value_warmup, denoise_steps and vf_clip must be >= 0")
         if self.dual_clip and self.dual_clip <= 1:
             raise ValueError(f"dual_clip must be > 1 or 0 (off), got {self.dual_clip}")
         if self.name in ("grpo", "rloo") and self.group_size < 2:
@@ -155,19 +173,12 @@ class ReinforcePPConfig(OnlineConfig):
     group_size: int = 1
 
 
-def set_explore_noise(policy, noise: float) -> None:
-    """Set the exploration noise of a flow-SDE or diffusion head in place (see ``OnlineConfig.explore_noise``)."""
-    if noise <= 0:
-        return
-    head = getattr(policy.cfg, "head", None)
-    name = getattr(head, "name", None)
-    if name == "flow" and head.logprob == "sde":
-        head.noise_level = noise
-    elif name == "diffusion":
-        head.min_std = noise
-    else:
-        raise ValueError(f"explore_noise applies to flow (logprob=sde) and diffusion heads, not {name!r}; set it to 0")
-    policy.head.cfg = head
+def resolve_level(level: str, policy) -> str:
+    """``auto`` -> ``token`` for the token head, else ``chunk``."""
+    if level != "auto":
+        return level
+    head = getattr(getattr(policy, "cfg", None), "head", None)
+    return "token" if getattr(head, "name", None) == "token" else "chunk"
 
 
 CONFIGS = {"ppo": PPOConfig, "grpo": GRPOConfig, "rloo": RLOOConfig, "reinforce_pp": ReinforcePPConfig}
@@ -218,30 +229,76 @@ def compute_advantages(batch, cfg: OnlineConfig) -> tuple[torch.Tensor, torch.Te
 
 
 class PolicyGradient:
+    """One update per iteration: advantages, then epochs x minibatches of the clipped surrogate (+ value loss,
+    KL to the reference, entropy bonus). The critic (``policy.critic_parameters``) can have its own learning rate
+    and gradient clip (``value_lr``) and trains alone for the first ``value_warmup`` iterations."""
+
+    EXPLORE_SAMPLE = 256  # decisions per iteration on which rollout/explore_std is measured
+
     def __init__(self, policy, cfg: OnlineConfig, ref_policy=None, grad_clip: float = 1.0, weight_decay: float = 0.0,
                  seed: int = 0) -> None:  # fmt: skip
         self.policy = policy
         self.cfg = cfg
+        self.level = resolve_level(cfg.level, policy)
         self.ref = ref_policy
         if cfg.kl_coef > 0 and ref_policy is None:
             raise ValueError("kl_coef > 0 needs a reference policy")
         self.grad_clip = grad_clip
         self.seed = seed
         self.uses_value = cfg.name == "ppo"
-        self.frozen = cfg.freeze_backbone and hasattr(policy, "backbone")
-        params = [p for n, p in policy.named_parameters() if not (self.frozen and n.startswith("backbone."))]
-        self.opt = make_adamw(params, cfg.lr, weight_decay)
+        self.has_trunk = hasattr(policy, "rl_features")
+        self.frozen = cfg.freeze_backbone and self.has_trunk
+        critic = policy.critic_parameters(self.frozen) if self.uses_value else []
+        critic_ids = {id(p) for p in critic}
+        # the fixed trunk: no gradients are computed for it during an update (the critic's readout token excepted)
+        self.fixed = [p for n, p in policy.named_parameters() if self.frozen and n.startswith("backbone.") and id(p) not in critic_ids]
+        fixed_ids = {id(p) for p in self.fixed}
+        self.actor_params = [p for p in policy.parameters() if p.requires_grad and id(p) not in critic_ids | fixed_ids]
+        self.critic_params = [p for p in critic if p.requires_grad]
+        self.split = cfg.value_lr > 0 and bool(self.critic_params)
+        if self.split:  # the critic's own lr; no weight decay on it, so the readout token's ACT half stays exact
+            self.opt = make_adamw(self.actor_params, cfg.lr, weight_decay)
+            self.opt.add_param_group({"params": self.critic_params, "lr": cfg.value_lr, "weight_decay": 0.0})
+        else:
+            self.opt = make_adamw(self.actor_params + self.critic_params, cfg.lr, weight_decay)
+
+    def _features(self, ro) -> dict:
+        parts: list[dict] = []
+        for k in range(0, len(ro), 256):
+            parts.append(self.policy.rl_features(ro.select(torch.arange(k, min(k + 256, len(ro))))))
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
     @torch.no_grad()
-    def _features(self, ro) -> tuple[torch.Tensor, torch.Tensor]:
-        zs, zvs = [], []
-        for k in range(0, len(ro), 256):
-            z, zv = self.policy.encode(ro.select(torch.arange(k, min(k + 256, len(ro)))))
-            zs.append(z)
-            zvs.append(zv)
-        return torch.cat(zs), torch.cat(zvs)
+    def _explore_std(self, ro, feats: dict | None, gen: torch.Generator) -> float:
+        """RMS distance (action units) of the rollout's sampled actions from the deterministic action for the same
+        input and starting noise, on a random subset of decisions."""
+        n = len(ro)
+        idx = torch.randperm(n, generator=gen)[: self.EXPLORE_SAMPLE].sort().values
+        actions = ro.batch["action"][idx]
+        z = feats["z"][idx] if feats is not None else None
+        det = self.policy.deterministic_like(ro.select(idx) if z is None else None, actions, ro.extras(idx), z=z)
+        return float(((actions - det.reshape(actions.shape)) ** 2).mean().sqrt())
+
+    def _clip(self, params: list, max_norm: float, what: str, iteration: int) -> float:
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return 0.0
+        gnorm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        if not torch.isfinite(gnorm):
+            raise NonFiniteLossError(f"{what} gradient norm is {float(gnorm)} at iteration {iteration}")
+        return float(gnorm)
 
     def update(self, ro, iteration: int) -> dict:
+        flags = [p.requires_grad for p in self.fixed]
+        for p in self.fixed:
+            p.requires_grad_(False)
+        try:
+            return self._update(ro, iteration)
+        finally:
+            for p, f in zip(self.fixed, flags):
+                p.requires_grad_(f)
+
+    def _update(self, ro, iteration: int) -> dict:
         cfg, policy = self.cfg, self.policy
         batch = ro.batch
         n = len(ro)
@@ -250,14 +307,21 @@ class PolicyGradient:
         _finite(batch["next.reward"], "rewards", iteration)
         adv, returns = compute_advantages(batch, cfg)
         _finite(adv, "advantages", iteration)
+        out: dict = {}
         if returns is not None:
             _finite(returns, "value targets", iteration)
+            out["train/explained_variance"] = core.explained_variance(batch["value"], returns)
+            out["train/value_mean"] = float(batch["value"].mean())
+            out["train/return_mean"] = float(returns.mean())
+        warmup = self.uses_value and iteration < cfg.value_warmup
         policy.eval()  # no augmentation/dropout: the ratio is exactly 1 at the first minibatch
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
+        # features once per iteration: always for a frozen trunk, and in warm-up (only the critic learns)
+        feats = self._features(ro) if self.has_trunk and (self.frozen or warmup) else None
+        out["rollout/explore_std"] = self._explore_std(ro, feats, torch.Generator().manual_seed(iteration))
         sums: dict[str, float] = {}
         count = 0
         ratio_error0 = None
-        feats = self._features(ro) if self.frozen else None
         extra_t = ro.extras()
         obs_keys = [key for key in batch if key.startswith("observation.") or key == "task"]
         stopped = False
@@ -272,58 +336,67 @@ class PolicyGradient:
                 mb = None
                 if feats is None or self.ref is not None:
                     mb = Batch({key: ([batch["task"][i] for i in idx.tolist()] if key == "task" else batch[key][idx]) for key in obs_keys})
+                m: dict[str, float] = {}
+                loss = torch.zeros(())
                 if feats is not None:
-                    logp, ent, value = policy.evaluate_features(feats[0][idx], feats[1][idx], actions, extras, level=cfg.level)
+                    value = policy.value_from_features(feats, idx) if self.uses_value else None
+                    if not warmup:
+                        logp, ent, _ = policy.evaluate_features(feats["z"][idx], feats["zv"][idx], actions, extras, level=self.level)
                 else:
-                    logp, ent, value = policy.evaluate(mb, actions, extras, level=cfg.level)
-                old = batch["old_log_prob"][idx]
-                a = adv[idx]
-                if cfg.advantage_norm == "minibatch" and cfg.name == "ppo" and a.numel() > 1:
-                    a = (a - a.mean()) / (a.std() + 1e-8)
-                a = a.reshape(-1, *([1] * (logp.ndim - 1))).expand_as(logp)
-                if ratio_error0 is None:
-                    ratio_error0 = float((logp.detach() - old).abs().max())
-                pi_loss, info = core.clipped_surrogate(logp, old, a, cfg.clip_low, cfg.clip_high, cfg.dual_clip or None)
-                loss = pi_loss
-                m = {"pi_loss": float(pi_loss.detach()), **info}
+                    logp, ent, value = policy.evaluate(mb, actions, extras, level=self.level)
+                if not warmup:
+                    old = batch["old_log_prob"][idx]
+                    a = adv[idx]
+                    if cfg.advantage_norm == "minibatch" and cfg.name == "ppo" and a.numel() > 1:
+                        a = (a - a.mean()) / (a.std() + 1e-8)
+                    a = a.reshape(-1, *([1] * (logp.ndim - 1))).expand_as(logp)
+                    if ratio_error0 is None:
+                        ratio_error0 = float((logp.detach() - old).abs().max())
+                    pi_loss, info = core.clipped_surrogate(logp, old, a, cfg.clip_low, cfg.clip_high, cfg.dual_clip or None)
+                    if cfg.target_kl and info["approx_kl"] > 1.5 * cfg.target_kl:
+                        stopped = True  # SB3: this minibatch already sees a policy too far from the rollout's
+                        break
+                    loss = loss + pi_loss
+                    m.update(pi_loss=float(pi_loss.detach()), **info)
+                    if cfg.kl_coef > 0:
+                        with torch.no_grad():
+                            self.ref.eval()
+                            ref_lp = self.ref.log_prob(mb, actions, extras, level=self.level)
+                        kl = (core.kl_k3 if cfg.kl_estimator == "k3" else core.kl_k1)(logp, ref_lp).mean()
+                        loss = loss + cfg.kl_coef * kl
+                        m["kl_ref"] = float(kl.detach())
+                    if ent is not None:
+                        if cfg.ent_coef:
+                            loss = loss + core.entropy_bonus(ent, cfg.ent_coef)
+                        m["entropy"] = float(ent.detach().mean())
                 if self.uses_value:
                     v_loss = core.clipped_value_loss(value, batch["value"][idx], returns[idx], cfg.vf_clip or None)
                     loss = loss + cfg.vf_coef * v_loss
                     m["value_loss"] = float(v_loss.detach())
-                if cfg.kl_coef > 0:
-                    with torch.no_grad():
-                        self.ref.eval()
-                        ref_lp = self.ref.log_prob(mb, actions, extras, level=cfg.level)
-                    kl = (core.kl_k3 if cfg.kl_estimator == "k3" else core.kl_k1)(logp, ref_lp).mean()
-                    loss = loss + cfg.kl_coef * kl
-                    m["kl_ref"] = float(kl.detach())
-                if ent is not None:
-                    if cfg.ent_coef:
-                        loss = loss + core.entropy_bonus(ent, cfg.ent_coef)
-                    m["entropy"] = float(ent.detach().mean())
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(f"loss is {float(loss.detach())} at iteration {iteration}")
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                params = [p for p in policy.parameters() if p.grad is not None]
-                gnorm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else float("inf"))
-                if not torch.isfinite(gnorm):
-                    raise NonFiniteLossError(f"gradient norm is {float(gnorm)} at iteration {iteration}")
+                if warmup:
+                    for p in self.actor_params:
+                        p.grad = None  # AdamW skips parameters without a gradient (no decay, no momentum step)
+                if self.split:
+                    m["grad_norm"] = self._clip(self.actor_params, self.grad_clip, "policy", iteration)
+                    m["value_grad_norm"] = self._clip(self.critic_params, self.grad_clip, "critic", iteration)
+                else:
+                    m["grad_norm"] = self._clip(self.actor_params + self.critic_params, self.grad_clip, "policy", iteration)
                 self.opt.step()
                 m["loss"] = float(loss.detach())
-                m["grad_norm"] = float(gnorm)
                 for key, v in m.items():
                     sums[key] = sums.get(key, 0.0) + v
                 count += 1
-                if cfg.target_kl and info["approx_kl"] > cfg.target_kl:
-                    stopped = True
-                    break
-        out = {f"train/{k}": v / count for k, v in sums.items()}
+        out.update({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
         out["train/updates"] = count
         out["train/decisions"] = n
         out["train/adv_abs_mean"] = float(adv.abs().mean())
         out["train/ratio_error0"] = ratio_error0
         out["train/early_stop"] = float(stopped)
+        out["train/value_warmup"] = float(warmup)
         return out
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:

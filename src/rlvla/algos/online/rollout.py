@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rlvla.algos.online.pg import resolve_level
 from rlvla.data.schema import IMAGE_PREFIX, Batch
 from rlvla.envs import resolve_tasks
 from rlvla.envs.pool import EnvPool, EnvWorkerError, stack_obs
@@ -88,12 +89,15 @@ class RolloutEngine:
         environments)."""
         self.policy = policy
         self.cfg = cfg
+        self.level = resolve_level(cfg.level, policy)
         self.seed = int(seed)
         self.tasks = tuple(tasks) if make_pool is not EnvPool else resolve_tasks(tasks)
         pc = policy.cfg
         self.cams = list(pc.cameras)
         self.env_tasks = [t for t in self.tasks for _ in range(cfg.envs_per_task)]
         extra = dict(getattr(pc, "env_kwargs", None) or {})
+        if not cfg.terminate_on_success:
+            extra["terminate_on_success"] = False
         specs = [dict(name=t, split="id", image_size=pc.image_size, cameras=tuple(pc.cameras), chunk=pc.chunk,
                       max_steps=cfg.max_steps, **extra) for t in self.env_tasks]  # fmt: skip
         self.pool = make_pool(specs, workers=workers)
@@ -230,7 +234,7 @@ class RolloutEngine:
                 start([i for i in lane if i not in cur and queues[i]])  # finished or lost envs with queued episodes
                 ids = [i for i in lane if i in obs]
                 if ids:
-                    act = policy.act(stack_obs([obs[i] for i in ids]), deterministic=False, level=cfg.level, with_log_prob=True)
+                    act = policy.act(stack_obs([obs[i] for i in ids]), deterministic=False, level=self.level, with_log_prob=True)
                     acts = act.actions.cpu().numpy()
                     if policy.cfg.chunk == 1:
                         acts = acts[:, 0]

@@ -146,6 +146,12 @@ class ActionHead(nn.Module):
         before scoring the policy and its reference so both see the same draw)."""
         return -per_sample_sum(self.bc_elements(z, actions), mask)
 
+    def deterministic_like(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
+        """The action the deterministic sampler (evaluation) gives for the same input and, for chain heads, the same
+        starting noise as the stochastic sample ``actions`` / ``extras``: (B, K, A). The spread of samples around
+        it is the head's exploration in action units (``rollout/explore_std`` in online RL)."""
+        return self.sample(z, deterministic=True, with_log_prob=False)[0]
+
     def fit(self, actions: torch.Tensor) -> None:
         """Adapt data-dependent parts (e.g. bin edges) to training actions (N, A). Default: nothing."""
 
@@ -157,16 +163,41 @@ class ActionHead(nn.Module):
         return extras[key]
 
 
+STOCHASTIC_MODES = ("all", "one")
+
+
 class ChainHead(ActionHead):
     """A head whose sample is a chain of Gaussian steps from noise ``x_0`` to the action ``x_S`` (diffusion, flow).
 
     Subclasses give ``_step_moments(x, i, z)``: the Gaussian (mean, std) of the next state for chain states ``x``
-    (N, K, A) at step indices ``i`` (N,). The chain travels in ``extras["chain"]`` (B, S+1, K, A); its log-prob is
-    the sum of the step log-densities (each step is one Gaussian policy step of the denoising MDP).
+    (N, K, A) at step indices ``i`` (N,), and ``_ode_step`` for their deterministic sampler. The chain travels in
+    ``extras["chain"]`` (B, S+1, K, A).
+
+    Which steps are stochastic when the head explores (``cfg.stochastic``):
+
+    * ``all``: every step samples; the log-prob sums the step log-densities (each step is one Gaussian policy
+      step of the denoising MDP: DPPO, Flow-GRPO).
+    * ``one``: one step per decision, drawn uniformly, samples; the others follow the deterministic sampler, and
+      the log-prob is that one step's density given the stored chain state before it (piRL's default, Chen et al.
+      2025). The drawn index travels in ``extras["sde_step"]`` (B,). Where the noise enters then varies from
+      decision to decision, and the gradient is not spread over steps that hardly move the action.
     """
 
     def _step_moments(self, x: torch.Tensor, i: torch.Tensor, z: torch.Tensor):
         raise NotImplementedError
+
+    def _pick_steps(self, b: int, device) -> torch.Tensor | None:
+        """The stochastic step of each of ``b`` samples (``one`` mode), else None (every step)."""
+        if getattr(self.cfg, "stochastic", "all") != "one":
+            return None
+        return torch.randint(0, self.cfg.steps, (b,), device=device)
+
+    @staticmethod
+    def _mix(x_det: torch.Tensor, x_sto: torch.Tensor, i: int, picks: torch.Tensor | None) -> torch.Tensor:
+        """Next chain state: the stochastic draw where step ``i`` is a sample's stochastic step (all, without picks)."""
+        if picks is None:
+            return x_sto
+        return torch.where((picks == i).view(-1, 1, 1), x_sto, x_det)
 
     def _chain_moments(self, z: torch.Tensor, chain: torch.Tensor):
         b, s1 = chain.shape[:2]
@@ -177,12 +208,28 @@ class ChainHead(ActionHead):
         shape = (b, s, self.chunk, self.action_dim)
         return mean.reshape(shape), std.expand_as(mean).reshape(shape)
 
+    def _picked_moments(self, z: torch.Tensor, chain: torch.Tensor, picks: torch.Tensor):
+        """(x_next, mean, std) of each sample's stochastic step, each (B, K, A)."""
+        ar = torch.arange(chain.shape[0], device=chain.device)
+        mean, std = self._step_moments(chain[ar, picks], picks, z)
+        return chain[ar, picks + 1], mean, std.expand_as(mean)
+
     def log_prob(self, z: torch.Tensor, actions, extras: dict) -> torch.Tensor:
         chain = self._require(extras, "chain")
+        if "sde_step" in extras:
+            x_next, mean, std = self._picked_moments(z, chain, extras["sde_step"])
+            return gaussian_log_prob(x_next, mean, std)
         mean, std = self._chain_moments(z, chain)
         return gaussian_log_prob(chain[:, 1:], mean, std).sum(1)
 
     def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
-        """Entropy of the chain's step kernels given its states (constant for fixed step noise)."""
-        _, std = self._chain_moments(z, self._require(extras, "chain"))
+        """Entropy of the chain's stochastic step kernels given its states (constant for fixed step noise)."""
+        chain = self._require(extras, "chain")
+        if "sde_step" in extras:
+            return gaussian_entropy(self._picked_moments(z, chain, extras["sde_step"])[2])
+        _, std = self._chain_moments(z, chain)
         return gaussian_entropy(std).sum(1)
+
+    def deterministic_like(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
+        """The deterministic sampler's action from the same starting noise as a stochastic sample."""
+        return self.sample(z, deterministic=True, with_log_prob=False, x0=self._require(extras, "chain")[:, 0])[0]

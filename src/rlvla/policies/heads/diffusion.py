@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvla.policies.heads.base import ChainHead, DenoiserMLP
+from rlvla.policies.heads.base import STOCHASTIC_MODES, ChainHead, DenoiserMLP
 
 
 @dataclass
@@ -32,8 +32,13 @@ class Config:
     hidden: int = 256
     layers: int = 2
     clip_denoised: bool = True
+    stochastic: str = "all"
+    """Which denoising steps sample when the head explores: ``all`` (DPPO) or ``one`` (one step drawn per decision,
+    the rest deterministic DDIM); see :class:`~rlvla.policies.heads.base.ChainHead`."""
 
     def __post_init__(self) -> None:
+        if self.stochastic not in STOCHASTIC_MODES:
+            raise ValueError(f"unknown diffusion stochastic mode {self.stochastic!r}; valid: {', '.join(STOCHASTIC_MODES)}")
         if not 1 <= self.steps <= self.train_steps or self.min_std <= 0 or self.eta < 0:
             raise ValueError(f"diffusion head needs 1 <= steps <= train_steps, min_std > 0, eta >= 0 (got {self})")
 
@@ -89,23 +94,27 @@ class Head(ChainHead):
         )
         return mean, sigma.clamp_min(self.cfg.min_std).expand_as(mean)
 
-    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True):
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, x0=None):
         b = z.shape[0]
-        x = torch.randn(b, self.chunk, self.action_dim, device=z.device)
+        x = torch.randn(b, self.chunk, self.action_dim, device=z.device) if x0 is None else x0
+        picks = None if deterministic else self._pick_steps(b, z.device)
         chain = [x]
         zc = self.net.condition(z)  # computed once per decision
         tcs = self.net.time_condition((self.timesteps.float() + 1) / self.cfg.train_steps)  # (S, H)
         for i in range(self.cfg.steps):
             idx = torch.full((b,), i, device=z.device, dtype=torch.long)
             eps = self.net.step(x, zc, tcs[i]).reshape(x.shape)
+            ddim = self._step_moments(x, idx, z, eps=eps, eta=0.0)[0] if deterministic or picks is not None else None
             if deterministic:  # the DDIM ODE (eta = 0); the eta > 0 mean alone would collapse to E[a | obs]
-                x, _ = self._step_moments(x, idx, z, eps=eps, eta=0.0)
+                x = ddim
             else:
                 mean, std = self._step_moments(x, idx, z, eps=eps)
-                x = mean + std * torch.randn_like(mean)
+                x = self._mix(ddim, mean + std * torch.randn_like(mean), i, picks)
             chain.append(x)
         chain_t = torch.stack(chain, 1)  # (B, S+1, K, A)
         extras = {"chain": chain_t}
+        if picks is not None:
+            extras["sde_step"] = picks
         return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
 
     def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

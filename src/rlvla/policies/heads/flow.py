@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvla.policies.heads.base import ChainHead, DenoiserMLP
+from rlvla.policies.heads.base import STOCHASTIC_MODES, ChainHead, DenoiserMLP
 
 LOGPROB_MODES = ("sde", "noise")
 
@@ -44,8 +44,13 @@ class Config:
     layers: int = 2
     time_beta: bool = True
     """Training times t = 0.001 + 0.999 * Beta(1.5, 1), skewed toward noise (t = 1) as in pi0, else uniform."""
+    stochastic: str = "all"
+    """Which denoising steps sample when the head explores: ``all`` (log-prob summed over the chain) or ``one``
+    (one step drawn per decision, the rest ODE: piRL's default); see :class:`~rlvla.policies.heads.base.ChainHead`."""
 
     def __post_init__(self) -> None:
+        if self.stochastic not in STOCHASTIC_MODES:
+            raise ValueError(f"unknown flow stochastic mode {self.stochastic!r}; valid: {', '.join(STOCHASTIC_MODES)}")
         if self.logprob not in LOGPROB_MODES:
             raise ValueError(f"unknown flow logprob {self.logprob!r}; valid: {', '.join(LOGPROB_MODES)}")
         if self.steps < 1 or self.noise_level <= 0 or not 0 < self.noise_min < self.noise_max:
@@ -88,11 +93,13 @@ class Head(ChainHead):
         std = self.cfg.noise_min + (self.cfg.noise_max - self.cfg.noise_min) * torch.sigmoid(raw)
         return mean, std
 
-    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, guide=None):
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, guide=None, x0=None):
         """``guide = (z_uncond, w)``: classifier-free guidance for conditioned policies (deployment only), the
-        velocity ``v_uncond + w * (v_cond - v_uncond)``; w = 1 is the plain conditional policy."""
+        velocity ``v_uncond + w * (v_cond - v_uncond)``; w = 1 is the plain conditional policy. ``x0``: the
+        starting noise (B, K, A) (default: drawn)."""
         b = z.shape[0]
-        x = torch.randn(b, self.chunk, self.action_dim, device=z.device)
+        x = torch.randn(b, self.chunk, self.action_dim, device=z.device) if x0 is None else x0
+        picks = None if deterministic else self._pick_steps(b, z.device)
         chain = [x]
         zc = self.net.condition(z)  # computed once per decision
         zu = self.net.condition(guide[0]) if guide is not None else None
@@ -106,9 +113,11 @@ class Head(ChainHead):
                 x = x - self.dt * v  # the ODE
             else:
                 mean, std = self._step_moments(x, torch.full((b,), i, device=z.device), z, v=v)
-                x = mean + std * torch.randn_like(mean)
+                x = self._mix(x - self.dt * v, mean + std * torch.randn_like(mean), i, picks)
             chain.append(x)
         extras = {"chain": torch.stack(chain, 1)}
+        if picks is not None:
+            extras["sde_step"] = picks
         return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
 
     def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

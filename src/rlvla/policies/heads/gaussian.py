@@ -80,6 +80,9 @@ class Head(ActionHead):
         _, std = self._dist(z)
         return gaussian_entropy(std)
 
+    def deterministic_like(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
+        return self._squash(self._dist(z)[0])
+
     def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         if self.cfg.bc == "mse":
             mu, _ = self._dist(z)

@@ -1,0 +1,74 @@
+"""Exploration during online RL: one knob per head, set at the start of a run and recorded in the checkpoint.
+
+How much a policy explores decides what RL can learn: a policy that samples almost its deterministic action
+gives every group the same outcome and every update a vanishing trust region. Each head has its own knob;
+``algo.explore_noise`` sets it (0 keeps the head's own), and ``rollout/explore_std`` measures the result in
+action units every iteration (the RMS distance of the sampled actions from the deterministic action for the same
+input and starting noise):
+
+===========  ====================================================================  =====================
+head         ``explore_noise`` sets                                                 also
+===========  ====================================================================  =====================
+token        the sampling temperature (RL4VLA / SimpleVLA-RL sample at 1.5-1.6)
+flow, sde    ``noise_level`` a of sigma_t = a sqrt(t / (1 - t))                    ``explore_steps``
+flow, noise  the learned noise's upper bound (lower bound: half of it)              ``explore_steps``
+diffusion    the std of every stochastic denoising step around the DDIM path        ``explore_steps``
+             (eta 0, ``min_std`` = noise: DPPO's exploration floor as the std)
+gaussian     the std of the pre-squash Gaussian (log-std reset, floor at half)
+===========  ====================================================================  =====================
+
+``explore_steps`` (chain heads): ``one`` stochastic denoising step per decision or ``all`` of them (see
+:class:`~rlvla.policies.heads.base.ChainHead`); ``denoise_steps`` changes the number of denoising steps (RLinf
+uses 5 on MetaWorld). Deterministic evaluation ignores the noise settings (ODE, DDIM, argmax, mean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0):
+    """A copy of ``policy_cfg`` with the head's exploration settings changed (the policy is rebuilt from it)."""
+    head = policy_cfg.head
+    name = head.name
+    changes: dict = {}
+    if noise < 0:
+        raise ValueError(f"explore_noise must be >= 0, got {noise}")
+    if noise > 0:
+        if name == "token":
+            changes["temperature"] = noise
+        elif name == "flow" and head.logprob == "sde":
+            changes["noise_level"] = noise
+        elif name == "flow":
+            changes.update(noise_min=noise / 2, noise_max=noise)
+        elif name == "diffusion":
+            changes.update(min_std=noise, eta=0.0)  # with eta 1 the posterior std at early steps swamps the knob
+        elif name == "gaussian":
+            changes.update(init_std=noise, min_std=noise / 2)
+        else:
+            raise ValueError(f"explore_noise has no meaning for the {name!r} head")
+    if steps_mode or denoise_steps:
+        if name not in ("flow", "diffusion"):
+            raise ValueError(f"explore_steps / denoise_steps apply to flow and diffusion heads, not {name!r}; leave them unset")
+        if steps_mode:
+            changes["stochastic"] = steps_mode
+        if denoise_steps:
+            changes["steps"] = denoise_steps
+    if not changes:
+        return policy_cfg
+    try:
+        new_head = dataclasses.replace(head, **changes)
+    except ValueError as e:
+        raise ValueError(f"exploration settings invalid for the {name} head: {e}") from None
+    return dataclasses.replace(policy_cfg, head=new_head)
+
+
+def apply_exploration_weights(policy, noise: float) -> None:
+    """Weight-level part of the knob: the Gaussian head's log-std is reset to ``log(noise)`` (call after loading the
+    initial weights, not on resume)."""
+    if noise > 0 and getattr(policy.cfg.head, "name", None) == "gaussian":
+        import torch
+
+        with torch.no_grad():
+            policy.head.log_std.fill_(math.log(noise))
