@@ -130,7 +130,7 @@ def test_rollout_batch_schema_groups_and_exact_rescoring():
     for e in ro.episodes:
         seeds.setdefault(e["group"], set()).add(e["seed"])
     assert all(len(s) == 1 for s in seeds.values()) and len({next(iter(s)) for s in seeds.values()}) == 8
-    assert all(0 <= e["seed"] < 10**6 for e in ro.episodes)  # training seeds only
+    assert all(0 <= e["seed"] < 900_000 for e in ro.episodes)  # training seeds below the validation slice only
     # re-scoring the stored actions with the stored extras reproduces the rollout log-probs
     lp = policy.log_prob(b, b["action"], ro.extras(), level="action")
     assert torch.allclose(lp, b["old_log_prob"], atol=1e-4)
@@ -232,8 +232,11 @@ def test_frozen_backbone_trains_only_the_heads_and_kl_stops_early():
     assert changed and all(n.startswith("head.") for n in changed), sorted(changed)[:5]
     # with a tiny KL target the iteration stops as soon as a minibatch has moved the policy (the first one sees
     # ratio 1, KL 0; the second sees the first's step)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
+        ro = eng.collect(1)  # a fresh rollout of the updated policy: its first minibatch sees ratio 1
     m = PolicyGradient(policy, algo_cfg("grpo", target_kl=1e-9, dynamic_sampling=False)).update(ro, 1)
-    assert m["train/updates"] <= 2 and m["train/early_stop"] == 1.0
+    # SB3's rule: the KL is checked before the optimiser step, so the step that would overshoot is never taken
+    assert m["train/updates"] == 1 and m["train/early_stop"] == 1.0
 
 
 def _toy_obs(n: int = 256, seed: int = 3) -> dict:
@@ -292,6 +295,59 @@ def test_flow_one_step_sde_samples_at_one_step_and_rescores_exactly():
     lp = policy.log_prob(obs, act.actions, act.extras, level="token")
     assert torch.allclose(lp, act.log_prob, atol=1e-4)
     assert policy.entropy(obs, act.extras, level="chunk").shape == (64,)
+
+
+class StepEnv(ToyEnv):
+    """Never succeeds; ``steps`` decisions then a time-limit truncation. Env reward 1 per decision; the dense
+    reward (shaping potential x 10) of the state after decision t is ``10 * (t + 1) / steps``."""
+
+    def step(self, action):
+        self.t += 1
+        info = {"success": False, "substeps": K, "substep_rewards": np.array([0.0, 10.0 * self.t / self.steps], np.float32)}
+        return self._obs(), 1.0, False, self.t >= self.steps, info
+
+
+def _constant_value_policy(c: float):
+    policy = toy_policy("gaussian")
+    with torch.no_grad():
+        policy.value_head[-1].weight.zero_()
+        policy.value_head[-1].bias.fill_(c)
+    return policy
+
+
+def test_time_limit_bootstrap_through_a_whole_rollout_with_a_constant_value():
+    """SB3's test_gae pattern through the engine: reward 1 per decision, V = c everywhere, episodes cut by the
+    time limit after T decisions. With lambda = 1 the value target at decision t is the discounted sum of the
+    remaining rewards plus the bootstrapped V(final obs) = c: (1 - g^(T-t)) / (1 - g) + g^(T-t) c."""
+    T, g, c = 6, 0.9, 2.0
+    cfg = algo_cfg("ppo", groups_per_task=3, envs_per_task=3, success_bonus=0.0, env_reward=1.0, gamma=g, lam=1.0,
+                   advantage_norm="none", max_steps=100)  # fmt: skip
+    with RolloutEngine(_constant_value_policy(c), ["toy"], cfg, make_pool=lambda s, workers=None: ToyPool(s, steps=T)) as eng:
+        eng.pool.envs = [StepEnv(T) for _ in eng.pool.envs]
+        ro = eng.collect(0, need_values=True)
+    b = ro.batch
+    assert len(ro) == 3 * T and b["next.truncated"].sum() == 3 and not b["next.terminated"].any()
+    assert torch.allclose(b["value"], torch.full((3 * T,), c)) and torch.allclose(b["next_value"], torch.full((3 * T,), c))
+    adv, ret = compute_advantages(b, cfg)
+    t = b["frame_index"].double()
+    expected = (1 - g ** (T - t)) / (1 - g) + g ** (T - t) * c
+    assert torch.allclose(ret.double(), expected, atol=1e-5)
+    assert torch.allclose(adv.double(), expected - c, atol=1e-5)
+
+
+def test_potential_based_shaping_telescopes_over_an_episode():
+    """Shaping rewards gamma * phi(s') - phi(s) sum (discounted) to gamma^T phi(s_T) - phi(s_0) whatever the path:
+    here phi(s_0) = 0 and phi(s_T) = 1, so the discounted shaped return of every episode is gamma^T."""
+    T, g = 5, 0.9
+    cfg = algo_cfg("ppo", groups_per_task=2, envs_per_task=2, success_bonus=0.0, env_reward=0.0, shaping=1.0, gamma=g, max_steps=100)
+    with RolloutEngine(toy_policy("gaussian"), ["toy"], cfg, make_pool=lambda s, workers=None: ToyPool(s, steps=T)) as eng:
+        eng.pool.envs = [StepEnv(T) for _ in eng.pool.envs]
+        ro = eng.collect(0)
+    r, ep, t = ro.batch["next.reward"].double(), ro.batch["episode_index"], ro.batch["frame_index"].double()
+    for e in ep.unique():
+        m = ep == e
+        assert (r[m] * g ** t[m]).sum().item() == pytest.approx(g**T, abs=1e-6)
+        assert r[m][0].item() == pytest.approx(g * 1 / T, abs=1e-6)  # the first step: g * phi(s_1) - 0
 
 
 # ---------------------------------------------------------------------------------------------- learning

@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--depth", type=int, default=2, help="mcts: tree depth in chunks")
     e.add_argument("--condition", type=float, default=None, help="conditioned policies (rc, recap): the input at test time")
     e.add_argument("--guidance", type=float, default=None, help="conditioned flow policies: classifier-free guidance weight")
+    e.add_argument("--sample", action="store_true",
+                   help="evaluate the policy as it explores (its sampling distribution, as in RL) instead of its deterministic action")
+    e.add_argument("--seeds", default="eval", choices=["eval", "validation"],
+                   help="evaluation seeds (report) or validation seeds (tune; id only, never trained on)")
 
     q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
     q.add_argument("--out", default="runs/quickstart")

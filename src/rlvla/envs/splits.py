@@ -4,6 +4,8 @@ Every episode has an integer *layout seed*. The seed alone fixes the episode's o
 instruction and, for the visual and camera splits, its perturbation, so any episode can be replayed
 exactly. Seeds in ``TRAIN_SEEDS`` are for training and data collection, seeds in ``EVAL_SEEDS`` for
 evaluation; the two ranges are disjoint and every out-of-distribution split refuses training seeds.
+``VALIDATION_SEEDS`` is the top slice of the training range that no run trains on (online RL draws below it,
+demonstrations are collected from seed 0 upward): recipes are tuned there, on ``id``, never on evaluation seeds.
 
 Splits
 ------
@@ -25,6 +27,8 @@ EVAL_ONLY_SPLITS: tuple[str, ...] = SPLITS[1:]
 
 TRAIN_SEEDS = range(0, 1_000_000)
 EVAL_SEEDS = range(1_000_000, 2_000_000)
+VALIDATION_SEEDS = range(900_000, 1_000_000)  # inside TRAIN_SEEDS; never trained on
+RL_SEEDS = range(TRAIN_SEEDS.start, VALIDATION_SEEDS.start)  # where online RL draws its layouts
 
 # Training layouts: |u| <= ID_FRACTION in every randomised coordinate, u = (x - centre) / half_width.
 ID_FRACTION = 0.6
@@ -71,6 +75,13 @@ def train_seeds(n: int, offset: int = 0) -> list[int]:
 def eval_seeds(n: int, offset: int = 0) -> list[int]:
     """The first ``n`` evaluation layout seeds (after ``offset``)."""
     return [EVAL_SEEDS.start + offset + i for i in range(n)]
+
+
+def validation_seeds(n: int, offset: int = 0) -> list[int]:
+    """The first ``n`` validation layout seeds (after ``offset``): training-range seeds no run trains on."""
+    if offset + n > len(VALIDATION_SEEDS):
+        raise ValueError(f"only {len(VALIDATION_SEEDS)} validation seeds exist, asked for {offset + n}")
+    return [VALIDATION_SEEDS.start + offset + i for i in range(n)]
 
 
 def normalised(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

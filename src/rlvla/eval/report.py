@@ -92,6 +92,13 @@ def _curves(metrics: list[dict], out: Path) -> list[Path]:
     env = [m.get("env_steps", s) for m, s in zip(metrics, steps)]
     paths = []
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    held = [m for m in metrics if "heldout/success" in m]
+    if held:  # the deterministic policy on held-out (validation) layouts, with its 95% interval
+        he = [m.get("env_steps", m["step"]) for m in held]
+        ax[0].errorbar(he, [m["heldout/success"] for m in held], fmt="o-", color="tab:red", capsize=3,
+                       yerr=[[m["heldout/success"] - m["heldout/ci_low"] for m in held],
+                             [m["heldout/ci_high"] - m["heldout/success"] for m in held]],
+                       label="held-out (deterministic, validation seeds)")  # fmt: skip
     ax[0].plot(env, [m.get("rollout/success", float("nan")) for m in metrics], lw=2.5, color="k", label="all tasks")
     for key in sorted({k for m in metrics for k in m if k.startswith("rollout/success/")}):
         ax[0].plot(env, [m.get(key, float("nan")) for m in metrics], lw=1, label=key.split("/")[-1])
@@ -113,6 +120,19 @@ def _curves(metrics: list[dict], out: Path) -> list[Path]:
     ax[1].set(xlabel="env steps", ylabel="rollout env steps/s (incl. inference)")
     fig.tight_layout()
     paths.append(out / "rollout_stats.png")
+    _save_fig(fig, paths[-1])
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.2))
+    ax[0].plot(env, [m.get("rollout/explore_std", float("nan")) for m in metrics])
+    ax[0].set(xlabel="env steps", ylabel="explore std (action units)")
+    ax[1].plot(env, [m.get("train/explained_variance", float("nan")) for m in metrics])
+    ax[1].axhline(0, color="grey", lw=0.5)
+    ax[1].set(xlabel="env steps", ylabel="value explained variance", ylim=(-1.05, 1.05))
+    ax[2].plot(env, [m.get("train/value_loss", float("nan")) for m in metrics], label="value loss")
+    ax[2].plot(env, [m.get("train/entropy", float("nan")) for m in metrics], label="entropy")
+    ax[2].set(xlabel="env steps")
+    ax[2].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "rl_diagnostics.png")
     _save_fig(fig, paths[-1])
     plt.close("all")
     return paths

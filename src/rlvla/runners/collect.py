@@ -21,6 +21,7 @@ import numpy as np
 from rlvla.data.lerobot import LeRobotWriter
 from rlvla.data.offline import episode_returns
 from rlvla.envs import TRAIN_SEEDS, resolve_tasks
+from rlvla.envs.splits import VALIDATION_SEEDS
 from rlvla.envs.experts import ExpertConfig
 from rlvla.envs.render import check_cameras
 
@@ -57,10 +58,10 @@ class CollectConfig:
             raise ValueError("collect needs at least one camera")
         if self.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
-        if self.seed_offset < 0 or TRAIN_SEEDS.start + self.seed_offset + 100 * self.episodes >= TRAIN_SEEDS.stop:
+        if self.seed_offset < 0 or TRAIN_SEEDS.start + self.seed_offset + 100 * self.episodes >= VALIDATION_SEEDS.start:
             raise ValueError(
                 f"seed offset {self.seed_offset} leaves the training seed range; demonstrations are only collected "
-                f"on training seeds [{TRAIN_SEEDS.start}, {TRAIN_SEEDS.stop})"
+                f"on training seeds [{TRAIN_SEEDS.start}, {VALIDATION_SEEDS.start}) (the seeds above are for validation)"
             )
         ExpertConfig(noise_std=self.noise_std, failure_prob=self.failure_prob)  # validates
         if self.policy:

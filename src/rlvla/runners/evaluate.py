@@ -18,7 +18,7 @@ import torch
 
 from rlvla.envs import resolve_tasks
 from rlvla.envs.pool import EnvPool, stack_obs
-from rlvla.envs.splits import check_split, eval_seeds
+from rlvla.envs.splits import EVAL_ONLY_SPLITS, check_split, eval_seeds, validation_seeds
 from rlvla.eval.metrics import wilson_interval
 
 
@@ -86,8 +86,13 @@ def evaluate(
     seed_offset: int = 0,
     progress: bool = False,
     test_time=None,
+    seeds: str = "eval",
 ) -> dict:
     """``episodes`` per split, spread round-robin over ``tasks``. Returns ``{"splits": {split: result}}``.
+
+    ``seeds``: ``eval`` (evaluation seeds: report results there) or ``validation`` (the training-range slice no run
+    trains on: tune there; ``id`` only, as out-of-distribution splits take evaluation seeds). ``deterministic``
+    False evaluates the policy as it explores (its sampling distribution, as during RL).
 
     ``test_time``: a :class:`rlvla.eval.testtime.TestTimeConfig` (default: the policy's own chunk); its
     per-decision time is in ``latency_ms`` (the overhead is the difference to the base)."""
@@ -100,6 +105,11 @@ def evaluate(
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     for split in splits:
         check_split(split)
+    if seeds not in ("eval", "validation"):
+        raise ValueError(f"unknown seed set {seeds!r}; valid: eval, validation")
+    if seeds == "validation" and any(s in EVAL_ONLY_SPLITS for s in splits):
+        raise ValueError("validation seeds are for the id split only (out-of-distribution splits use evaluation seeds)")
+    seed_list = eval_seeds if seeds == "eval" else validation_seeds
     cfg = policy.cfg
     policy.eval()
     bb = getattr(getattr(cfg, "backbone", None), "language", None)
@@ -114,7 +124,7 @@ def evaluate(
         torch.manual_seed(seed_offset * 1000 + si)
         jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(episodes)]
         n_per_task = max(k for _, k in jobs) + 1
-        seeds = eval_seeds(n_per_task, offset=seed_offset)
+        layout = seed_list(n_per_task, offset=seed_offset)
         # envs: one or more per task, at most num_envs in all unless there are more tasks than that
         used = [t for t in tasks if any(j[0] == t for j in jobs)]
         per_task = max(1, num_envs // len(used))
@@ -125,7 +135,7 @@ def evaluate(
             by_task.setdefault(t, []).append(i)
         for t, k in jobs:
             envs_t = by_task[t]
-            queues[envs_t[k % len(envs_t)]].append((t, seeds[k]))
+            queues[envs_t[k % len(envs_t)]].append((t, layout[k]))
         specs = [
             dict(name=t, split=split, image_size=cfg.image_size, cameras=tuple(cfg.cameras), chunk=cfg.chunk, max_steps=max_steps,
                  **(getattr(cfg, "env_kwargs", None) or {}))
@@ -214,6 +224,8 @@ def evaluate(
             s = out["splits"][split]
             print(f"{split:13s} success {s['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] over {len(results)} episodes "
                   f"(latency p50 {s['latency_ms']['p50']:.1f} ms, {s['env_steps_per_s']:.0f} env steps/s)", flush=True)  # fmt: skip
+    out["seeds"] = seeds
+    out["deterministic"] = deterministic
     out["test_time"] = {"method": selector.name, **dataclasses.asdict(test_time or TestTimeConfig()), "stats": selector.stats}
     return out
 
@@ -248,7 +260,7 @@ def eval_main(args) -> int:
     res = evaluate(
         policy, tasks, splits, episodes=args.episodes, num_envs=args.num_envs, workers=args.workers,
         max_steps=args.max_steps, video_dir=video_dir if args.videos > 0 else None, videos=args.videos,
-        progress=not args.json, test_time=tt,
+        progress=not args.json, test_time=tt, deterministic=not args.sample, seeds=args.seeds,
     )  # fmt: skip
     res = {"checkpoint": str(path), **res}
     if args.out:

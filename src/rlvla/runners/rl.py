@@ -86,6 +86,18 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
         tensors, meta = algo.state()
         return ckpts.save(it, policy, tensors, {**meta, "env_steps": env_steps, "init": str(init)})
 
+    def heldout(it: int) -> dict:
+        """The deterministic policy on held-out layouts (validation seeds): a point of the learning curve."""
+        from rlvla.runners.evaluate import evaluate
+
+        with _threads(1):
+            r = evaluate(policy, tasks, ["id"], episodes=algo_cfg.eval_episodes, workers=workers, seeds="validation")["splits"]["id"]
+        policy.eval()
+        out = {"heldout/success": r["success_rate"], "heldout/ci_low": r["ci95"][0], "heldout/ci_high": r["ci95"][1],
+               **{f"heldout/success/{t}": v["success_rate"] for t, v in r["tasks"].items()}}  # fmt: skip
+        print(f"held-out success at iteration {it}: {r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", file=sys.stderr)
+        return out
+
     status, completed, metrics = "done", start, {}
     t0 = time.perf_counter()
     last_saved = latest
@@ -94,6 +106,8 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
     try:
         engine = RolloutEngine(policy, tasks, algo_cfg, seed=loop.seed, workers=workers)
         one_thread = engine.pool.workers > 0  # idle OpenMP threads would starve the env workers
+        if algo_cfg.eval_every and start == 0:
+            logger.log(0, {"env_steps": 0, **heldout(0)})
         for it in range(start, algo_cfg.iterations):
             if stop.requested:
                 raise KeyboardInterrupt
@@ -112,6 +126,8 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
             done = completed = it + 1
             metrics.update({"time/update_s": time.perf_counter() - t_up, "time/iteration_s": time.perf_counter() - t_it,
                             "env_steps": env_steps, "peak_rss_mb": peak_rss_mb()})  # fmt: skip
+            if algo_cfg.eval_every and done % algo_cfg.eval_every == 0:
+                metrics.update(heldout(done))
             logger.log(done, metrics)
             if on_step is not None:
                 on_step(done, metrics)

@@ -116,6 +116,10 @@ class OnlineConfig:
     env_reward: float = 0.0
     """Weight of the environment's own (dense) reward per decision (ppo, reinforce_pp)."""
     max_worker_restarts: int = 10
+    eval_every: int = 0
+    """Evaluate the deterministic policy on held-out layouts (validation seeds, ``id``) before the first iteration
+    and every N iterations (logged as ``heldout/*``: the run's learning curve); 0: never."""
+    eval_episodes: int = 50
     ckpt_every: int = 1
     """Checkpoint every N iterations (and at the end or on Ctrl-C)."""
     tasks: list[str] = field(default_factory=list)
@@ -136,6 +140,8 @@ class OnlineConfig:
             raise ValueError("iterations, epochs, minibatch, group_size, groups_per_task, envs_per_task, max_steps, ckpt_every must be >= 1")
         if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
             raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma, lam in [0, 1] (got {self})")
+        if self.eval_every < 0 or self.eval_episodes < 1:
+            raise ValueError(f"eval_every must be >= 0 and eval_episodes >= 1 (got {self.eval_every}, {self.eval_episodes})")
         if self.explore_noise < 0 or self.value_lr < 0 or self.value_warmup < 0 or self.denoise_steps < 0 or self.vf_clip < 0:
             raise ValueError("explore_noise, value_lr, value_warmup, denoise_steps and vf_clip must be >= 0")
         if self.dual_clip and self.dual_clip <= 1:

@@ -1,9 +1,9 @@
 """The rollout engine: vectorised envs + batched policy inference -> trajectories in the one batch schema.
 
 One iteration collects ``groups_per_task`` groups per task; a group is ``group_size`` episodes started from the
-same layout seed (GRPO/RLOO need several rollouts of one initial state). Seeds are drawn from ``TRAIN_SEEDS`` as
-a function of ``(seed, iteration, round)`` only, so evaluation seeds are never trained on and a resumed run draws
-the same layouts. Every decision is one batched ``policy.act`` for all running envs; each env runs the chunk.
+same layout seed (GRPO/RLOO need several rollouts of one initial state). Seeds are drawn from ``RL_SEEDS`` (the
+training range below the validation slice) as a function of ``(seed, iteration, round)`` only, so neither
+evaluation nor validation seeds are ever trained on and a resumed run draws the same layouts. Every decision is one batched ``policy.act`` for all running envs; each env runs the chunk.
 
 Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all succeeded or all failed carries no
 group-relative signal. It is dropped and a new round of groups is drawn for the tasks that lost groups, at most
@@ -31,7 +31,7 @@ from rlvla.algos.online.pg import resolve_level
 from rlvla.data.schema import IMAGE_PREFIX, Batch
 from rlvla.envs import resolve_tasks
 from rlvla.envs.pool import EnvPool, EnvWorkerError, stack_obs
-from rlvla.envs.splits import TRAIN_SEEDS
+from rlvla.envs.splits import RL_SEEDS
 
 SHAPING_SCALE = 10.0  # MetaWorld's dense reward lies in [0, 10]; the shaping potential is reward / 10
 
@@ -116,7 +116,7 @@ class RolloutEngine:
     # ------------------------------------------------------------------ seeds
     def group_seeds(self, iteration: int, round_: int, n: int) -> list[int]:
         rng = np.random.default_rng([self.seed, iteration, round_, 7919])
-        return [int(s) for s in rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop, size=n)]
+        return [int(s) for s in rng.integers(RL_SEEDS.start, RL_SEEDS.stop, size=n)]
 
     # ------------------------------------------------------------------ collection
     def collect(self, iteration: int, should_stop=None, need_values: bool = False) -> Rollout:
