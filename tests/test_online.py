@@ -350,6 +350,26 @@ def test_potential_based_shaping_telescopes_over_an_episode():
         assert r[m][0].item() == pytest.approx(g * 1 / T, abs=1e-6)  # the first step: g * phi(s_1) - 0
 
 
+def test_group_loss_weights_decisions_not_episodes():
+    """GRPO's surrogate is a mean over decisions (a constant normaliser, as Dr. GRPO recommends), not a mean per
+    episode: at ratio 1 its gradient is -(1/N) sum_i A_i sum_t grad log pi(a_t | s_t), the policy gradient of each
+    episode's outcome. Dividing each episode by its own length (GRPO's original 1/|o_i|) would weight the decisions
+    of short (here: successful) episodes more; this pins that it does not happen."""
+    policy = toy_policy("gaussian")
+    cfg = algo_cfg("grpo", dynamic_sampling=False, epochs=1, minibatch=10_000, group_size=2, groups_per_task=2, envs_per_task=2)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=lambda s, workers=None: ToyPool(s, steps=3)) as eng:
+        ro = eng.collect(0)
+    b, n = ro.batch, len(ro)
+    adv, _ = compute_advantages(b, cfg)
+    lp = policy.log_prob(b, b["action"], ro.extras(), level="chunk")
+    (expected,) = torch.autograd.grad(-(adv * lp).sum() / n, policy.head.log_std)
+    pg = PolicyGradient(policy, cfg, grad_clip=0.0)  # no clipping: the raw gradient
+    pg.opt.step = lambda *a, **k: None  # keep the gradient, skip the step
+    pg.update(ro, 0)
+    assert torch.allclose(policy.head.log_std.grad, expected, atol=1e-6)
+    assert len(set(e["decisions"] for e in ro.episodes)) > 1  # episodes of different lengths took part
+
+
 # ---------------------------------------------------------------------------------------------- learning
 def _learn(head: str, algo: str, iterations: int, **kw) -> tuple[float, float, list]:
     policy = toy_policy(head)
@@ -479,25 +499,29 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
 
     out = tmp_path / "qs"
     cmd = [sys.executable, "-m", "rlvla.cli", "quickstart", f"--out={out}", "--episodes=1", "--steps=4", "--budget=30",
-           "--eval-episodes=5", "--rl-iterations=1", "--rl", "algo.group_size=2", "algo.groups_per_task=1",
-           "algo.envs_per_task=1", "algo.max_steps=16"]  # fmt: skip
+           "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--rl-iterations=1", "--rl", "algo.group_size=2",
+           "algo.groups_per_task=1", "algo.envs_per_task=1", "algo.max_steps=16"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) >= {"sft", "rl", "wall_s", "peak_rss_mb", "config"}
+    assert set(summary) >= {"sft", "rl", "sft_sample", "rl_sample", "headline", "wall_s", "peak_rss_mb", "config"}
     splits = ["id", "ood-position", "ood-visual", "ood-camera", "ood-language"]
     for key in ("sft", "rl"):
         assert sorted(summary[key]["splits"]) == sorted(splits)
-        assert all(summary[key]["splits"][s]["episodes"] == 5 for s in splits)
+        assert [summary[key]["splits"][s]["episodes"] for s in splits] == [5, 3, 3, 3, 3]
+        assert summary[key]["deterministic"] and not summary[f"{key}_sample"]["deterministic"]
+        assert list(summary[f"{key}_sample"]["splits"]) == ["id"] and summary[f"{key}_sample"]["splits"]["id"]["episodes"] == 4
+    assert summary["headline"]["evaluation"] == "deterministic"
     # the same evaluation episodes before and after RL (paired)
     pairs = lambda k: [tuple(e[:2]) for e in summary[k]["splits"]["id"]["per_episode"]]  # noqa: E731
     assert pairs("sft") == pairs("rl")
     assert summary["rl"]["checkpoint"] != summary["sft"]["checkpoint"]
     html = (out / "report.html").read_text()
-    assert html.count('class="split-row"') == 5 and "learning_curves.png" in html
+    assert html.count('class="split-row"') == 5 and html.count('class="sample-row"') == 1 and "learning_curves.png" in html
+    assert "rl_diagnostics.png" in html
     assert (out / "report_files" / "learning_curves.png").exists() and list((out / "videos" / "rl").glob("id_*.gif"))
     assert "change" in r.stdout and "wrote" in r.stdout
     # a rerun reuses every finished stage
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stdout.count("already finished") == 2 and r2.stdout.count("reusing") == 2, r2.stdout
+    assert r2.stdout.count("already finished") == 2 and r2.stdout.count("reusing") == 4, r2.stdout

@@ -36,7 +36,14 @@ img.curve { max-width: 100%; }
 {% endfor %}</tbody></table>
 <p class="note">Success with Wilson 95% intervals on evaluation seeds (disjoint from training seeds); the same layouts
 for SFT and RL on each split. Paired test: exact McNemar on episodes solved by one policy and not the other
-(RL-only / SFT-only). RL trained on the <code>id</code> split only.</p>
+(RL-only / SFT-only). RL trained on the <code>id</code> split only. {{ headline }}</p>
+{% if sample_rows %}<h3>The exploring policy (sampled actions)</h3>
+<table id="sample-table">
+<thead><tr><th>split</th><th>episodes</th><th>SFT</th><th>RL</th><th>change (points)</th><th>paired test</th></tr></thead>
+<tbody>
+{% for r in sample_rows %}<tr class="sample-row" data-split="{{ r.split }}"><td>{{ r.split }}</td><td>{{ r.episodes }}</td>
+<td>{{ r.sft }}</td><td>{{ r.rl }}</td><td class="{{ r.cls }}">{{ r.delta }}</td><td>{{ r.test }}</td></tr>
+{% endfor %}</tbody></table>{% endif %}
 {% if per_task %}<h3>Per task (id)</h3><table id="task-table"><thead><tr><th>task</th><th>SFT</th><th>RL</th></tr></thead><tbody>
 {% for t in per_task %}<tr><td>{{ t.task }}</td><td>{{ t.sft }}</td><td>{{ t.rl }}</td></tr>{% endfor %}
 </tbody></table>{% endif %}
@@ -152,6 +159,9 @@ def write_report(out_dir, summary: dict, metrics: list[dict], gifs: dict[str, li
 
     out = Path(out_dir)
     rows = comparison_rows(summary["sft"], summary["rl"])
+    sample_rows = comparison_rows(summary["sft_sample"], summary["rl_sample"]) if summary.get("sft_sample") and summary.get("rl_sample") else []
+    head = summary.get("headline") or {}
+    headline = f"The table evaluates the {head['evaluation']} policy: {head['why']}." if head else ""
     per_task = []
     sid, rid = summary["sft"]["splits"].get("id"), summary["rl"]["splits"].get("id")
     if sid and rid:
@@ -166,7 +176,7 @@ def write_report(out_dir, summary: dict, metrics: list[dict], gifs: dict[str, li
                                               ("peak_rss_mb", f"{summary.get('peak_rss_mb', 0):.0f}"), *cfg.items()])  # fmt: skip
     env = jinja2.Environment(autoescape=True)
     page = env.from_string(TEMPLATE).render(
-        title=title, rows=rows, per_task=per_task, curves=curves, gifs=gif_groups, run=run,
+        title=title, rows=rows, sample_rows=sample_rows, headline=headline, per_task=per_task, curves=curves, gifs=gif_groups, run=run,
         subtitle=html.unescape(f"SFT checkpoint {summary['sft'].get('checkpoint', '?')} -> RL checkpoint "
                                f"{summary['rl'].get('checkpoint', '?')}"),
     )  # fmt: skip

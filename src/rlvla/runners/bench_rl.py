@@ -64,33 +64,40 @@ def bench_rollout(tasks=None, envs_per_task: int = 2, workers: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- PPO vs SB3
-PPO_HP = dict(n_envs=8, n_steps=256, batch_size=64, n_epochs=10, lr=3e-4, gamma=0.99, gae_lambda=0.95, clip=0.2,
+# One PPO recipe for both libraries. SB3's value loss is vf_coef * MSE while rlvla's is vf_coef * 0.5 * MSE, so rlvla
+# gets twice SB3's vf_coef: the same objective. n_steps = max_steps: every update sees whole 200-step episodes in
+# both libraries (MetaWorld's convention: an episode is not cut at success, so all episodes are 200 steps long).
+PPO_HP = dict(n_envs=8, n_steps=200, batch_size=64, n_epochs=10, lr=3e-4, gamma=0.99, gae_lambda=0.95, clip=0.2,
               vf_coef=0.5, max_grad_norm=0.5, hidden=[64, 64], max_steps=200)  # fmt: skip
+SB3_TASKS = ("reach-v3", "push-v3", "drawer-open-v3")
 
 
-class _StateEnv:
-    """Our MetaWorld env as a flat-Box Gymnasium env for SB3 (full state, no camera, chunk 1, raw env reward)."""
+def _state_env(task: str, seed: int, max_steps: int):
+    """Our MetaWorld env as a flat-Box Gymnasium env for SB3 (full 39-d state, no camera, chunk 1, the raw dense
+    reward, episodes not cut at success: MetaWorld's convention; ``is_success`` = succeeded at any step so far)."""
+    import gymnasium as gym
 
-    def __new__(cls, task: str, seed: int, max_steps: int):
-        import gymnasium as gym
+    from rlvla.envs import make_env
 
-        from rlvla.envs import make_env
+    class StateEnv(gym.Env):
+        def __init__(self) -> None:
+            self.env = make_env(task, seed=seed, cameras=(), full_state=True, chunk=1, max_steps=max_steps,
+                                terminate_on_success=False)  # fmt: skip
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (39,), np.float32)
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+            self.succeeded = False
 
-        class StateEnv(gym.Env):
-            def __init__(self) -> None:
-                self.env = make_env(task, seed=seed, cameras=(), full_state=True, chunk=1, max_steps=max_steps)
-                self.observation_space = gym.spaces.Box(-np.inf, np.inf, (39,), np.float32)
-                self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        def reset(self, *, seed=None, options=None):
+            obs, _ = self.env.reset(seed=seed, options=options)
+            self.succeeded = False
+            return obs["proprio"], {"is_success": False}
 
-            def reset(self, *, seed=None, options=None):
-                obs, info = self.env.reset(seed=seed, options=options)
-                return obs["proprio"], {"is_success": False}
+        def step(self, action):
+            obs, r, term, trunc, info = self.env.step(np.clip(action, -1, 1))
+            self.succeeded = self.succeeded or bool(info["success"])
+            return obs["proprio"], r, term, trunc, {"is_success": self.succeeded}
 
-            def step(self, action):
-                obs, r, term, trunc, info = self.env.step(np.clip(action, -1, 1))
-                return obs["proprio"], r, term, trunc, {"is_success": info["success"]}
-
-        return StateEnv()
+    return StateEnv()
 
 
 class _SB3Policy:
@@ -110,11 +117,10 @@ class _SB3Policy:
         return Act(a, None, torch.zeros(a.shape[0]), {})
 
 
-def bench_sb3(task: str = "reach-v3", env_steps: int = 200_000, eval_episodes: int = 50, seed: int = 0) -> dict:
-    try:
-        import stable_baselines3 as sb3
-    except ImportError:
-        raise ValueError("the SB3 comparison needs stable-baselines3: pip install -e '.[bench]'") from None
+def _ppo_pair(task: str, seed: int, env_steps: int, eval_episodes: int) -> dict:
+    """SB3's PPO then rlvla's on one task and seed, same budget; success of each deterministic policy on the same
+    evaluation episodes (succeeded at any step)."""
+    import stable_baselines3 as sb3
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from rlvla.algos.online import CONFIGS, PolicyGradient, RolloutEngine
@@ -123,31 +129,29 @@ def bench_sb3(task: str = "reach-v3", env_steps: int = 200_000, eval_episodes: i
 
     hp = PPO_HP
     torch.set_num_threads(1)
-    out = {"task": task, "env_steps_budget": env_steps, "hyperparameters": hp}
+    out = {"task": task, "seed": seed}
+    scfg = StatePolicyConfig(hidden=list(hp["hidden"]), tasks=[task])
     # --- SB3
     torch.manual_seed(seed)
-    venv = DummyVecEnv([lambda i=i: _StateEnv(task, 10_000 * (i + 1), hp["max_steps"]) for i in range(hp["n_envs"])])
+    venv = DummyVecEnv([lambda i=i: _state_env(task, 10_000 * (i + 1) + 100_000 * seed, hp["max_steps"]) for i in range(hp["n_envs"])])
     model = sb3.PPO("MlpPolicy", venv, n_steps=hp["n_steps"], batch_size=hp["batch_size"], n_epochs=hp["n_epochs"],
                     learning_rate=hp["lr"], gamma=hp["gamma"], gae_lambda=hp["gae_lambda"], clip_range=hp["clip"],
                     vf_coef=hp["vf_coef"], max_grad_norm=hp["max_grad_norm"], ent_coef=0.0, seed=seed, device="cpu",
                     policy_kwargs=dict(net_arch=dict(pi=hp["hidden"], vf=hp["hidden"]), activation_fn=torch.nn.Tanh))  # fmt: skip
     t0 = time.perf_counter()
     model.learn(total_timesteps=env_steps)
-    sb3_wall = time.perf_counter() - t0
-    scfg = StatePolicyConfig(hidden=list(hp["hidden"]), tasks=[task])
-    sb3_eval = evaluate(_SB3Policy(model, scfg), [task], ["id"], episodes=eval_episodes, num_envs=8, workers=0)["splits"]["id"]
-    out["sb3"] = {"version": sb3.__version__, "wall_s": sb3_wall, "env_steps": int(model.num_timesteps),
-                  "env_steps_per_s": model.num_timesteps / sb3_wall, "eval": _brief(sb3_eval)}  # fmt: skip
-    # --- rlvla: one iteration = n_envs episodes (whole episodes of <= max_steps), so ~the same steps per update
+    wall = time.perf_counter() - t0
+    ev = evaluate(_SB3Policy(model, scfg), [task], ["id"], episodes=eval_episodes, num_envs=8, workers=0)["splits"]["id"]
+    out["sb3"] = {"version": sb3.__version__, "wall_s": wall, "env_steps": int(model.num_timesteps), "eval": _brief(ev)}
+    # --- rlvla: one iteration = n_envs whole episodes of max_steps = n_envs * n_steps env steps, as SB3's rollout
     torch.manual_seed(seed)
     policy = StatePolicy(scfg)
-    n_per_iter = hp["n_envs"] * hp["n_steps"]
     cfg = CONFIGS["ppo"](
         lr=hp["lr"], epochs=hp["n_epochs"], minibatch=hp["batch_size"], gamma=hp["gamma"], lam=hp["gae_lambda"],
-        clip_low=hp["clip"], clip_high=hp["clip"], dual_clip=0.0, vf_coef=hp["vf_coef"], vf_clip=0.0, level="chunk",
-        group_size=1, groups_per_task=max(1, n_per_iter // hp["max_steps"]), envs_per_task=hp["n_envs"],
-        max_steps=hp["max_steps"], success_bonus=0.0, shaping=0.0, env_reward=1.0, workers=0,
-        iterations=10**6, advantage_norm="minibatch",
+        clip_low=hp["clip"], clip_high=hp["clip"], dual_clip=0.0, vf_coef=2 * hp["vf_coef"], vf_clip=0.0, level="chunk",
+        group_size=1, groups_per_task=hp["n_envs"] * hp["n_steps"] // hp["max_steps"], envs_per_task=hp["n_envs"],
+        max_steps=hp["max_steps"], terminate_on_success=False, success_bonus=0.0, shaping=0.0, env_reward=1.0,
+        workers=0, iterations=10**6, advantage_norm="minibatch",
     )  # fmt: skip
     pg = PolicyGradient(policy, cfg, grad_clip=hp["max_grad_norm"], seed=seed)
     t0 = time.perf_counter()
@@ -159,11 +163,36 @@ def bench_sb3(task: str = "reach-v3", env_steps: int = 200_000, eval_episodes: i
             steps += int(ro.stats["rollout/env_steps"])
             it += 1
     wall = time.perf_counter() - t0
-    ours_eval = evaluate(policy, [task], ["id"], episodes=eval_episodes, num_envs=8, workers=0)["splits"]["id"]
-    out["rlvla"] = {"wall_s": wall, "env_steps": steps, "env_steps_per_s": steps / wall, "iterations": it, "eval": _brief(ours_eval)}
-    out["speed_ratio"] = out["rlvla"]["env_steps_per_s"] / out["sb3"]["env_steps_per_s"]
-    lo_sb3 = out["sb3"]["eval"]["ci95"][0]
-    out["success_within_or_above_sb3_interval"] = out["rlvla"]["eval"]["success_rate"] >= lo_sb3
+    ev = evaluate(policy, [task], ["id"], episodes=eval_episodes, num_envs=8, workers=0)["splits"]["id"]
+    out["rlvla"] = {"wall_s": wall, "env_steps": steps, "iterations": it, "eval": _brief(ev)}
+    return out
+
+
+def bench_sb3(tasks=SB3_TASKS, seeds=(0, 1, 2), env_steps: int = 100_000, eval_episodes: int = 50, jobs: int = 2) -> dict:
+    """rlvla's PPO against stable-baselines3's on state-observation MetaWorld tasks: every (task, seed) pair runs
+    both libraries back to back in one worker process; ``jobs`` pairs run at once (each library then shares the
+    machine with one other run, on average alike)."""
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        raise ValueError("the SB3 comparison needs stable-baselines3: pip install -e '.[bench]'") from None
+    import multiprocessing as mp
+
+    pairs = [(t, s) for t in tasks for s in seeds]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(max(1, jobs)) as pool:
+        runs = pool.starmap(_ppo_pair, [(t, s, env_steps, eval_episodes) for t, s in pairs])
+    out = {"env_steps_budget": env_steps, "hyperparameters": PPO_HP, "eval_episodes": eval_episodes, "runs": runs,
+           "sb3_version": runs[0]["sb3"]["version"], "tasks": {}}  # fmt: skip
+    for lib in ("sb3", "rlvla"):
+        steps = sum(r[lib]["env_steps"] for r in runs)
+        out[f"{lib}_env_steps_per_s"] = steps / sum(r[lib]["wall_s"] for r in runs)
+    out["speed_ratio"] = out["rlvla_env_steps_per_s"] / out["sb3_env_steps_per_s"]
+    for t in tasks:
+        rs = [r for r in runs if r["task"] == t]
+        out["tasks"][t] = {lib: float(np.mean([r[lib]["eval"]["success_rate"] for r in rs])) for lib in ("sb3", "rlvla")}
+    out["pooled"] = {lib: float(np.mean([r[lib]["eval"]["success_rate"] for r in runs])) for lib in ("sb3", "rlvla")}
+    out["rlvla_at_least_sb3"] = all(v["rlvla"] >= v["sb3"] for v in out["tasks"].values()) and out["pooled"]["rlvla"] >= out["pooled"]["sb3"]
     return out
 
 
@@ -178,11 +207,14 @@ def bench_rl_main(args) -> int:
         line = (f"rollout {res['rollout_steps_per_s']:.0f} env steps/s vs env-only {np.mean(res['env_only_steps_per_s']):.0f} "
                 f"({res['envs']} envs, {res['workers']} workers): ratio {res['ratio']:.2f} (target >= 0.7)")  # fmt: skip
     else:
-        res = bench_sb3(task=args.task if args.task != "push-v3" else "reach-v3", env_steps=args.rl_steps)
-        line = (f"PPO on {res['task']} (state obs, {res['rlvla']['env_steps']} / {res['sb3']['env_steps']} env steps): "
-                f"rlvla {res['rlvla']['env_steps_per_s']:.0f} steps/s vs SB3 {res['sb3']['env_steps_per_s']:.0f} "
-                f"(ratio {res['speed_ratio']:.2f}, target >= 1.0); success rlvla {res['rlvla']['eval']['success_rate']:.2f} "
-                f"{res['rlvla']['eval']['ci95']} vs SB3 {res['sb3']['eval']['success_rate']:.2f} {res['sb3']['eval']['ci95']}")  # fmt: skip
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(SB3_TASKS)
+        seeds = [int(x) for x in args.seeds.split(",")]
+        res = bench_sb3(tasks, seeds, env_steps=args.rl_steps, eval_episodes=args.episodes, jobs=args.jobs)
+        rows = [f"{r['task']:16s} seed {r['seed']}: rlvla {r['rlvla']['eval']['success_rate']:.2f}  SB3 {r['sb3']['eval']['success_rate']:.2f}"
+                for r in res["runs"]]  # fmt: skip
+        line = "\n".join([*rows, *(f"{t:16s} mean: rlvla {v['rlvla']:.2f}  SB3 {v['sb3']:.2f}" for t, v in res["tasks"].items()),
+                          f"pooled: rlvla {res['pooled']['rlvla']:.2f}  SB3 {res['pooled']['sb3']:.2f}; env steps/s rlvla "
+                          f"{res['rlvla_env_steps_per_s']:.0f} vs SB3 {res['sb3_env_steps_per_s']:.0f} (ratio {res['speed_ratio']:.2f})"])  # fmt: skip
     print(json.dumps(res) if args.json else line)
     if args.json:
         import sys

@@ -88,7 +88,8 @@ def evaluate(
     test_time=None,
     seeds: str = "eval",
 ) -> dict:
-    """``episodes`` per split, spread round-robin over ``tasks``. Returns ``{"splits": {split: result}}``.
+    """``episodes`` per split (an int, or a dict split -> int), spread round-robin over ``tasks``. Returns
+    ``{"splits": {split: result}}``.
 
     ``seeds``: ``eval`` (evaluation seeds: report results there) or ``validation`` (the training-range slice no run
     trains on: tune there; ``id`` only, as out-of-distribution splits take evaluation seeds). ``deterministic``
@@ -101,8 +102,9 @@ def evaluate(
     selector = make_selector(policy, test_time or TestTimeConfig())
     selector.deterministic = deterministic
     tasks = resolve_tasks(tasks)
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    per_split = episodes if isinstance(episodes, dict) else {s: episodes for s in splits}
+    if any(per_split.get(s, 0) < 1 for s in splits):
+        raise ValueError(f"episodes must be >= 1 for every split, got {episodes}")
     for split in splits:
         check_split(split)
     if seeds not in ("eval", "validation"):
@@ -122,7 +124,8 @@ def evaluate(
     for si, split in enumerate(splits):
         # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per split
         torch.manual_seed(seed_offset * 1000 + si)
-        jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(episodes)]
+        episodes_here = per_split[split]
+        jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(episodes_here)]
         n_per_task = max(k for _, k in jobs) + 1
         layout = seed_list(n_per_task, offset=seed_offset)
         # envs: one or more per task, at most num_envs in all unless there are more tasks than that
@@ -146,7 +149,7 @@ def evaluate(
         decisions0 = selector.stats["decisions"]
         recorded = 0
         threads = torch.get_num_threads()
-        bar = _bar(f"eval {split}", episodes) if progress else None
+        bar = _bar(f"eval {split}", episodes_here) if progress else None
         with EnvPool(specs, workers=workers) as pool, _threads(1 if pool.workers else threads):
             cur: dict[int, dict] = {}
 

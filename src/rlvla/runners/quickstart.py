@@ -27,6 +27,14 @@ RL_DEFAULTS = ("algo.freeze_backbone=true", "algo.lr=1e-4", "algo.epochs=4", "al
                "algo.max_refill_rounds=1")  # fmt: skip
 
 
+HEADLINE = {
+    "evaluation": "deterministic",
+    "why": "a deployed policy acts without exploration noise (ODE / argmax / mean action), so the headline compares "
+    "the deterministic SFT and RL policies; RL trains the sampling policy, so the sampled policy's success on the "
+    "same id episodes is reported beside it (sft_sample, rl_sample)",
+}
+
+
 def _check_recipe(run: Path, recipe: dict) -> None:
     recipe_file = run / "quickstart_recipe.json"
     if recipe_file.exists() and json.loads(recipe_file.read_text()) != recipe:
@@ -51,7 +59,9 @@ def _train_stage(label: str, cfg, run: Path, progress: bool = True) -> dict | No
     return out
 
 
-def _eval_stage(policy_dir: str, tasks, episodes: int, out_file: Path, video_dir: Path) -> dict:
+def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_dir: Path | None, deterministic: bool = True) -> dict:
+    """Evaluate (or reuse) ``policy_dir`` on ``episodes`` = {split: episodes}; ``deterministic`` False evaluates
+    the policy as it explores (its sampled actions)."""
     import torch
 
     from rlvla.policies import VLAPolicy
@@ -59,13 +69,14 @@ def _eval_stage(policy_dir: str, tasks, episodes: int, out_file: Path, video_dir
 
     if out_file.exists():
         prev = json.loads(out_file.read_text())
-        if prev.get("checkpoint") == policy_dir and all(prev["splits"].get(s, {}).get("episodes") == episodes for s in SPLITS):
+        if prev.get("checkpoint") == policy_dir and {s: r.get("episodes") for s, r in prev["splits"].items()} == episodes:
             print(f"      reusing {out_file}", flush=True)
             return prev
     policy = VLAPolicy.from_pretrained(policy_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    res = {"checkpoint": policy_dir, **evaluate(policy, tasks, SPLITS, episodes=episodes, video_dir=video_dir, videos=2, progress=True)}
+    res = {"checkpoint": policy_dir, **evaluate(policy, tasks, list(episodes), episodes=episodes, video_dir=video_dir,
+                                                videos=2, progress=True, deterministic=deterministic)}  # fmt: skip
     torch.set_num_threads(threads)
     atomic_write_json(out_file, res)
     return res
@@ -108,8 +119,12 @@ def quickstart_main(args) -> int:
         return 130
     print(f"      {sft['status']} at step {sft['step']} ({sft['samples_per_s']:.0f} samples/s)", flush=True)
 
-    print(f"[3/5] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes each, evaluation seeds)", flush=True)
-    sft_eval = _eval_stage(sft["policy"], tasks, args.eval_episodes, out / "eval_sft.json", out / "videos" / "sft")
+    episodes = {"id": args.eval_episodes, **{s: args.ood_episodes for s in SPLITS if s != "id"}}
+    sampled = {"id": args.sample_episodes} if args.sample_episodes else {}
+    print(f"[3/5] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes on id, "
+          f"{args.ood_episodes} on the others, evaluation seeds)", flush=True)  # fmt: skip
+    sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft")
+    sft_sample = _eval_stage(sft["policy"], tasks, sampled, out / "eval_sft_sample.json", None, deterministic=False) if sampled else None
 
     rl_run = out / f"rl_{args.algo}"
     rl_over = [f"algo={args.algo}", f"init={sft['policy']}", f"run_dir={rl_run}", f"algo.iterations={args.rl_iterations}",
@@ -124,16 +139,20 @@ def quickstart_main(args) -> int:
     print(f"      {rl['status']} at iteration {rl['step']} ({rl['env_steps']} env steps, {rl['samples_per_s']:.0f} env steps/s)", flush=True)
 
     print(f"[5/5] evaluating the RL policy on {', '.join(SPLITS)} (the same episodes)", flush=True)
-    rl_eval = _eval_stage(rl["policy"], tasks, args.eval_episodes, out / "eval_rl.json", out / "videos" / "rl")
+    rl_eval = _eval_stage(rl["policy"], tasks, episodes, out / "eval_rl.json", out / "videos" / "rl")
+    rl_sample = _eval_stage(rl["policy"], tasks, sampled, out / "eval_rl_sample.json", None, deterministic=False) if sampled else None
     mem.__exit__()
     summary = {
         "sft": sft_eval,
         "rl": rl_eval,
+        "sft_sample": sft_sample,
+        "rl_sample": rl_sample,
+        "headline": HEADLINE,
         "wall_s": time.time() - t0,
         "peak_rss_mb": mem.peak_mb,
         "peak_rss_main_mb": peak_rss_mb(),
         "config": {"sft_overrides": sft_over, "rl_overrides": rl_over, "demos_per_task": args.episodes,
-                   "eval_episodes": args.eval_episodes, "sft_steps": sft["step"], "rl_iterations": rl["step"],
+                   "eval_episodes": episodes, "sample_episodes": sampled, "sft_steps": sft["step"], "rl_iterations": rl["step"],
                    "rl_env_steps": rl["env_steps"]},  # fmt: skip
     }
     atomic_write_json(out / "summary.json", summary)
