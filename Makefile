@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/rlvla bench inference --json
 	$(BIN)/rlvla bench rollout --json
 	$(BIN)/rlvla bench sb3 --json
-	$(BIN)/rlvla collect --tasks quickstart --episodes 40 --failure-prob 0.5 --noise 0.1 --out runs/bench/mixed --quiet
+	$(BIN)/rlvla collect --tasks vla5 --episodes 40 --failure-prob 0.5 --noise 0.1 --out runs/bench/mixed --quiet
 	$(BIN)/rlvla bench offline --source runs/bench/mixed --copies 5 --out runs/bench/offline --json
 
 # SFT of every head from 20 demos per task under a 5-minute budget each, then evaluation (~40 minutes).

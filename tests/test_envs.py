@@ -157,6 +157,20 @@ def test_evaluation_split_refuses_training_seed():
     env.close()
 
 
+def test_validation_seeds_are_training_seeds_nothing_trains_on():
+    from rlvla.envs.splits import RL_SEEDS, VALIDATION_SEEDS, seed_role, validation_seeds
+    from rlvla.runners.collect import CollectConfig
+    from rlvla.runners.evaluate import evaluate
+
+    vs = validation_seeds(5)
+    assert all(seed_role(s) == "train" and s in VALIDATION_SEEDS and s not in RL_SEEDS for s in vs)
+    assert RL_SEEDS.stop == VALIDATION_SEEDS.start and VALIDATION_SEEDS.stop == EVAL_SEEDS.start
+    with pytest.raises(ValueError, match="validation"):  # demonstrations never reach the validation slice
+        CollectConfig(tasks=["reach-v3"], episodes=10, out="x", seed_offset=VALIDATION_SEEDS.start - 500)
+    with pytest.raises(ValueError, match="validation seeds are for the id split only"):
+        evaluate(None, ["reach-v3"], ["ood-position"], episodes=1, seeds="validation")
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

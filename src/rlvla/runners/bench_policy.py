@@ -1,7 +1,7 @@
 """Policy benchmarks: batched inference latency per head, and SFT-from-demos success per head.
 
 ``rlvla bench inference``: one decision for 8 envs (64x64, one camera, chunk 4) per head, p50/p95 ms.
-``rlvla bench sft``: collect (or reuse) 20 expert demos per task on the quickstart set, SFT each head under a
+``rlvla bench sft``: collect (or reuse) 20 expert demos per task on the ``vla5`` set, SFT each head under a
 wall-clock budget, evaluate on ``id`` evaluation seeds; reports success with Wilson intervals, training time and
 peak RSS of each training process.
 """
@@ -66,7 +66,7 @@ def bench_sft(out_dir: Path, heads, budget_s: float, steps: int, episodes: int, 
     out_dir.mkdir(parents=True, exist_ok=True)
     data = out_dir / f"demos{demos}"
     if not (data / "meta" / "info.json").exists():
-        subprocess.run([sys.executable, "-m", "rlvla.cli", "collect", "--tasks", "quickstart", "--episodes", str(demos),
+        subprocess.run([sys.executable, "-m", "rlvla.cli", "collect", "--tasks", "vla5", "--episodes", str(demos),
                         "--out", str(data), "--quiet"], check=True)  # fmt: skip
     res = {}
     for name in heads:

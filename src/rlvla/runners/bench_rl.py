@@ -46,7 +46,7 @@ def bench_rollout(tasks=None, envs_per_task: int = 2, workers: int | None = None
     from rlvla.policies.heads import head_config
     from rlvla.runners.evaluate import _threads
 
-    tasks = list(tasks or TASK_SETS["quickstart"])
+    tasks = list(tasks or TASK_SETS["vla5"])
     torch.manual_seed(0)
     policy = make_policy(PolicyConfig(head=head_config(head), tasks=tasks))
     cfg = CONFIGS["grpo"](group_size=envs_per_task, groups_per_task=2, envs_per_task=envs_per_task, dynamic_sampling=False)
