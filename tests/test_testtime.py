@@ -216,3 +216,11 @@ def test_report_table_deltas_paired_tests_and_overhead(tmp_path):
         write_comparison(tmp_path / "rep3", [str(bad)])
     with pytest.raises(FileNotFoundError, match="no such evaluation file"):
         write_comparison(tmp_path / "rep4", [str(tmp_path / "missing.json")])
+    # an RL run's learning curves (held-out points with intervals, diagnostics) below the table
+    metrics = [{"step": 0, "env_steps": 0, "heldout/success": 0.5, "heldout/ci_low": 0.4, "heldout/ci_high": 0.6}]
+    metrics += [{"step": i, "env_steps": 1000 * i, "rollout/success": 0.5 + 0.05 * i, "rollout/explore_std": 0.13,
+                 "train/approx_kl": 0.01, "train/clip_fraction": 0.1} for i in range(1, 5)]  # fmt: skip
+    write_comparison(tmp_path / "rep5", [f"SFT={files['sft']}"], curves=("runs/rl", metrics))
+    html = (tmp_path / "rep5" / "report.html").read_text()
+    assert "Learning curves of runs/rl" in html and "report_files/learning_curves.png" in html
+    assert (tmp_path / "rep5" / "report_files" / "rl_diagnostics.png").stat().st_size > 1000

@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs/report", help="output directory (report.html, report.json)")
     r.add_argument("--baseline", default="", help="row label the others are compared with (default: the first)")
     r.add_argument("--title", default="Offline and test-time RL")
+    r.add_argument("--curves", default="", help="a training run whose learning curves (metrics.jsonl) go below the table")
     return p
 
 

@@ -44,6 +44,8 @@ th:first-child, td:first-child, td.left { text-align: left; }
 (episodes only this row solved / only the baseline solved, p-value). &Delta; vs own base: a test-time method
 against the same checkpoint evaluated without it. Overhead: mean time per decision per env
 beyond the same checkpoint's plain evaluation (test-time methods only).</p>
+{% if curves %}<h2>Learning curves of {{ curves_run }}</h2>
+{% for c in curves %}<img style="max-width: 100%" src="{{ c }}" alt="{{ c }}">{% endfor %}{% endif %}
 <h2>Inputs</h2><pre>{{ inputs }}</pre>
 </body></html>
 """
@@ -167,7 +169,9 @@ def build_rows(evals: list[tuple[str, dict]], baseline: str | None = None) -> tu
     return rows, splits, base_label
 
 
-def write_comparison(out_dir, inputs: list[str], baseline: str | None = None, title: str = "Offline and test-time RL") -> dict:
+def write_comparison(out_dir, inputs: list[str], baseline: str | None = None, title: str = "Offline and test-time RL",
+                     curves: tuple[str, list[dict]] | None = None) -> dict:
+    """``curves``: (run name, its ``metrics.jsonl`` records): the run's learning curves are drawn below the table."""
     from jinja2 import Environment
 
     from rlvla.data.lerobot import atomic_write_bytes, atomic_write_json
@@ -186,7 +190,13 @@ def write_comparison(out_dir, inputs: list[str], baseline: str | None = None, ti
     out.mkdir(parents=True, exist_ok=True)
     result = {"baseline": base, "splits": splits, "rows": rows}
     atomic_write_json(out / "report.json", result)
+    pngs = []
+    if curves is not None:
+        from rlvla.eval.report import learning_curves
+
+        pngs = [p.relative_to(out).as_posix() for p in learning_curves(curves[1], out / "report_files")]
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        title=title, rows=rows, splits=splits, baseline=base, inputs="\n".join(sources))
+        title=title, rows=rows, splits=splits, baseline=base, inputs="\n".join(sources), curves=pngs,
+        curves_run=curves[0] if curves else "")  # fmt: skip
     atomic_write_bytes(out / "report.html", html.encode())
     return result

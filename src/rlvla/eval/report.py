@@ -87,7 +87,9 @@ def comparison_rows(sft: dict, rl: dict) -> list[dict]:
     return rows
 
 
-def _curves(metrics: list[dict], out: Path) -> list[Path]:
+def learning_curves(metrics: list[dict], out: Path) -> list[Path]:
+    """PNGs of an RL run's ``metrics.jsonl`` records in ``out``: success (rollout per task, held-out with its
+    interval), KL and clip fraction, groups kept/dropped and env steps/s, explore std, value EV and losses."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,7 +170,7 @@ def write_report(out_dir, summary: dict, metrics: list[dict], gifs: dict[str, li
         for t, s in sid["tasks"].items():
             r = rid["tasks"].get(t, {})
             per_task.append({"task": t, "sft": f"{s['success_rate']:.2f}", "rl": f"{r.get('success_rate', float('nan')):.2f}"})
-    curves = [p.relative_to(out).as_posix() for p in _curves(metrics, out / "report_files")]
+    curves = [p.relative_to(out).as_posix() for p in learning_curves(metrics, out / "report_files")]
     gif_groups = [{"label": label, "files": [{"src": Path(os.path.relpath(g, out)).as_posix(), "name": Path(g).stem} for g in files]}
                   for label, files in gifs.items()]  # fmt: skip
     cfg = summary.get("config", {})

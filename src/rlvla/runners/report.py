@@ -8,7 +8,14 @@ from rlvla.eval.compare import write_comparison
 
 
 def report_main(args) -> int:
-    res = write_comparison(args.out, args.runs, args.baseline or None, args.title)
+    curves = None
+    if args.curves:
+        from rlvla.runners.runlog import read_metrics
+
+        if not (Path(args.curves) / "metrics.jsonl").exists():
+            raise FileNotFoundError(f"{args.curves} has no metrics.jsonl; pass a training run directory to --curves")
+        curves = (args.curves, read_metrics(Path(args.curves)))
+    res = write_comparison(args.out, args.runs, args.baseline or None, args.title, curves)
     for r in res["rows"]:
         cells = "  ".join(f"{s} {r['splits'][s]['text']}" for s in res["splits"] if s in r["splits"])
         print(f"{r['label']:24s} {cells}  overhead {r['overhead_text']} ms")
