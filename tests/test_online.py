@@ -220,14 +220,31 @@ def test_nan_advantages_stop_the_update_with_a_message():
         PolicyGradient(policy, cfg).update(ro, 7)
 
 
+def core_kl(lp, ref_lp):
+    from rlvla.algos import core
+
+    return core.kl_k3(lp, ref_lp).mean()
+
+
 def test_frozen_backbone_trains_only_the_heads_and_kl_stops_early():
     policy = toy_policy("flow-sde")
     cfg = algo_cfg("grpo", freeze_backbone=True, dynamic_sampling=False)
     with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
         ro = eng.collect(0)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
-    m = PolicyGradient(policy, cfg).update(ro, 0)
+    import copy
+
+    ref = copy.deepcopy(policy).eval()
+    m = PolicyGradient(policy, cfg, ref_policy=ref).update(ro, 0)
     assert m["train/ratio_error0"] < 1e-4 and m["train/updates"] == 4 * 4
+    assert m["train/kl_ref"] > 0  # the drift from the start, from the reference head on the cached readouts
+    # ... the same number as the reference policy's full pass
+    b = ro.batch
+    lp = policy.log_prob(b, b["action"], ro.extras(), level="chunk")
+    with torch.no_grad():
+        full = core_kl(lp, ref.log_prob(b, b["action"], ro.extras(), level="chunk"))
+        fast = core_kl(lp, ref.head.log_prob(policy.encode(b)[0], b["action"], ro.extras()).sum((-1, -2)))
+    assert torch.allclose(full, fast, atol=1e-5)
     changed = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith("head.") for n in changed), sorted(changed)[:5]
     # with a tiny KL target the iteration stops as soon as a minibatch has moved the policy (the first one sees

@@ -62,7 +62,7 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
         policy.load_state_dict(weights)
     apply_exploration_weights(policy, algo_cfg.explore_noise)
     ref = None
-    if algo_cfg.kl_coef > 0:
+    if algo_cfg.kl_coef > 0 or algo_cfg.freeze_backbone:  # frozen trunk: the drift from the start is logged cheaply
         ref = copy.deepcopy(policy).eval()
         for p in ref.parameters():
             p.requires_grad_(False)

@@ -33,6 +33,7 @@ from rlvla.algos import core
 from rlvla.algos.offline.sft import NonFiniteLossError
 from rlvla.algos.optim import load_optimizer_tensors, make_adamw, optimizer_tensors
 from rlvla.data.schema import Batch
+from rlvla.policies.policy import reduce_level
 
 ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
 LEVELS = ("auto", "token", "action", "chunk")
@@ -66,7 +67,9 @@ class OnlineConfig:
     dual_clip: float = 3.0
     """Dual clip for negative advantages (0: off)."""
     kl_coef: float = 0.0
-    """Weight of the KL to the initial (reference) policy; 0 skips the reference pass."""
+    """Weight of the KL to the initial (reference) policy (k3 or k1, on the rollout's samples). With a frozen trunk
+    the reference pass is only the initial head on the cached readouts, so ``train/kl_ref`` (the policy's drift
+    from its start) is logged even at 0; without one, 0 skips the reference pass."""
     kl_estimator: str = "k3"
     ent_coef: float = 0.0
     target_kl: float = 0.0
@@ -340,7 +343,7 @@ class PolicyGradient:
                 extras = {key: v[idx] for key, v in extra_t.items()}
                 actions = batch["action"][idx]
                 mb = None
-                if feats is None or self.ref is not None:
+                if feats is None or (self.ref is not None and not self.frozen):
                     mb = Batch({key: ([batch["task"][i] for i in idx.tolist()] if key == "task" else batch[key][idx]) for key in obs_keys})
                 m: dict[str, float] = {}
                 loss = torch.zeros(())
@@ -364,12 +367,16 @@ class PolicyGradient:
                         break
                     loss = loss + pi_loss
                     m.update(pi_loss=float(pi_loss.detach()), **info)
-                    if cfg.kl_coef > 0:
+                    if self.ref is not None:
                         with torch.no_grad():
                             self.ref.eval()
-                            ref_lp = self.ref.log_prob(mb, actions, extras, level=self.level)
+                            if self.frozen:  # the trunk is the reference's own: only its head differs
+                                ref_lp = reduce_level(self.ref.head.log_prob(feats["z"][idx], actions, extras), self.level)
+                            else:
+                                ref_lp = self.ref.log_prob(mb, actions, extras, level=self.level)
                         kl = (core.kl_k3 if cfg.kl_estimator == "k3" else core.kl_k1)(logp, ref_lp).mean()
-                        loss = loss + cfg.kl_coef * kl
+                        if cfg.kl_coef > 0:
+                            loss = loss + cfg.kl_coef * kl
                         m["kl_ref"] = float(kl.detach())
                     if ent is not None:
                         if cfg.ent_coef:
