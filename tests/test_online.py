@@ -83,6 +83,7 @@ HEADS = {
     "diffusion": head_config("diffusion", hidden=64, layers=2, steps=4, train_steps=20, min_std=0.2),
     "flow-sde": head_config("flow", logprob="sde", hidden=64, layers=2, steps=4),
     "flow-noise": head_config("flow", logprob="noise", hidden=64, layers=2, steps=4, noise_min=0.1, noise_max=0.3),
+    "flow-output": head_config("flow", hidden=64, layers=2, steps=4, stochastic="output", output_std=0.3),
     # std 0.5: at 0.3 PPO's first updates, before its critic tells the goals apart, can push both goals' actions
     # one way, after which the other goal's successes are out of reach (collapse at 0.5; seeds 0 and 1 did)
     "gaussian": head_config("gaussian", hidden=32, init_std=0.5),
@@ -162,6 +163,36 @@ def test_dynamic_sampling_drops_uniform_groups_and_is_bounded():
     assert len(ro) == 0 and pools[0].resets == 24 * 8
     # nothing to learn from: the update is a no-op, not an error
     assert PolicyGradient(policy, cfg).update(ro, 0) == {"train/updates": 0}
+
+
+@pytest.mark.parametrize("head", ["flow-sde", "diffusion"])
+def test_output_exploration_is_a_gaussian_around_the_deterministic_chain(head):
+    """``explore_steps=output``: the action is the deterministic sampler's result from the stored starting noise
+    plus N(0, output_std^2); its log-prob recomputes the chain with the current weights (exact for any change of
+    the network: every denoising step's weights get gradient) and equals the sampling log-prob."""
+    from rlvla.algos.online.explore import exploration_config
+    from rlvla.policies import VLAPolicy
+    from rlvla.policies.heads.base import gaussian_log_prob
+
+    base = toy_policy(head)
+    policy = VLAPolicy(exploration_config(base.cfg, 0.2, "output"))
+    policy.load_state_dict(base.state_dict())
+    assert policy.cfg.head.stochastic == "output" and policy.cfg.head.output_std == 0.2
+    obs = _toy_obs(512)
+    torch.manual_seed(0)
+    act = policy.act(obs, deterministic=False, level="chunk")
+    lp = policy.log_prob(obs, act.actions, act.extras, level="chunk")
+    assert torch.allclose(lp, act.log_prob, atol=1e-4)
+    z = policy.encode(obs)[0]
+    mean = policy.head._deterministic_path(z, act.extras["x0"])
+    assert torch.allclose(mean.clamp(-1, 1), policy.deterministic_like(obs, act.actions, act.extras), atol=1e-5)
+    resid = act.extras["sample"] - mean
+    assert resid.std().item() == pytest.approx(0.2, rel=0.05) and abs(resid.mean().item()) < 0.01
+    expected = gaussian_log_prob(act.extras["sample"], mean, torch.full_like(mean, 0.2)).sum((-1, -2))
+    assert torch.allclose(lp, expected, atol=1e-4)
+    policy.zero_grad()
+    lp.sum().backward()
+    assert policy.head.net.blocks[0][1].weight.grad.abs().sum() > 0  # the chain's network learns through every step
 
 
 # ---------------------------------------------------------------------------------------------- advantages

@@ -10,15 +10,18 @@ input and starting noise):
 head         ``explore_noise`` sets                                                 also
 ===========  ====================================================================  =====================
 token        the sampling temperature (RL4VLA / SimpleVLA-RL sample at 1.5-1.6)
-flow, sde    ``noise_level`` a of sigma_t = a sqrt(t / (1 - t))                    ``explore_steps``
+flow, sde    ``noise_level`` a of sigma_t = a sqrt(t / (1 - t)); with               ``explore_steps``
+             ``explore_steps=output``: the std around the ODE's action
 flow, noise  the learned noise's upper bound (lower bound: half of it)              ``explore_steps``
 diffusion    the std of every stochastic denoising step around the DDIM path        ``explore_steps``
-             (eta 0, ``min_std`` = noise: DPPO's exploration floor as the std)
+             (eta 0, ``min_std`` = noise: DPPO's exploration floor as the std);
+             with ``explore_steps=output``: the std around the DDIM action
 gaussian     the std of the pre-squash Gaussian (log-std reset, floor at half)
 ===========  ====================================================================  =====================
 
-``explore_steps`` (chain heads): ``one`` stochastic denoising step per decision or ``all`` of them (see
-:class:`~rlvla.policies.heads.base.ChainHead`); ``denoise_steps`` changes the number of denoising steps (RLinf
+``explore_steps`` (chain heads): ``one`` stochastic denoising step per decision, ``all`` of them, or ``output``
+(the deterministic sampler's action plus Gaussian noise, given the stored starting noise: an exact likelihood
+through the whole chain; see :class:`~rlvla.policies.heads.base.ChainHead`); ``denoise_steps`` changes the number of denoising steps (RLinf
 uses 5 on MetaWorld). Deterministic evaluation ignores the noise settings (ODE, DDIM, argmax, mean).
 """
 
@@ -35,8 +38,11 @@ def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", den
     changes: dict = {}
     if noise < 0:
         raise ValueError(f"explore_noise must be >= 0, got {noise}")
+    output = steps_mode == "output" or (not steps_mode and getattr(head, "stochastic", "") == "output")
     if noise > 0:
-        if name == "token":
+        if output and name in ("flow", "diffusion"):
+            changes["output_std"] = noise
+        elif name == "token":
             changes["temperature"] = noise
         elif name == "flow" and head.logprob == "sde":
             changes["noise_level"] = noise

@@ -80,7 +80,8 @@ class OnlineConfig:
     Flow-Noise upper std, diffusion min std, Gaussian std (see :mod:`rlvla.algos.online.explore`). Written into
     the policy's config, so the RL checkpoint records it; deterministic evaluation does not use it."""
     explore_steps: str = ""
-    """Chain heads: ``one`` stochastic denoising step per decision (piRL) or ``all``; empty keeps the policy's."""
+    """Chain heads: ``one`` stochastic denoising step per decision (piRL), ``all``, or ``output`` (Gaussian noise
+    around the deterministic sampler's action, exact likelihood through the chain); empty keeps the policy's."""
     denoise_steps: int = 0
     """Chain heads: denoising steps during RL and in the saved policy (0 keeps the policy's)."""
     freeze_backbone: bool = False
@@ -137,8 +138,8 @@ class OnlineConfig:
             raise ValueError(f"unknown advantage_norm {self.advantage_norm!r}; valid: task, batch, minibatch, none")
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"unknown KL estimator {self.kl_estimator!r}; valid: k1, k3")
-        if self.explore_steps not in ("", "one", "all"):
-            raise ValueError(f"unknown explore_steps {self.explore_steps!r}; valid: one, all (or empty: the policy's)")
+        if self.explore_steps not in ("", "one", "all", "output"):
+            raise ValueError(f"unknown explore_steps {self.explore_steps!r}; valid: one, all, output (or empty: the policy's)")
         if min(self.iterations, self.epochs, self.minibatch, self.group_size, self.groups_per_task, self.envs_per_task, self.max_steps, self.ckpt_every) < 1:
             raise ValueError("iterations, epochs, minibatch, group_size, groups_per_task, envs_per_task, max_steps, ckpt_every must be >= 1")
         if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:

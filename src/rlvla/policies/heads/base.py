@@ -163,7 +163,7 @@ class ActionHead(nn.Module):
         return extras[key]
 
 
-STOCHASTIC_MODES = ("all", "one")
+STOCHASTIC_MODES = ("all", "one", "output")
 
 
 class ChainHead(ActionHead):
@@ -180,8 +180,27 @@ class ChainHead(ActionHead):
     * ``one``: one step per decision, drawn uniformly, samples; the others follow the deterministic sampler, and
       the log-prob is that one step's density given the stored chain state before it (piRL's default, Chen et al.
       2025). The drawn index travels in ``extras["sde_step"]`` (B,). Where the noise enters then varies from
-      decision to decision, and the gradient is not spread over steps that hardly move the action.
+      decision to decision, and the gradient is not spread over steps that hardly move the action. The steps
+      after the drawn one follow the *current* network, so the ratio does not see every change of the policy: an
+      approximation (measured to drift over long runs, BENCHMARKS.md).
+    * ``output``: the deterministic sampler runs from the starting noise ``x_0`` and the action is drawn around its
+      result with std ``cfg.output_std``: a Gaussian policy whose input includes ``x_0`` (stored in
+      ``extras["x0"]``, the pre-clamp draw in ``extras["sample"]``). Its log-prob recomputes the whole
+      deterministic chain with the current weights, so the likelihood ratio is exact for every change of the
+      network and is conditioned like a Gaussian head's (the exploration std is ``output_std`` in action units).
     """
+
+    def _deterministic_path(self, z: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The deterministic sampler's final state (unclamped) from starting noise ``x0`` (B, K, A), differentiable."""
+        raise NotImplementedError
+
+    def _output_sample(self, z: torch.Tensor, x0: torch.Tensor | None, with_log_prob: bool):
+        x0 = torch.randn(z.shape[0], self.chunk, self.action_dim, device=z.device) if x0 is None else x0
+        mean = self._deterministic_path(z, x0)
+        a = mean + self.cfg.output_std * torch.randn_like(mean)
+        extras = {"x0": x0, "sample": a}
+        lp = gaussian_log_prob(a, mean, torch.full_like(mean, self.cfg.output_std)) if with_log_prob else None
+        return a.clamp(-1, 1), lp, extras
 
     def _step_moments(self, x: torch.Tensor, i: torch.Tensor, z: torch.Tensor):
         raise NotImplementedError
@@ -215,6 +234,9 @@ class ChainHead(ActionHead):
         return chain[ar, picks + 1], mean, std.expand_as(mean)
 
     def log_prob(self, z: torch.Tensor, actions, extras: dict) -> torch.Tensor:
+        if "x0" in extras:  # output mode
+            mean = self._deterministic_path(z, extras["x0"])
+            return gaussian_log_prob(self._require(extras, "sample"), mean, torch.full_like(mean, self.cfg.output_std))
         chain = self._require(extras, "chain")
         if "sde_step" in extras:
             x_next, mean, std = self._picked_moments(z, chain, extras["sde_step"])
@@ -224,6 +246,8 @@ class ChainHead(ActionHead):
 
     def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
         """Entropy of the chain's stochastic step kernels given its states (constant for fixed step noise)."""
+        if "x0" in extras:
+            return gaussian_entropy(torch.full(extras["x0"].shape, self.cfg.output_std, device=z.device))
         chain = self._require(extras, "chain")
         if "sde_step" in extras:
             return gaussian_entropy(self._picked_moments(z, chain, extras["sde_step"])[2])
@@ -232,4 +256,5 @@ class ChainHead(ActionHead):
 
     def deterministic_like(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
         """The deterministic sampler's action from the same starting noise as a stochastic sample."""
-        return self.sample(z, deterministic=True, with_log_prob=False, x0=self._require(extras, "chain")[:, 0])[0]
+        x0 = extras["x0"] if "x0" in extras else self._require(extras, "chain")[:, 0]
+        return self.sample(z, deterministic=True, with_log_prob=False, x0=x0)[0]

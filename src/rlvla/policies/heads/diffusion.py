@@ -33,13 +33,16 @@ class Config:
     layers: int = 2
     clip_denoised: bool = True
     stochastic: str = "all"
-    """Which denoising steps sample when the head explores: ``all`` (DPPO) or ``one`` (one step drawn per decision,
-    the rest deterministic DDIM); see :class:`~rlvla.policies.heads.base.ChainHead`."""
+    """Which denoising steps sample when the head explores: ``all`` (DPPO), ``one`` (one step drawn per decision,
+    the rest deterministic DDIM) or ``output`` (the DDIM action plus Gaussian noise of std ``output_std``, exact
+    likelihood given the starting noise); see :class:`~rlvla.policies.heads.base.ChainHead`."""
+    output_std: float = 0.1
+    """``output`` mode: the exploration std around the DDIM action (action units)."""
 
     def __post_init__(self) -> None:
         if self.stochastic not in STOCHASTIC_MODES:
             raise ValueError(f"unknown diffusion stochastic mode {self.stochastic!r}; valid: {', '.join(STOCHASTIC_MODES)}")
-        if not 1 <= self.steps <= self.train_steps or self.min_std <= 0 or self.eta < 0:
+        if not 1 <= self.steps <= self.train_steps or self.min_std <= 0 or self.eta < 0 or self.output_std <= 0:
             raise ValueError(f"diffusion head needs 1 <= steps <= train_steps, min_std > 0, eta >= 0 (got {self})")
 
 
@@ -95,6 +98,8 @@ class Head(ChainHead):
         return mean, sigma.clamp_min(self.cfg.min_std).expand_as(mean)
 
     def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, x0=None):
+        if self.cfg.stochastic == "output" and not deterministic:
+            return self._output_sample(z, x0, with_log_prob)
         b = z.shape[0]
         x = torch.randn(b, self.chunk, self.action_dim, device=z.device) if x0 is None else x0
         picks = None if deterministic else self._pick_steps(b, z.device)
@@ -116,6 +121,15 @@ class Head(ChainHead):
         if picks is not None:
             extras["sde_step"] = picks
         return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
+
+    def _deterministic_path(self, z: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        x, b = x0, x0.shape[0]
+        zc = self.net.condition(z)
+        tcs = self.net.time_condition((self.timesteps.float() + 1) / self.cfg.train_steps)
+        for i in range(self.cfg.steps):
+            idx = torch.full((b,), i, device=z.device, dtype=torch.long)
+            x = self._step_moments(x, idx, z, eps=self.net.step(x, zc, tcs[i]).reshape(x.shape), eta=0.0)[0]
+        return x
 
     def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         b = actions.shape[0]

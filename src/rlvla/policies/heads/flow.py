@@ -45,15 +45,19 @@ class Config:
     time_beta: bool = True
     """Training times t = 0.001 + 0.999 * Beta(1.5, 1), skewed toward noise (t = 1) as in pi0, else uniform."""
     stochastic: str = "all"
-    """Which denoising steps sample when the head explores: ``all`` (log-prob summed over the chain) or ``one``
-    (one step drawn per decision, the rest ODE: piRL's default); see :class:`~rlvla.policies.heads.base.ChainHead`."""
+    """Which denoising steps sample when the head explores: ``all`` (log-prob summed over the chain), ``one``
+    (one step drawn per decision, the rest ODE: piRL's default) or ``output`` (the ODE's action plus Gaussian noise
+    of std ``output_std``, exact likelihood given the starting noise); see
+    :class:`~rlvla.policies.heads.base.ChainHead`."""
+    output_std: float = 0.1
+    """``output`` mode: the exploration std around the ODE's action (action units)."""
 
     def __post_init__(self) -> None:
         if self.stochastic not in STOCHASTIC_MODES:
             raise ValueError(f"unknown flow stochastic mode {self.stochastic!r}; valid: {', '.join(STOCHASTIC_MODES)}")
         if self.logprob not in LOGPROB_MODES:
             raise ValueError(f"unknown flow logprob {self.logprob!r}; valid: {', '.join(LOGPROB_MODES)}")
-        if self.steps < 1 or self.noise_level <= 0 or not 0 < self.noise_min < self.noise_max:
+        if self.steps < 1 or self.noise_level <= 0 or not 0 < self.noise_min < self.noise_max or self.output_std <= 0:
             raise ValueError(f"flow head needs steps >= 1, noise_level > 0, 0 < noise_min < noise_max (got {self})")
 
 
@@ -97,6 +101,8 @@ class Head(ChainHead):
         """``guide = (z_uncond, w)``: classifier-free guidance for conditioned policies (deployment only), the
         velocity ``v_uncond + w * (v_cond - v_uncond)``; w = 1 is the plain conditional policy. ``x0``: the
         starting noise (B, K, A) (default: drawn)."""
+        if self.cfg.stochastic == "output" and not deterministic and guide is None:
+            return self._output_sample(z, x0, with_log_prob)
         b = z.shape[0]
         x = torch.randn(b, self.chunk, self.action_dim, device=z.device) if x0 is None else x0
         picks = None if deterministic else self._pick_steps(b, z.device)
@@ -119,6 +125,14 @@ class Head(ChainHead):
         if picks is not None:
             extras["sde_step"] = picks
         return x.clamp(-1, 1), self.log_prob(z, None, extras) if with_log_prob else None, extras
+
+    def _deterministic_path(self, z: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        zc = self.net.condition(z)
+        tcs = self.net.time_condition(self.times[:-1])
+        for i in range(self.cfg.steps):
+            x = x - self.dt * self.net.step(x, zc, tcs[i]).reshape(x.shape)
+        return x
 
     def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         b = actions.shape[0]
