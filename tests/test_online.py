@@ -285,6 +285,7 @@ def test_frozen_backbone_trains_only_the_heads_and_kl_stops_early():
     m = PolicyGradient(policy, algo_cfg("grpo", target_kl=1e-9, dynamic_sampling=False)).update(ro, 1)
     # SB3's rule: the KL is checked before the optimiser step, so the step that would overshoot is never taken
     assert m["train/updates"] == 1 and m["train/early_stop"] == 1.0
+    assert m["train/stop_kl"] > 1.5e-9  # the KL that stopped it is logged (the mean is over the steps taken)
 
 
 def _toy_obs(n: int = 256, seed: int = 3) -> dict:

@@ -365,6 +365,7 @@ class PolicyGradient:
                     pi_loss, info = core.clipped_surrogate(logp, old, a, cfg.clip_low, cfg.clip_high, cfg.dual_clip or None)
                     if cfg.target_kl and info["approx_kl"] > 1.5 * cfg.target_kl:
                         stopped = True  # SB3: this minibatch already sees a policy too far from the rollout's
+                        out["train/stop_kl"] = float(info["approx_kl"])
                         break
                     loss = loss + pi_loss
                     m.update(pi_loss=float(pi_loss.detach()), **info)
