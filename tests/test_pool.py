@@ -65,3 +65,25 @@ def test_killed_worker_is_restarted_and_the_rest_continue():
         assert sorted(out) == [0, 1, 2, 3]
         token = pool.step_async({0: act, 1: act})  # and steps asynchronously: same results as step
         assert sorted(pool.step_wait(token)) == [0, 1]
+
+
+def test_evaluation_with_overlapped_worker_lanes_matches_in_process():
+    """Evaluation steps one worker's envs while it computes the other worker's actions; with a deterministic policy
+    (a Gaussian head's mean needs no random draws) every episode's outcome, return and length are the same as
+    stepping all envs in-process, decision by decision."""
+    import torch
+
+    from rlvla.policies import make_policy
+    from rlvla.policies.config import BackboneConfig, LanguageConfig, VisionConfig
+    from rlvla.policies.heads import head_config
+    from rlvla.runners.evaluate import evaluate
+
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, layers=1, vision=VisionConfig(width=8, depth=2), language=LanguageConfig(encoder="none"))
+    policy = make_policy(head=head_config("gaussian"), backbone=bb, image_size=32, chunk=2, tasks=["reach-v3", "push-v3"]).eval()
+    runs = [evaluate(policy, ["reach-v3", "push-v3"], ["id"], episodes=6, num_envs=4, workers=w, max_steps=12)["splits"]["id"]
+            for w in (0, 2)]  # fmt: skip
+    assert runs[0]["episodes"] == runs[1]["episodes"] == 6
+    assert runs[0]["per_episode"] == runs[1]["per_episode"]
+    assert runs[0]["mean_return"] == pytest.approx(runs[1]["mean_return"], rel=1e-6)
+    assert runs[0]["mean_length"] == runs[1]["mean_length"]

@@ -164,6 +164,9 @@ def test_cli_train_then_eval_json(dataset, tmp_path):
     # paired layouts: the same (task, seed) episodes on both splits
     assert [e[:2] for e in res["splits"]["id"]["per_episode"]] == [e[:2] for e in res["splits"]["ood-visual"]["per_episode"]]
     assert len(list((run / "videos").glob("*.gif"))) == 2
+    # a sampler setting the head does not have is a one-line error, not silently ignored
+    r = rlvla("eval", str(run), "--denoise-steps", "3", "--json")
+    assert r.returncode == 2 and "flow and diffusion" in r.stderr.strip().splitlines()[-1], r.stderr
 
 
 def test_sigint_checkpoints_at_a_whole_step(dataset, tmp_path):

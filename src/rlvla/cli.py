@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--guidance", type=float, default=None, help="conditioned flow policies: classifier-free guidance weight")
     e.add_argument("--sample", action="store_true",
                    help="evaluate the policy as it explores (its sampling distribution, as in RL) instead of its deterministic action")
+    e.add_argument("--denoise-steps", type=int, default=0,
+                   help="flow/diffusion: evaluate with this many denoising steps (0: the checkpoint's own), e.g. an SFT "
+                   "policy with the step count its RL run used")
     e.add_argument("--seeds", default="eval", choices=["eval", "validation"],
                    help="evaluation seeds (report) or validation seeds (tune; id only, never trained on)")
 
@@ -91,12 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--steps", type=int, default=1500, help="SFT optimiser steps")
     q.add_argument("--budget", type=float, default=240.0, help="SFT wall-clock limit (s)")
     q.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes on id (the headline split)")
-    q.add_argument("--ood-episodes", type=int, default=50, help="evaluation episodes on each out-of-distribution split")
-    q.add_argument("--sample-episodes", type=int, default=50,
+    q.add_argument("--ood-episodes", type=int, default=40, help="evaluation episodes on each out-of-distribution split")
+    q.add_argument("--sample-episodes", type=int, default=40,
                    help="id episodes evaluating the sampling (exploring) policy before and after RL (0: skip)")
     q.add_argument("--algo", default="grpo", help="online RL algorithm: grpo, ppo, rloo, reinforce_pp")
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
-    q.add_argument("--rl-budget", type=float, default=480.0, help="RL wall-clock limit (s)")
+    q.add_argument("--rl-budget", type=float, default=560.0, help="RL wall-clock limit (s)")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")
     r = sub.add_parser("report", help="one comparison table (HTML + JSON) of evaluations: rlvla report [LABEL=]EVAL.json ...")
     r.add_argument("runs", nargs="+", help="evaluation JSON files (rlvla eval --out) or run dirs with eval.json; LABEL=PATH names a row")

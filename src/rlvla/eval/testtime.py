@@ -89,6 +89,7 @@ class Selector:
     """The base: the policy's deterministic chunk."""
 
     name = "none"
+    uses_pool = False  # True: act() steps or branches the env pool itself (search), so no step may be in flight
 
     def __init__(self, policy, cfg: TestTimeConfig) -> None:
         self.policy, self.cfg = policy, cfg
@@ -224,6 +225,7 @@ class _Node:
 
 class MCTS(Selector):
     name = "mcts"
+    uses_pool = True
 
     def __init__(self, policy, cfg: TestTimeConfig) -> None:
         super().__init__(policy, cfg)

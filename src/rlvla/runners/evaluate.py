@@ -166,18 +166,9 @@ def evaluate(
                     selector.begin(i)
                 return {i: resets[i][0] for i in jobs}
 
-            obs = start(active)
-            t_split = time.perf_counter()
-            while obs:
-                ids = sorted(obs)
-                batch = stack_obs([obs[i] for i in ids])
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    acts = selector.act(batch, ids, pool)
-                latencies.append((time.perf_counter() - t0) * 1000)
-                if cfg.chunk == 1:
-                    acts = acts[:, 0]
-                stepped = pool.step({i: acts[j] for j, i in enumerate(ids)})
+            def consume(ids, stepped) -> dict:
+                """Record one decision's results; -> the next observations of the envs still running (finished envs
+                with queued episodes start their next one)."""
                 nxt, restart = {}, []
                 for i in ids:
                     ob, r, term, trunc, info = stepped[i]
@@ -198,7 +189,32 @@ def evaluate(
                             restart.append(i)
                     else:
                         nxt[i] = ob
-                obs = {**nxt, **start(restart)}
+                return {**nxt, **start(restart)}
+
+            # Lanes, as in RL rollouts: the envs of one worker each; while one worker steps its lane, the next lane's
+            # actions are computed (one lane in-process, or when the selector drives the pool itself).
+            owner = getattr(pool, "owner", None)
+            overlap = owner is not None and pool.workers >= 2 and not selector.uses_pool
+            lanes = [[i for i in range(len(specs)) if owner[i] == w] for w in range(pool.workers)] if overlap else [list(range(len(specs)))]
+            obs = start(active)
+            pending: dict[int, tuple] = {}
+            t_split = time.perf_counter()
+            while obs or pending:
+                for li, lane in enumerate(lanes):
+                    if li in pending:
+                        done_ids, token = pending.pop(li)
+                        obs.update(consume(done_ids, pool.step_wait(token)))
+                    ids = sorted(i for i in lane if i in obs)
+                    if not ids:
+                        continue
+                    batch = stack_obs([obs.pop(i) for i in ids])
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        acts = selector.act(batch, ids, pool)
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    if cfg.chunk == 1:
+                        acts = acts[:, 0]
+                    pending[li] = (ids, pool.step_async({i: acts[j] for j, i in enumerate(ids)}))
             wall = time.perf_counter() - t_split
         if bar is not None:
             bar[0].stop()
@@ -247,6 +263,14 @@ def eval_main(args) -> int:
             if policy.cfg.head.name != "flow":
                 raise ValueError(f"--guidance applies to flow heads; {path} has a {policy.cfg.head.name} head")
             policy.cfg.condition.guidance = args.guidance
+    if getattr(args, "denoise_steps", 0):
+        from rlvla.algos.online.explore import exploration_config
+
+        if args.denoise_steps < 0:
+            raise ValueError(f"--denoise-steps must be >= 1 (0 keeps the checkpoint's), got {args.denoise_steps}")
+        weights = policy.state_dict()
+        policy = VLAPolicy(exploration_config(policy.cfg, denoise_steps=args.denoise_steps))
+        policy.load_state_dict(weights)
     tasks = args.tasks.split(",") if args.tasks else policy.cfg.tasks
     if not tasks:
         raise ValueError(f"{path} records no training tasks; pass --tasks")
