@@ -154,15 +154,15 @@ def _ppo_pair(task: str, seed: int, env_steps: int, eval_episodes: int) -> dict:
         workers=0, iterations=10**6, advantage_norm="minibatch",
     )  # fmt: skip
     pg = PolicyGradient(policy, cfg, grad_clip=hp["max_grad_norm"], seed=seed)
-    t0 = time.perf_counter()
     steps, it = 0, 0
     with RolloutEngine(policy, [task], cfg, seed=seed, workers=0) as eng:
+        t0 = time.perf_counter()  # after building the envs, as SB3's clock starts after its DummyVecEnv is built
         while steps < env_steps:
             ro = eng.collect(it, need_values=True)
             pg.update(ro, it)
             steps += int(ro.stats["rollout/env_steps"])
             it += 1
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     ev = evaluate(policy, [task], ["id"], episodes=eval_episodes, num_envs=8, workers=0)["splits"]["id"]
     out["rlvla"] = {"wall_s": wall, "env_steps": steps, "iterations": it, "eval": _brief(ev)}
     return out
