@@ -170,14 +170,14 @@ def test_output_exploration_is_a_gaussian_around_the_deterministic_chain(head):
     """``explore_steps=output``: the action is the deterministic sampler's result from the stored starting noise
     plus N(0, output_std^2); its log-prob recomputes the chain with the current weights (exact for any change of
     the network: every denoising step's weights get gradient) and equals the sampling log-prob."""
-    from rlvla.algos.online.explore import exploration_config
-    from rlvla.policies import VLAPolicy
+    from rlvla.algos.online.explore import with_exploration
     from rlvla.policies.heads.base import gaussian_log_prob
 
     base = toy_policy(head)
-    policy = VLAPolicy(exploration_config(base.cfg, 0.2, "output"))
-    policy.load_state_dict(base.state_dict())
-    assert policy.cfg.head.stochastic == "output" and policy.cfg.head.output_std == 0.2
+    assert with_exploration(base) is base  # nothing to change: the same policy, not a copy
+    policy = with_exploration(base, 0.2, "output")
+    assert policy is not base and policy.cfg.head.stochastic == "output" and policy.cfg.head.output_std == 0.2
+    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), base.state_dict().values()))
     obs = _toy_obs(512)
     torch.manual_seed(0)
     act = policy.act(obs, deterministic=False, level="chunk")

@@ -264,13 +264,11 @@ def eval_main(args) -> int:
                 raise ValueError(f"--guidance applies to flow heads; {path} has a {policy.cfg.head.name} head")
             policy.cfg.condition.guidance = args.guidance
     if getattr(args, "denoise_steps", 0):
-        from rlvla.algos.online.explore import exploration_config
+        from rlvla.algos.online.explore import with_exploration
 
         if args.denoise_steps < 0:
             raise ValueError(f"--denoise-steps must be >= 1 (0 keeps the checkpoint's), got {args.denoise_steps}")
-        weights = policy.state_dict()
-        policy = VLAPolicy(exploration_config(policy.cfg, denoise_steps=args.denoise_steps))
-        policy.load_state_dict(weights)
+        policy = with_exploration(policy, denoise_steps=args.denoise_steps)
     tasks = args.tasks.split(",") if args.tasks else policy.cfg.tasks
     if not tasks:
         raise ValueError(f"{path} records no training tasks; pass --tasks")

@@ -19,7 +19,7 @@ import torch
 
 from rlvla.algos.offline.sft import NonFiniteLossError
 from rlvla.algos.online import PolicyGradient, RolloutEngine, RolloutInterrupted
-from rlvla.algos.online.explore import apply_exploration_weights, exploration_config
+from rlvla.algos.online.explore import apply_exploration_weights, with_exploration
 from rlvla.configs import section
 from rlvla.data.lerobot import atomic_write_bytes, atomic_write_json
 from rlvla.policies import VLAPolicy
@@ -55,11 +55,7 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
             raise ValueError(f"cannot resume {run_dir} with a different config ({'; '.join(diffs[:4])}); use a new run_dir")
     policy = VLAPolicy.from_pretrained(init, map_location=loop.device)
     # the RL policy: the initial one with this run's exploration settings (recorded in every checkpoint's config)
-    explore_cfg = exploration_config(policy.cfg, algo_cfg.explore_noise, algo_cfg.explore_steps, algo_cfg.denoise_steps)
-    if explore_cfg is not policy.cfg:
-        weights = policy.state_dict()
-        policy = VLAPolicy(explore_cfg).to(loop.device)
-        policy.load_state_dict(weights)
+    policy = with_exploration(policy, algo_cfg.explore_noise, algo_cfg.explore_steps, algo_cfg.denoise_steps)
     apply_exploration_weights(policy, algo_cfg.explore_noise)
     ref = None
     if algo_cfg.kl_coef > 0 or algo_cfg.freeze_backbone:  # frozen trunk: the drift from the start is logged cheaply

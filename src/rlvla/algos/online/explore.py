@@ -70,6 +70,21 @@ def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", den
     return dataclasses.replace(policy_cfg, head=new_head)
 
 
+def with_exploration(policy, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0):
+    """``policy`` itself when the settings change nothing, else the same weights in a policy rebuilt from
+    :func:`exploration_config` (same class, same device)."""
+    cfg = exploration_config(policy.cfg, noise, steps_mode, denoise_steps)
+    if cfg is policy.cfg:
+        return policy
+    weights = policy.state_dict()
+    device = next(iter(weights.values())).device if weights else None
+    new = type(policy)(cfg)
+    if device is not None:
+        new = new.to(device)
+    new.load_state_dict(weights)
+    return new
+
+
 def apply_exploration_weights(policy, noise: float) -> None:
     """Weight-level part of the knob: the Gaussian head's log-std is reset to ``log(noise)`` (call after loading the
     initial weights, not on resume)."""
