@@ -561,6 +561,8 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
         assert summary[key]["deterministic"] and not summary[f"{key}_sample"]["deterministic"]
         assert list(summary[f"{key}_sample"]["splits"]) == ["id"] and summary[f"{key}_sample"]["splits"]["id"]["episodes"] == 4
     assert summary["headline"]["evaluation"] == "deterministic"
+    # the sampled SFT policy samples as the RL run starts to: the RL run's exploration settings, recorded
+    assert summary["sft_sample"]["explore"] == {"noise": 0.15, "steps_mode": "output", "denoise_steps": 5}
     # the same evaluation episodes before and after RL (paired)
     pairs = lambda k: [tuple(e[:2]) for e in summary[k]["splits"]["id"]["per_episode"]]  # noqa: E731
     assert pairs("sft") == pairs("rl")

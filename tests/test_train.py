@@ -167,6 +167,8 @@ def test_cli_train_then_eval_json(dataset, tmp_path):
     # a sampler setting the head does not have is a one-line error, not silently ignored
     r = rlvla("eval", str(run), "--denoise-steps", "3", "--json")
     assert r.returncode == 2 and "flow and diffusion" in r.stderr.strip().splitlines()[-1], r.stderr
+    r = rlvla("eval", str(run), "--explore-noise", "0.2", "--json")  # a sampler setting without sampling
+    assert r.returncode == 2 and "add --sample" in r.stderr.strip().splitlines()[-1], r.stderr
 
 
 def test_sigint_checkpoints_at_a_whole_step(dataset, tmp_path):

@@ -84,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--denoise-steps", type=int, default=0,
                    help="flow/diffusion: evaluate with this many denoising steps (0: the checkpoint's own), e.g. an SFT "
                    "policy with the step count its RL run used")
+    e.add_argument("--explore-noise", type=float, default=0.0,
+                   help="with --sample: the exploration knob an RL run sets (algo.explore_noise; 0: the checkpoint's own), "
+                   "e.g. an SFT policy sampled as its RL run starts")
+    e.add_argument("--explore-steps", default="", choices=["", "one", "all", "output"],
+                   help="with --sample, flow/diffusion: which denoising steps explore (algo.explore_steps)")
     e.add_argument("--seeds", default="eval", choices=["eval", "validation"],
                    help="evaluation seeds (report) or validation seeds (tune; id only, never trained on)")
 

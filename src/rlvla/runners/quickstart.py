@@ -35,7 +35,8 @@ HEADLINE = {
     "evaluation": "deterministic",
     "why": "a deployed policy acts without exploration noise (ODE / argmax / mean action), so the headline compares "
     "the deterministic SFT and RL policies; RL trains the sampling policy, so the sampled policy's success on the "
-    "same id episodes is reported beside it (sft_sample, rl_sample)",
+    "same id episodes is reported beside it (sft_sample, rl_sample; sft_sample samples the SFT weights with the RL "
+    "run's exploration settings, i.e. the policy RL starts from)",
 }
 
 
@@ -63,9 +64,11 @@ def _train_stage(label: str, cfg, run: Path, progress: bool = True) -> dict | No
     return out
 
 
-def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_dir: Path | None, deterministic: bool = True) -> dict:
+def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_dir: Path | None, deterministic: bool = True,
+                explore: dict | None = None) -> dict:  # fmt: skip
     """Evaluate (or reuse) ``policy_dir`` on ``episodes`` = {split: episodes}; ``deterministic`` False evaluates
-    the policy as it explores (its sampled actions)."""
+    the policy as it explores (its sampled actions), with ``explore`` = the RL run's exploration settings
+    (``noise``, ``steps_mode``, ``denoise_steps``) when given: the SFT weights sampled as RL starts sampling them."""
     import torch
 
     from rlvla.policies import VLAPolicy
@@ -73,13 +76,18 @@ def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_di
 
     if out_file.exists():
         prev = json.loads(out_file.read_text())
-        if prev.get("checkpoint") == policy_dir and {s: r.get("episodes") for s, r in prev["splits"].items()} == episodes:
+        same = {s: r.get("episodes") for s, r in prev["splits"].items()} == episodes and prev.get("explore") == explore
+        if prev.get("checkpoint") == policy_dir and same:
             print(f"      reusing {out_file}", flush=True)
             return prev
     policy = VLAPolicy.from_pretrained(policy_dir)
+    if explore:
+        from rlvla.algos.online.explore import with_exploration
+
+        policy = with_exploration(policy, **explore)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    res = {"checkpoint": policy_dir, **evaluate(policy, tasks, list(episodes), episodes=episodes, video_dir=video_dir,
+    res = {"checkpoint": policy_dir, "explore": explore, **evaluate(policy, tasks, list(episodes), episodes=episodes, video_dir=video_dir,
                                                 videos=2, progress=True, deterministic=deterministic)}  # fmt: skip
     torch.set_num_threads(threads)
     atomic_write_json(out_file, res)
@@ -128,12 +136,15 @@ def quickstart_main(args) -> int:
     print(f"[3/5] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes on id, "
           f"{args.ood_episodes} on the others, evaluation seeds)", flush=True)  # fmt: skip
     sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft")
-    sft_sample = _eval_stage(sft["policy"], tasks, sampled, out / "eval_sft_sample.json", None, deterministic=False) if sampled else None
-
     rl_run = out / f"rl_{args.algo}"
     rl_over = [f"algo={args.algo}", f"init={sft['policy']}", f"run_dir={rl_run}", f"algo.iterations={args.rl_iterations}",
                f"train.time_limit_s={args.rl_budget}", *RL_DEFAULTS, *args.rl]  # fmt: skip
     cfg = compose(rl_over)
+    # the SFT weights sampled as the RL run samples them at its start: the sampled comparison pairs one sampler
+    explore = {"noise": float(cfg.algo.explore_noise), "steps_mode": str(cfg.algo.explore_steps),
+               "denoise_steps": int(cfg.algo.denoise_steps)}  # fmt: skip
+    sft_sample = (_eval_stage(sft["policy"], tasks, sampled, out / "eval_sft_sample.json", None, deterministic=False,
+                              explore=explore) if sampled else None)  # fmt: skip
     _check_recipe(rl_run, {"overrides": rl_over})
     print(f"[4/5] online RL ({args.algo}, id split, training seeds; at most {args.rl_iterations} iterations / "
           f"{args.rl_budget:.0f} s)", flush=True)  # fmt: skip
