@@ -321,6 +321,46 @@ def test_explore_noise_sets_the_action_space_spread_and_is_recorded(head, tmp_pa
     assert stds[1] > 1.5 * stds[0], stds  # the knob moves the spread of the sampled actions
 
 
+def test_token_output_mode_samples_locally_around_the_greedy_decode_and_rescores_exactly():
+    """Token head, ``explore_steps=output``: the greedy decode is the centre, each token is drawn given the greedy
+    prefix with a Gaussian kernel around the greedy bin; re-scoring reproduces the sampling log-prob, the spread
+    follows the kernel (pure kernel at a high temperature), and the network's logits get gradient."""
+    from rlvla.algos.online.explore import exploration_config, with_exploration
+
+    base = toy_policy("token")
+    with torch.no_grad():
+        base.head.logits.weight.mul_(30.0)  # peaked, trained-like: plain sampling flips far bins and cascades
+    obs = _toy_obs(256)
+    stds = {}
+    for sigma, temp in ((0.05, 1000.0), (0.3, 1000.0), (0.1, 3.0)):
+        policy = with_exploration(base, sigma, "output", temperature=temp)
+        assert policy.cfg.head.kernel == sigma and policy.cfg.head.temperature == temp
+        torch.manual_seed(0)
+        act = policy.act(obs, deterministic=False, level="token")
+        greedy = policy.deterministic_like(obs, act.actions, act.extras)
+        assert torch.equal(policy.head.undiscretise(act.extras["center"]), greedy)  # the centre is the greedy decode
+        lp = policy.log_prob(obs, act.actions, act.extras, level="token")
+        assert torch.allclose(lp, act.log_prob, atol=1e-4)
+        d = act.actions - greedy
+        stds[(sigma, temp)] = float(d.pow(2).mean().sqrt())
+        assert d.abs().max() < 6 * sigma + 0.1  # local: no far bin
+    # at a high temperature the network's logits are flat: the spread is the kernel's (bins of width 1/16 here)
+    assert stds[(0.3, 1000.0)] == pytest.approx(0.3, rel=0.15) and stds[(0.05, 1000.0)] < 0.08
+    policy.zero_grad()
+    lp.sum().backward()
+    assert policy.head.logits.weight.grad.abs().sum() > 0
+    # a temperature alone keeps plain autoregressive sampling (no centre stored)
+    plain = with_exploration(base, temperature=0.3)
+    assert plain.cfg.head.kernel == 0 and "center" not in plain.act(obs, deterministic=False, level="token").extras
+    # invalid combinations are one-line errors
+    for kwargs, needle in (({"noise": 0.1, "steps_mode": "one"}, "token head takes output"),
+                           ({"steps_mode": "output"}, "needs explore_noise > 0")):  # fmt: skip
+        with pytest.raises(ValueError, match=needle):
+            exploration_config(base.cfg, **kwargs)
+    with pytest.raises(ValueError, match="applies to the token head"):
+        exploration_config(toy_policy("flow-sde").cfg, temperature=2.0)
+
+
 def test_flow_one_step_sde_samples_at_one_step_and_rescores_exactly():
     from rlvla.algos.online.explore import exploration_config
     from rlvla.policies import VLAPolicy
@@ -562,7 +602,7 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
         assert list(summary[f"{key}_sample"]["splits"]) == ["id"] and summary[f"{key}_sample"]["splits"]["id"]["episodes"] == 4
     assert summary["headline"]["evaluation"] == "deterministic"
     # the sampled SFT policy samples as the RL run starts to: the RL run's exploration settings, recorded
-    assert summary["sft_sample"]["explore"] == {"noise": 0.15, "steps_mode": "output", "denoise_steps": 5}
+    assert summary["sft_sample"]["explore"] == {"noise": 0.15, "steps_mode": "output", "denoise_steps": 5, "temperature": 0.0}
     # the same evaluation episodes before and after RL (paired)
     pairs = lambda k: [tuple(e[:2]) for e in summary[k]["splits"]["id"]["per_episode"]]  # noqa: E731
     assert pairs("sft") == pairs("rl")

@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --sample: the exploration knob an RL run sets (algo.explore_noise; 0: the checkpoint's own), "
                    "e.g. an SFT policy sampled as its RL run starts")
     e.add_argument("--explore-steps", default="", choices=["", "one", "all", "output"],
-                   help="with --sample, flow/diffusion: which denoising steps explore (algo.explore_steps)")
+                   help="with --sample: which denoising steps explore, or output (algo.explore_steps)")
+    e.add_argument("--explore-temperature", type=float, default=0.0,
+                   help="with --sample, token head: the sampling temperature (algo.explore_temperature)")
     e.add_argument("--seeds", default="eval", choices=["eval", "validation"],
                    help="evaluation seeds (report) or validation seeds (tune; id only, never trained on)")
 

@@ -264,14 +264,15 @@ def eval_main(args) -> int:
                 raise ValueError(f"--guidance applies to flow heads; {path} has a {policy.cfg.head.name} head")
             policy.cfg.condition.guidance = args.guidance
     noise, steps = getattr(args, "explore_noise", 0.0), getattr(args, "explore_steps", "")
-    if getattr(args, "denoise_steps", 0) or noise or steps:
+    temp = getattr(args, "explore_temperature", 0.0)
+    if getattr(args, "denoise_steps", 0) or noise or steps or temp:
         from rlvla.algos.online.explore import with_exploration
 
         if args.denoise_steps < 0:
             raise ValueError(f"--denoise-steps must be >= 1 (0 keeps the checkpoint's), got {args.denoise_steps}")
-        if (noise or steps) and not args.sample:
-            raise ValueError("--explore-noise / --explore-steps change how the policy samples; add --sample")
-        policy = with_exploration(policy, noise, steps, args.denoise_steps)
+        if (noise or steps or temp) and not args.sample:
+            raise ValueError("--explore-noise / --explore-steps / --explore-temperature change how the policy samples; add --sample")
+        policy = with_exploration(policy, noise, steps, args.denoise_steps, temp)
     tasks = args.tasks.split(",") if args.tasks else policy.cfg.tasks
     if not tasks:
         raise ValueError(f"{path} records no training tasks; pass --tasks")

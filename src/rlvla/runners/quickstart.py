@@ -142,7 +142,7 @@ def quickstart_main(args) -> int:
     cfg = compose(rl_over)
     # the SFT weights sampled as the RL run samples them at its start: the sampled comparison pairs one sampler
     explore = {"noise": float(cfg.algo.explore_noise), "steps_mode": str(cfg.algo.explore_steps),
-               "denoise_steps": int(cfg.algo.denoise_steps)}  # fmt: skip
+               "denoise_steps": int(cfg.algo.denoise_steps), "temperature": float(cfg.algo.explore_temperature)}  # fmt: skip
     sft_sample = (_eval_stage(sft["policy"], tasks, sampled, out / "eval_sft_sample.json", None, deterministic=False,
                               explore=explore) if sampled else None)  # fmt: skip
     _check_recipe(rl_run, {"overrides": rl_over})

@@ -55,7 +55,8 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
             raise ValueError(f"cannot resume {run_dir} with a different config ({'; '.join(diffs[:4])}); use a new run_dir")
     policy = VLAPolicy.from_pretrained(init, map_location=loop.device)
     # the RL policy: the initial one with this run's exploration settings (recorded in every checkpoint's config)
-    policy = with_exploration(policy, algo_cfg.explore_noise, algo_cfg.explore_steps, algo_cfg.denoise_steps)
+    policy = with_exploration(policy, algo_cfg.explore_noise, algo_cfg.explore_steps, algo_cfg.denoise_steps,
+                              algo_cfg.explore_temperature)  # fmt: skip
     apply_exploration_weights(policy, algo_cfg.explore_noise)
     ref = None
     if algo_cfg.kl_coef > 0 or algo_cfg.freeze_backbone:  # frozen trunk: the drift from the start is logged cheaply

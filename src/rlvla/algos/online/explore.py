@@ -9,7 +9,9 @@ input and starting noise):
 ===========  ====================================================================  =====================
 head         ``explore_noise`` sets                                                 also
 ===========  ====================================================================  =====================
-token        the sampling temperature (RL4VLA / SimpleVLA-RL sample at 1.5-1.6)
+token        the sampling temperature (RL4VLA / SimpleVLA-RL sample at 1.5-1.6);    ``explore_steps``,
+             with ``explore_steps=output``: the std of a Gaussian kernel around       ``explore_temperature``
+             each greedy token, tokens drawn given the greedy prefix
 flow, sde    ``noise_level`` a of sigma_t = a sqrt(t / (1 - t)); with               ``explore_steps``
              ``explore_steps=output``: the std around the ODE's action
 flow, noise  the learned noise's upper bound (lower bound: half of it)              ``explore_steps``
@@ -31,17 +33,31 @@ import dataclasses
 import math
 
 
-def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0):
+def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0,
+                       temperature: float = 0.0):  # fmt: skip
     """A copy of ``policy_cfg`` with the head's exploration settings changed (the policy is rebuilt from it)."""
     head = policy_cfg.head
     name = head.name
     changes: dict = {}
-    if noise < 0:
-        raise ValueError(f"explore_noise must be >= 0, got {noise}")
+    if noise < 0 or temperature < 0:
+        raise ValueError(f"explore_noise and explore_temperature must be >= 0, got {noise}, {temperature}")
+    if temperature > 0:
+        if name != "token":
+            raise ValueError(f"explore_temperature applies to the token head, not {name!r}; leave it unset")
+        changes["temperature"] = temperature
+    if name == "token" and steps_mode:
+        if steps_mode != "output":
+            raise ValueError(f"explore_steps={steps_mode} applies to flow and diffusion heads; the token head takes output")
+        if noise <= 0:
+            raise ValueError("explore_steps=output on the token head needs explore_noise > 0 (the kernel's std)")
+        changes["kernel"] = noise
+        steps_mode, noise = "", 0.0  # consumed: the token head has no denoising steps
     output = steps_mode == "output" or (not steps_mode and getattr(head, "stochastic", "") == "output")
     if noise > 0:
         if output and name in ("flow", "diffusion"):
             changes["output_std"] = noise
+        elif name == "token" and getattr(head, "kernel", 0.0) > 0:
+            changes["kernel"] = noise  # the policy already explores locally: the knob is the kernel
         elif name == "token":
             changes["temperature"] = noise
         elif name == "flow" and head.logprob == "sde":
@@ -70,10 +86,10 @@ def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", den
     return dataclasses.replace(policy_cfg, head=new_head)
 
 
-def with_exploration(policy, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0):
+def with_exploration(policy, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0, temperature: float = 0.0):
     """``policy`` itself when the settings change nothing, else the same weights in a policy rebuilt from
     :func:`exploration_config` (same class, same device)."""
-    cfg = exploration_config(policy.cfg, noise, steps_mode, denoise_steps)
+    cfg = exploration_config(policy.cfg, noise, steps_mode, denoise_steps, temperature)
     if cfg is policy.cfg:
         return policy
     weights = policy.state_dict()

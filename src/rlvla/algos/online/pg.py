@@ -81,7 +81,12 @@ class OnlineConfig:
     the policy's config, so the RL checkpoint records it; deterministic evaluation does not use it."""
     explore_steps: str = ""
     """Chain heads: ``one`` stochastic denoising step per decision (piRL), ``all``, or ``output`` (Gaussian noise
-    around the deterministic sampler's action, exact likelihood through the chain); empty keeps the policy's."""
+    around the deterministic sampler's action, exact likelihood through the chain). Token head: ``output`` samples
+    each token around the greedy decode given the greedy prefix, with a Gaussian kernel of std ``explore_noise``
+    (no far bins, no autoregressive cascade). Empty keeps the policy's."""
+    explore_temperature: float = 0.0
+    """Token head: the sampling temperature when ``explore_noise`` sets the local kernel (``explore_steps=output``);
+    0 keeps the policy's."""
     denoise_steps: int = 0
     """Chain heads: denoising steps during RL and in the saved policy (0 keeps the policy's)."""
     freeze_backbone: bool = False
@@ -146,8 +151,8 @@ class OnlineConfig:
             raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma, lam in [0, 1] (got {self})")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise ValueError(f"eval_every must be >= 0 and eval_episodes >= 1 (got {self.eval_every}, {self.eval_episodes})")
-        if self.explore_noise < 0 or self.value_lr < 0 or self.value_warmup < 0 or self.denoise_steps < 0 or self.vf_clip < 0:
-            raise ValueError("explore_noise, value_lr, value_warmup, denoise_steps and vf_clip must be >= 0")
+        if self.explore_noise < 0 or self.explore_temperature < 0 or self.value_lr < 0 or self.value_warmup < 0 or self.denoise_steps < 0 or self.vf_clip < 0:
+            raise ValueError("explore_noise, explore_temperature, value_lr, value_warmup, denoise_steps and vf_clip must be >= 0")
         if self.dual_clip and self.dual_clip <= 1:
             raise ValueError(f"dual_clip must be > 1 or 0 (off), got {self.dual_clip}")
         if self.name in ("grpo", "rloo") and self.group_size < 2:

@@ -29,6 +29,14 @@ class Config:
     """``uniform`` over [-1, 1], or ``quantile``: edges at the training actions' quantiles (set by ``fit``)."""
     temperature: float = 1.0
     """Sampling temperature; log-probs are those of the tempered distribution."""
+    kernel: float = 0.0
+    """Local exploration (online RL): > 0 samples each token around the greedy decode instead of autoregressively.
+    The greedy tokens g are decoded first; token i is then drawn from its tempered distribution given the greedy
+    prefix g_<i, times a Gaussian of this std (action units) around g_i. A sample is the greedy action plus local
+    noise: no far, near-tied bin (a bimodal gripper or z token) and no cascade where one changed token re-routes
+    every later one. g is stored with the sample (``extras["center"]``) and re-scoring conditions on it, so the
+    log-prob is exact and one teacher-forced pass. 0: off (plain autoregressive sampling). Greedy decoding is
+    unchanged."""
     dim: int = 128
     layers: int = 2
     heads: int = 4
@@ -37,7 +45,7 @@ class Config:
     def __post_init__(self) -> None:
         if self.edges not in BIN_MODES:
             raise ValueError(f"unknown token edges {self.edges!r}; valid: {', '.join(BIN_MODES)}")
-        if self.bins < 2 or self.temperature <= 0 or self.heads < 1 or self.dim < 1 or self.dim % self.heads:
+        if self.bins < 2 or self.temperature <= 0 or self.kernel < 0 or self.heads < 1 or self.dim < 1 or self.dim % self.heads:
             raise ValueError(f"token head needs bins >= 2, temperature > 0, dim divisible by heads (got {self})")
 
 
@@ -102,6 +110,26 @@ class Head(ActionHead):
         flat = tokens.reshape(tokens.shape[0], self.length)
         return self._logits(z, flat[:, :-1])  # (B, L, bins)
 
+    def _kernel_bias(self, center: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """log of the exploration kernel: -(c_b - c_center)^2 / (2 kernel^2) per bin b, (..., bins); ``center`` are
+        bin ids, ``positions`` the flat token positions (their action dimension picks the bin centres)."""
+        c = self.centers[positions % self.action_dim]  # (..., bins)
+        mid = c.gather(-1, center[..., None])
+        return -((c - mid) ** 2) / (2 * self.cfg.kernel**2)
+
+    def _local_logits(self, z: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """Logits of the local sampling distribution, (B, L, bins): each token given the greedy prefix ``center``
+        (B, L), tempered, plus the kernel around the greedy token."""
+        logits = self._logits(z, center[:, :-1])
+        return logits + self._kernel_bias(center, torch.arange(self.length, device=z.device).expand_as(center))
+
+    def _scored_logits(self, z: torch.Tensor, tokens: torch.Tensor, extras: dict) -> torch.Tensor:
+        """The logits of the distribution ``tokens`` were sampled from: local when the sample carries its greedy
+        decode (``center``), else autoregressive given its own prefix."""
+        if self.cfg.kernel > 0 and "center" in extras:
+            return self._local_logits(z, extras["center"].reshape(tokens.shape[0], self.length))
+        return self._full_logits(z, tokens)
+
     def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True):
         """Decode the K*A tokens one at a time with a key/value cache; the log-prob is then re-scored in one
         teacher-forced pass, so that sampling and ``log_prob`` return the same numbers."""
@@ -110,28 +138,32 @@ class Head(ActionHead):
         cond = self.cond(z)[:, None]
         x = torch.zeros(b, 1, self.cfg.dim, device=z.device) + self.pos[:, :1] + cond
         toks = []
+        local = self.cfg.kernel > 0 and not deterministic
         for i in range(self.length):
             logits = self.logits(self.decoder(x, causal=True, caches=caches))[:, -1] / self.cfg.temperature
-            if deterministic:
-                nxt = logits.argmax(-1)
-            else:
-                nxt = torch.multinomial(F.softmax(logits, -1), 1)[:, 0]
+            nxt = logits.argmax(-1) if deterministic or local else torch.multinomial(F.softmax(logits, -1), 1)[:, 0]
             toks.append(nxt)
             if i + 1 < self.length:
                 x = self.tok_emb(nxt)[:, None] + self.pos[:, i + 1 : i + 2] + cond
-        tokens = torch.stack(toks, 1).reshape(b, self.chunk, self.action_dim)
-        extras = {"tokens": tokens}
+        tokens = torch.stack(toks, 1)
+        extras = {}
+        if local:  # the greedy decode is the centre; every token is drawn around it given the greedy prefix
+            probs = F.softmax(self._local_logits(z, tokens), -1)
+            extras["center"] = tokens.reshape(b, self.chunk, self.action_dim)
+            tokens = torch.multinomial(probs.reshape(-1, self.cfg.bins), 1).reshape(b, self.length)
+        tokens = tokens.reshape(b, self.chunk, self.action_dim)
+        extras["tokens"] = tokens
         return self.undiscretise(tokens), self.log_prob(z, None, extras) if with_log_prob else None, extras
 
     def log_prob(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
         tokens = extras["tokens"] if "tokens" in extras else self.discretise(actions)
-        logp_all = F.log_softmax(self._full_logits(z, tokens), -1)
+        logp_all = F.log_softmax(self._scored_logits(z, tokens, extras), -1)
         lp = logp_all.gather(-1, tokens.reshape(tokens.shape[0], self.length, 1))[..., 0]
         return lp.reshape(tokens.shape)
 
     def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
         tokens = self._require(extras, "tokens")
-        logp_all = F.log_softmax(self._full_logits(z, tokens), -1)
+        logp_all = F.log_softmax(self._scored_logits(z, tokens, extras), -1)
         return -(logp_all.exp() * logp_all).sum(-1).reshape(tokens.shape)
 
     def _ce(self, z: torch.Tensor, actions: torch.Tensor, smoothing: float):
