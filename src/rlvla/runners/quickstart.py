@@ -68,7 +68,7 @@ def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_di
                 explore: dict | None = None) -> dict:  # fmt: skip
     """Evaluate (or reuse) ``policy_dir`` on ``episodes`` = {split: episodes}; ``deterministic`` False evaluates
     the policy as it explores (its sampled actions), with ``explore`` = the RL run's exploration settings
-    (``noise``, ``steps_mode``, ``denoise_steps``) when given: the SFT weights sampled as RL starts sampling them."""
+    (``noise``, ``steps_mode``, ``denoise_steps``, ``temperature``) when given: the SFT weights sampled as RL starts sampling them."""
     import torch
 
     from rlvla.policies import VLAPolicy

@@ -46,7 +46,7 @@ class Config:
         if self.edges not in BIN_MODES:
             raise ValueError(f"unknown token edges {self.edges!r}; valid: {', '.join(BIN_MODES)}")
         if self.bins < 2 or self.temperature <= 0 or self.kernel < 0 or self.heads < 1 or self.dim < 1 or self.dim % self.heads:
-            raise ValueError(f"token head needs bins >= 2, temperature > 0, dim divisible by heads (got {self})")
+            raise ValueError(f"token head needs bins >= 2, temperature > 0, kernel >= 0, dim divisible by heads (got {self})")
 
 
 class Head(ActionHead):
