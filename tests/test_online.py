@@ -7,6 +7,8 @@ the same way (> 0.5 in the goal's direction). One decision per episode, so the s
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -302,7 +304,7 @@ def _explore_std(policy, obs) -> float:
 
 @pytest.mark.parametrize("head", list(HEADS))
 def test_explore_noise_sets_the_action_space_spread_and_is_recorded(head, tmp_path):
-    from rlvla.algos.online.explore import apply_exploration_weights, exploration_config
+    from rlvla.algos.online.explore import with_exploration
     from rlvla.policies import VLAPolicy
 
     base = toy_policy(head)
@@ -312,12 +314,11 @@ def test_explore_noise_sets_the_action_space_spread_and_is_recorded(head, tmp_pa
     obs = _toy_obs()
     stds = []
     for noise in (0.05, 0.6):
-        cfg = exploration_config(base.cfg, noise)
-        policy = VLAPolicy(cfg)
-        policy.load_state_dict(base.state_dict())
-        apply_exploration_weights(policy, noise)
+        policy = with_exploration(base, noise)  # as an RL run starts: config and weight-level parts
+        if head == "gaussian":
+            assert torch.allclose(policy.head.log_std, torch.full_like(policy.head.log_std, math.log(noise)))
         stds.append(_explore_std(policy, obs))
-        assert VLAPolicy.read_config(policy.save_pretrained(tmp_path / f"{head}{noise}")).head == cfg.head
+        assert VLAPolicy.read_config(policy.save_pretrained(tmp_path / f"{head}{noise}")).head == policy.cfg.head
     assert stds[1] > 1.5 * stds[0], stds  # the knob moves the spread of the sampled actions
 
 

@@ -19,7 +19,7 @@ import torch
 
 from rlvla.algos.offline.sft import NonFiniteLossError
 from rlvla.algos.online import PolicyGradient, RolloutEngine, RolloutInterrupted
-from rlvla.algos.online.explore import apply_exploration_weights, with_exploration
+from rlvla.algos.online.explore import with_exploration
 from rlvla.configs import section
 from rlvla.data.lerobot import atomic_write_bytes, atomic_write_json
 from rlvla.policies import VLAPolicy
@@ -57,7 +57,6 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
     # the RL policy: the initial one with this run's exploration settings (recorded in every checkpoint's config)
     policy = with_exploration(policy, algo_cfg.explore_noise, algo_cfg.explore_steps, algo_cfg.denoise_steps,
                               algo_cfg.explore_temperature)  # fmt: skip
-    apply_exploration_weights(policy, algo_cfg.explore_noise)
     ref = None
     if algo_cfg.kl_coef > 0 or algo_cfg.freeze_backbone:  # frozen trunk: the drift from the start is logged cheaply
         ref = copy.deepcopy(policy).eval()

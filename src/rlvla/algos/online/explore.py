@@ -88,7 +88,8 @@ def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", den
 
 def with_exploration(policy, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0, temperature: float = 0.0):
     """``policy`` itself when the settings change nothing, else the same weights in a policy rebuilt from
-    :func:`exploration_config` (same class, same device)."""
+    :func:`exploration_config` (same class, same device), with the knob's weight-level part applied
+    (:func:`apply_exploration_weights`): the policy an RL run with these settings starts from."""
     cfg = exploration_config(policy.cfg, noise, steps_mode, denoise_steps, temperature)
     if cfg is policy.cfg:
         return policy
@@ -98,6 +99,7 @@ def with_exploration(policy, noise: float = 0.0, steps_mode: str = "", denoise_s
     if device is not None:
         new = new.to(device)
     new.load_state_dict(weights)
+    apply_exploration_weights(new, noise)
     return new
 
 
