@@ -362,6 +362,52 @@ def test_token_output_mode_samples_locally_around_the_greedy_decode_and_rescores
         exploration_config(toy_policy("flow-sde").cfg, temperature=2.0)
 
 
+def test_exact_token_kl_sees_a_far_bin_that_sampled_kl_cannot():
+    """Local token exploration samples only near the greedy bin, so a KL estimated on its samples cannot see a far
+    bin's logit rising until it becomes the greedy decode (measured: GRPO with local exploration flipped the greedy
+    decode of 94% of chunks, the first flip a median 95 bins away). ``kl_estimator=exact`` takes the KL over every
+    bin: known answer against a direct sum, and it is large exactly where the sampled k3 is ~0."""
+    import copy
+
+    from rlvla.algos import core
+    from rlvla.algos.online.explore import with_exploration
+
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    ref = torch.tensor([[0.0, 1.0, 0.0]])
+    p, q = logits.softmax(-1), ref.softmax(-1)
+    assert float(core.kl_exact(logits, ref)) == pytest.approx(float((p * (p / q).log()).sum()), rel=1e-6)
+    assert float(core.kl_exact(ref, ref)) == pytest.approx(0.0, abs=1e-7)
+
+    base = toy_policy("token")
+    with torch.no_grad():
+        base.head.logits.weight.mul_(30.0)
+    policy = with_exploration(base, 0.05, "output", temperature=1.0)
+    ref_policy = copy.deepcopy(policy).eval()
+    obs = _toy_obs(64)
+    torch.manual_seed(0)
+    act = policy.act(obs, deterministic=False, level="token")
+    with torch.no_grad():
+        z = policy.encode(obs)[0]
+    lp_ref = ref_policy.head.log_prob(z, act.actions, act.extras)
+    with torch.no_grad():  # raise a bin far (> 0.5) from every greedy token until it is every token's argmax
+        greedy_values = policy.head.undiscretise(act.extras["center"]).reshape(1, -1)
+        far = int((policy.head.centers[0][:, None] - greedy_values).abs().min(1).values.argmax())  # same bins per dim here
+        lg = policy.head.dist_logits(z, act.extras)
+        policy.head.logits.bias[far] += float((lg.max(-1).values - lg[..., far]).max()) + 2.0
+    lp_new = policy.head.log_prob(z, act.actions, act.extras)
+    k3 = float(core.kl_k3(lp_new, lp_ref).mean())
+    exact = float(core.kl_exact(policy.head.dist_logits(z, act.extras), ref_policy.head.dist_logits(z, act.extras)).mean())
+    greedy_before = ref_policy.head.sample(z, deterministic=True, with_log_prob=False)[0]
+    greedy_after = policy.head.sample(z, deterministic=True, with_log_prob=False)[0]
+    assert float((greedy_after - greedy_before).abs().max()) > 0.5  # the greedy decode jumped far
+    assert k3 < 1e-3 < 1.0 < exact, (k3, exact)
+    # the setting's limits are one-line errors
+    with pytest.raises(ValueError, match="needs a discrete"):
+        PolicyGradient(toy_policy("flow-sde"), CONFIGS["grpo"](kl_estimator="exact", freeze_backbone=True), ref_policy=toy_policy("flow-sde"))
+    with pytest.raises(ValueError, match="needs algo.freeze_backbone=true"):
+        PolicyGradient(policy, CONFIGS["grpo"](kl_estimator="exact"), ref_policy=ref_policy)
+
+
 def test_flow_one_step_sde_samples_at_one_step_and_rescores_exactly():
     from rlvla.algos.online.explore import exploration_config
     from rlvla.policies import VLAPolicy

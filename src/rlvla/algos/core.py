@@ -9,6 +9,7 @@ issue #198: merging the two biases returns on time-limited benchmarks such as Me
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def gae(
@@ -135,6 +136,12 @@ def kl_k3(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
     ``d = log ref - log pi``; unbiased and always >= 0."""
     d = ref_log_prob - log_prob
     return torch.exp(d) - d - 1
+
+
+def kl_exact(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """Exact KL(pi || ref) of two categorical distributions given by logits (..., bins) -> (...)."""
+    lp, lr = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)
+    return (lp.exp() * (lp - lr)).sum(-1)
 
 
 def entropy_bonus(entropy: torch.Tensor, coef: float) -> torch.Tensor:

@@ -33,6 +33,7 @@ from rlvla.algos import core
 from rlvla.algos.offline.sft import NonFiniteLossError
 from rlvla.algos.optim import load_optimizer_tensors, make_adamw, optimizer_tensors
 from rlvla.data.schema import Batch
+from rlvla.policies.heads.base import ActionHead
 from rlvla.policies.policy import reduce_level
 
 ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
@@ -71,6 +72,9 @@ class OnlineConfig:
     the reference pass is only the initial head on the cached readouts, so ``train/kl_ref`` (the policy's drift
     from its start) is logged even at 0; without one, 0 skips the reference pass."""
     kl_estimator: str = "k3"
+    """``k3`` or ``k1`` on the rollout's samples; ``exact``: the whole per-token distribution over all bins (token
+    head, frozen trunk), which also holds bins no sample reached: local token exploration samples only near the
+    greedy token, so the sampled KL cannot see a far bin rising to become the greedy decode."""
     ent_coef: float = 0.0
     target_kl: float = 0.0
     """Stop an iteration's remaining minibatches once a minibatch's approx KL (old || new, mean over the ratio's
@@ -141,8 +145,8 @@ class OnlineConfig:
             raise ValueError(f"unknown log-prob level {self.level!r}; valid: {', '.join(LEVELS)}")
         if self.advantage_norm not in ("task", "batch", "minibatch", "none"):
             raise ValueError(f"unknown advantage_norm {self.advantage_norm!r}; valid: task, batch, minibatch, none")
-        if self.kl_estimator not in ("k1", "k3"):
-            raise ValueError(f"unknown KL estimator {self.kl_estimator!r}; valid: k1, k3")
+        if self.kl_estimator not in ("k1", "k3", "exact"):
+            raise ValueError(f"unknown KL estimator {self.kl_estimator!r}; valid: k1, k3, exact")
         if self.explore_steps not in ("", "one", "all", "output"):
             raise ValueError(f"unknown explore_steps {self.explore_steps!r}; valid: one, all, output (or empty: the policy's)")
         if min(self.iterations, self.epochs, self.minibatch, self.group_size, self.groups_per_task, self.envs_per_task, self.max_steps, self.ckpt_every) < 1:
@@ -258,6 +262,11 @@ class PolicyGradient:
         self.ref = ref_policy
         if cfg.kl_coef > 0 and ref_policy is None:
             raise ValueError("kl_coef > 0 needs a reference policy")
+        self.exact_kl = cfg.kl_estimator == "exact" and ref_policy is not None
+        if self.exact_kl and not (cfg.freeze_backbone and hasattr(policy, "rl_features")):
+            raise ValueError("algo.kl_estimator=exact needs algo.freeze_backbone=true (the KL is taken on the shared trunk's readouts)")
+        if self.exact_kl and type(policy.head).dist_logits is ActionHead.dist_logits:
+            raise ValueError(f"algo.kl_estimator=exact needs a discrete (token) head, not {policy.head.cfg.name}; use k3")
         self.grad_clip = grad_clip
         self.seed = seed
         self.uses_value = cfg.name == "ppo"
@@ -374,7 +383,15 @@ class PolicyGradient:
                         break
                     loss = loss + pi_loss
                     m.update(pi_loss=float(pi_loss.detach()), **info)
-                    if self.ref is not None:
+                    if self.exact_kl:
+                        z = feats["z"][idx]
+                        with torch.no_grad():
+                            ref_logits = self.ref.head.dist_logits(z, extras)
+                        kl = core.kl_exact(policy.head.dist_logits(z, extras), ref_logits).mean()
+                        if cfg.kl_coef > 0:
+                            loss = loss + cfg.kl_coef * kl
+                        m["kl_ref"] = float(kl.detach())
+                    elif self.ref is not None:
                         with torch.no_grad():
                             self.ref.eval()
                             if self.frozen:  # the trunk is the reference's own: only its head differs

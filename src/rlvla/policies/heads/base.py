@@ -120,6 +120,11 @@ class ActionHead(nn.Module):
         """(B, K, A) entropy of the sampling distribution where defined, else None."""
         return None
 
+    def dist_logits(self, z: torch.Tensor, extras: dict) -> torch.Tensor | None:
+        """Discrete heads: the untempered logits (B, L, bins) of every token position of a sample (at the prefix its
+        decoder conditioned on), so an exact KL over all bins can be taken; None for continuous heads."""
+        return None
+
     def bc_elements(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The behaviour-cloning loss per element (B, K, A) (cross-entropy per token; denoising error per
         dimension for diffusion/flow, at a random time and noise drawn from torch's RNG; negative log-likelihood

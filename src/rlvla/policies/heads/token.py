@@ -155,6 +155,15 @@ class Head(ActionHead):
         extras["tokens"] = tokens
         return self.undiscretise(tokens), self.log_prob(z, None, extras) if with_log_prob else None, extras
 
+    def dist_logits(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
+        """Untempered logits over all bins at every position, given the prefix the sample was decoded from (the
+        greedy decode ``center`` in local exploration, else the sample's own tokens): the whole distribution, not
+        only the bins a sample's kernel reaches, so a KL on it also holds the far bins the greedy decode could jump
+        to."""
+        tokens = self._require(extras, "tokens")
+        prefix = extras["center"] if self.cfg.kernel > 0 and "center" in extras else tokens
+        return self._full_logits(z, prefix.reshape(tokens.shape[0], self.length)) * self.cfg.temperature
+
     def log_prob(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
         tokens = extras["tokens"] if "tokens" in extras else self.discretise(actions)
         logp_all = F.log_softmax(self._scored_logits(z, tokens, extras), -1)
