@@ -167,6 +167,41 @@ def test_dynamic_sampling_drops_uniform_groups_and_is_bounded():
     assert PolicyGradient(policy, cfg).update(ro, 0) == {"train/updates": 0}
 
 
+def test_layout_replay_redraws_mixed_layouts_only_and_resumes():
+    """``replay``: that fraction of a round's groups replays layouts whose latest group had mixed outcomes (newest
+    first); uniform layouts never enter the list, a replayed layout leaves it, and the list survives a resume."""
+    policy = toy_policy("gaussian")
+    with torch.no_grad():
+        policy.head.log_std.fill_(math.log(2.0))  # wide: most groups mix successes and failures
+    cfg = algo_cfg("grpo", dynamic_sampling=False, groups_per_task=4, envs_per_task=4, group_size=6, replay=0.5)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
+        ro0 = eng.collect(0)
+        mixed0 = [g for g in range(4) if len({e["success"] for e in ro0.episodes if e["group"] == g}) > 1]
+        seeds0 = [ro0.episodes[6 * g]["seed"] for g in range(4)]
+        assert ro0.stats["rollout/groups_replayed"] == 0 and len(mixed0) >= 2
+        assert eng.replay["toy"] == [seeds0[g] for g in mixed0]
+        saved = eng.state()
+        ro1 = eng.collect(1)
+    seeds1 = [ro1.episodes[6 * g]["seed"] for g in range(4)]
+    fresh1 = RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool).group_seeds(1, 0, 4)
+    assert ro1.stats["rollout/groups_replayed"] == 2
+    assert seeds1[:2] == [seeds0[mixed0[-1]], seeds0[mixed0[-2]]] and seeds1[2:] == fresh1[2:]  # newest first, then fresh
+    # a resumed engine replays the same layouts
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng2:
+        eng2.load_state(saved)
+        assert [e["seed"] for e in eng2.collect(1).episodes[::6]] == seeds1
+    # uniform groups (a policy that always fails) never enter the list; the setting is checked
+    with torch.no_grad():
+        for p in policy.head.parameters():
+            p.zero_()
+        policy.head.log_std.fill_(-6.0)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng3:
+        eng3.collect(0)
+        assert eng3.replay["toy"] == []
+    with pytest.raises(ValueError, match="replay is a fraction"):
+        algo_cfg("grpo", replay=1.5)
+
+
 @pytest.mark.parametrize("head", ["flow-sde", "diffusion"])
 def test_output_exploration_is_a_gaussian_around_the_deterministic_chain(head):
     """``explore_steps=output``: the action is the deterministic sampler's result from the stored starting noise

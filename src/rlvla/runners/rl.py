@@ -67,11 +67,13 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
         raise ValueError(f"{init} records no training tasks; pass algo.tasks=[task,...]")
     algo = PolicyGradient(policy, algo_cfg, ref, loop.grad_clip, loop.weight_decay, seed=loop.seed)
     start, env_steps = 0, 0
+    resume_engine = None
     if latest is not None:
         start, tensors, meta = ckpts.load(latest)
         policy.load_weights(latest / "policy", map_location=loop.device)
         algo.load_state(tensors, meta)
         env_steps = int(meta.get("env_steps", 0))
+        resume_engine = meta.get("engine")
         print(f"resuming {run_dir} from iteration {start} ({latest.name})", file=sys.stderr)
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
     workers = None if algo_cfg.workers < 0 else algo_cfg.workers
@@ -80,7 +82,8 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
 
     def save(it: int) -> Path:
         tensors, meta = algo.state()
-        return ckpts.save(it, policy, tensors, {**meta, "env_steps": env_steps, "init": str(init)})
+        engine_state = engine.state() if engine is not None else resume_engine
+        return ckpts.save(it, policy, tensors, {**meta, "env_steps": env_steps, "init": str(init), "engine": engine_state})
 
     def heldout(it: int) -> dict:
         """The deterministic policy on held-out layouts (validation seeds): a point of the learning curve."""
@@ -101,6 +104,7 @@ def train_online(cfg, progress: bool = True, on_step=None) -> dict:
     engine = None
     try:
         engine = RolloutEngine(policy, tasks, algo_cfg, seed=loop.seed, workers=workers)
+        engine.load_state(resume_engine)
         one_thread = engine.pool.workers > 0  # idle OpenMP threads would starve the env workers
         if algo_cfg.eval_every and start == 0:
             logger.log(0, {"env_steps": 0, **heldout(0)})

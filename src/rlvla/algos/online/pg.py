@@ -122,6 +122,9 @@ class OnlineConfig:
     dynamic_sampling: bool = True
     """Drop groups that all succeeded or all failed and draw new ones (bounded by max_refill_rounds)."""
     max_refill_rounds: int = 2
+    replay: float = 0.0
+    """Fraction of each round's groups that replay layouts whose latest group had mixed outcomes (prioritised
+    layout replay; 0: fresh layouts only). See :mod:`rlvla.algos.online.rollout`."""
     success_bonus: float = 1.0
     """Per-decision reward on the first success (ppo, reinforce_pp)."""
     shaping: float = 0.0
@@ -155,6 +158,8 @@ class OnlineConfig:
             raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma, lam in [0, 1] (got {self})")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise ValueError(f"eval_every must be >= 0 and eval_episodes >= 1 (got {self.eval_every}, {self.eval_episodes})")
+        if not 0.0 <= self.replay <= 1.0:
+            raise ValueError(f"replay is a fraction of each round's groups, in [0, 1]; got {self.replay}")
         if self.explore_noise < 0 or self.explore_temperature < 0 or self.value_lr < 0 or self.value_warmup < 0 or self.denoise_steps < 0 or self.vf_clip < 0:
             raise ValueError("explore_noise, explore_temperature, value_lr, value_warmup, denoise_steps and vf_clip must be >= 0")
         if self.dual_clip and self.dual_clip <= 1:

@@ -9,6 +9,14 @@ Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all succeeded or
 group-relative signal. It is dropped and a new round of groups is drawn for the tasks that lost groups, at most
 ``max_refill_rounds`` times, so the engine never loops forever; dropped groups are counted in the stats.
 
+Layout replay (``replay`` > 0; prioritised level replay, Jiang et al. 2021, at the granularity GRPO needs): the
+layouts whose latest group had mixed outcomes are kept per task (newest first, at most ``4 x groups_per_task``), and
+that fraction of every round's groups replays them instead of drawing fresh seeds. A layout leaves the list when
+it is drawn and comes back only if its new group is mixed again, so a solved layout is not replayed. Most fresh
+layouts give a policy near its SFT start the same outcome in every episode (measured: 5-8 of 9-11 groups dropped
+per iteration), so replay spends fewer env steps on groups that carry no signal. The list is part of the
+checkpoint (:meth:`RolloutEngine.state`), so a resumed run replays the same layouts.
+
 Env workers that die mid-rollout are restarted (:meth:`EnvPool.restart_dead_workers`); their unfinished
 episodes are discarded and run again from the same seed, so the iteration completes with whole groups.
 
@@ -103,6 +111,16 @@ class RolloutEngine:
         self.pool = make_pool(specs, workers=workers)
         self.worker_restarts = 0
         self.env_steps = 0
+        self.replay: dict[str, list[int]] = {t: [] for t in self.tasks}  # mixed-outcome layouts, newest last
+
+    def state(self) -> dict:
+        """What a resumed run needs to draw the same layouts: the replay list."""
+        return {"replay": {t: list(v) for t, v in self.replay.items()}}
+
+    def load_state(self, state: dict | None) -> None:
+        for t, seeds in ((state or {}).get("replay") or {}).items():
+            if t in self.replay:
+                self.replay[t] = [int(s) for s in seeds]
 
     def close(self) -> None:
         self.pool.close()
@@ -126,20 +144,26 @@ class RolloutEngine:
         restarts0 = self.worker_restarts
         want = {t: cfg.groups_per_task for t in self.tasks}
         kept: list[list[Episode]] = []
-        dropped = drawn = 0
+        dropped = drawn = replayed = 0
         rounds = 0
         all_eps: list[Episode] = []
         while True:
             jobs = []
             seeds = self.group_seeds(iteration, rounds, sum(want.values()))
             for t in self.tasks:
-                for _ in range(want.get(t, 0)):
-                    jobs.append((t, seeds[len(jobs)]))
+                n_replay = min(int(round(cfg.replay * want.get(t, 0))), len(self.replay[t]))
+                for k in range(want.get(t, 0)):
+                    jobs.append((t, self.replay[t].pop() if k < n_replay else seeds[len(jobs)]))
+                replayed += n_replay
             groups = self._run_groups(jobs, base_gid=drawn, should_stop=should_stop)
             drawn += len(groups)
             all_eps += [e for g in groups for e in g]
             for g in groups:
                 outcomes = {e.success for e in g}
+                if len(outcomes) > 1 and cfg.replay > 0:
+                    rep = self.replay[g[0].task]
+                    rep.append(g[0].seed)
+                    del rep[: max(0, len(rep) - 4 * cfg.groups_per_task)]
                 if cfg.dynamic_sampling and len(g) > 1 and len(outcomes) == 1:
                     dropped += 1
                 else:
@@ -161,6 +185,7 @@ class RolloutEngine:
             "rollout/groups_drawn": drawn,
             "rollout/groups_dropped": dropped,
             "rollout/groups_kept": len(kept),
+            "rollout/groups_replayed": replayed,
             "rollout/refill_rounds": rounds - 1,
             "rollout/worker_restarts": self.worker_restarts - restarts0,
             "rollout/env_steps": self.env_steps - steps0,
