@@ -167,6 +167,63 @@ def test_dynamic_sampling_drops_uniform_groups_and_is_bounded():
     assert PolicyGradient(policy, cfg).update(ro, 0) == {"train/updates": 0}
 
 
+class _ProgressEnv(ToyEnv):
+    """The toy task, but a failure's dense reward says how close it came: 10 x |mean action| (capped at 9)."""
+
+    def step(self, action):
+        ob, r, term, trunc, info = super().step(action)
+        if not info["success"]:
+            info["substep_rewards"] = np.array([0.0, min(9.0, 10.0 * abs(float(np.asarray(action)[:, 0].mean())))], np.float32)
+        return ob, r, term, trunc, info
+
+
+def test_progress_score_ranks_failures_and_keeps_all_failed_groups():
+    """``progress_score``: a failure scores progress_score x its best dense progress, a success 1. A group where
+    every episode failed then ranks its episodes (dynamic sampling keeps it) and GRPO's std floor stops tiny
+    progress differences becoming unit advantages; at 0 the same groups are dropped as before."""
+    from rlvla.algos import core
+    from rlvla.algos.online.rollout import Episode
+
+    # known answers: the std floor, and the score
+    a = core.group_advantages(torch.tensor([[0.01, 0.02], [0.0, 1.0]]), std_floor=0.1)
+    assert torch.allclose(a[0], torch.tensor([-0.05, 0.05]), atol=1e-4)  # 0.005 / 0.1, not +-0.707
+    assert torch.allclose(a[1], core.group_advantages(torch.tensor([[0.0, 1.0]]))[0])  # binary groups unaffected
+    ep = Episode("t", 0, 0, progress=0.8)
+    assert ep.score(0.0) == 0.0 and ep.score(0.5) == pytest.approx(0.4)
+    ep.success = True
+    assert ep.score(0.5) == 1.0
+
+    policy = toy_policy("gaussian")
+    with torch.no_grad():  # actions near 0.05 +- noise: below the success threshold, so every episode fails
+        for p in policy.head.parameters():
+            p.zero_()
+        policy.head.log_std.fill_(math.log(0.05))
+
+    class Pool(ToyPool):
+        def __init__(self, specs, workers=None):
+            super().__init__(specs)
+            self.envs = [_ProgressEnv() for _ in specs]
+
+    kept = {}
+    for ps in (0.0, 0.5):
+        cfg = algo_cfg("grpo", dynamic_sampling=True, max_refill_rounds=0, groups_per_task=4, progress_score=ps)
+        with RolloutEngine(policy, ["toy"], cfg, make_pool=Pool) as eng:
+            ro = eng.collect(0)
+        assert ro.stats["rollout/success"] == 0.0
+        kept[ps] = ro.stats["rollout/groups_kept"]
+        if ps > 0:
+            score = ro.batch["score"]
+            prog = torch.tensor([e["progress"] for e in ro.episodes for _ in range(e["decisions"])])
+            assert torch.allclose(score, 0.5 * prog) and float(score.std()) > 0
+            adv, _ = compute_advantages(ro.batch, cfg)
+            first = torch.ones(len(ro), dtype=torch.bool)
+            first[1:] = ro.batch["episode_index"][1:] != ro.batch["episode_index"][:-1]
+            assert float(torch.corrcoef(torch.stack([adv[first], score[first]]))[0, 1]) > 0.5  # more progress, higher advantage
+    assert kept == {0.0: 0, 0.5: 4}
+    with pytest.raises(ValueError, match="every success outranks every failure"):
+        algo_cfg("grpo", progress_score=1.0)
+
+
 def test_layout_replay_redraws_mixed_layouts_only_and_resumes():
     """``replay``: that fraction of a round's groups replays layouts whose latest group had mixed outcomes (newest
     first); uniform layouts never enter the list, a replayed layout leaves it, and the list survives a resume."""

@@ -50,14 +50,16 @@ def discounted_returns(rewards: torch.Tensor, done: torch.Tensor, gamma: float =
     return gae(rewards, zeros, zeros, done, done, gamma, 1.0)[0]
 
 
-def group_advantages(rewards: torch.Tensor, normalize_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
-    """GRPO (Shao et al. 2024): ``(r - mean_group) / (std_group + eps)``; without std normalisation (Dr. GRPO,
-    Liu et al. 2025) just ``r - mean_group``. rewards: (G, n) for G groups of n rollouts from the same start
-    state. The std is the unbiased one. Returns (G, n). A group whose rewards are all equal gets zeros."""
+def group_advantages(rewards: torch.Tensor, normalize_std: bool = True, eps: float = 1e-6, std_floor: float = 0.0) -> torch.Tensor:
+    """GRPO (Shao et al. 2024): ``(r - mean_group) / (max(std_group, std_floor) + eps)``; without std
+    normalisation (Dr. GRPO, Liu et al. 2025) just ``r - mean_group``. rewards: (G, n) for G groups of n rollouts
+    from the same start state. The std is the unbiased one. Returns (G, n). A group whose rewards are all equal
+    gets zeros. ``std_floor`` keeps a group whose scores differ only a little (dense progress among failures) from
+    having its small differences blown up to unit advantages."""
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if not normalize_std:
         return centred
-    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+    return centred / (rewards.std(dim=1, keepdim=True).clamp(min=std_floor) + eps)
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,9 @@ ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
 LEVELS = ("auto", "token", "action", "chunk")
 
 
+PROGRESS_STD_FLOOR = 0.1  # below every binary group's std (>= 0.35 for 8 rollouts); scales down progress-only groups
+
+
 @dataclass
 class OnlineConfig:
     """Shared settings of the online algorithms (``algo.*`` in ``rlvla train``)."""
@@ -122,6 +125,11 @@ class OnlineConfig:
     dynamic_sampling: bool = True
     """Drop groups that all succeeded or all failed and draw new ones (bounded by max_refill_rounds)."""
     max_refill_rounds: int = 2
+    progress_score: float = 0.0
+    """Group methods: a failed episode scores this times its best dense progress (the env's reward / 10, in
+    [0, 1]) instead of 0; a success scores 1. A group where every episode failed then still ranks its episodes (and
+    is kept by dynamic sampling) instead of carrying no signal; below 1, every success still outranks every failure.
+    With it, GRPO's group std has a floor of ``PROGRESS_STD_FLOOR``. 0: success only."""
     replay: float = 0.0
     """Fraction of each round's groups that replay layouts whose latest group had mixed outcomes (prioritised
     layout replay; 0: fresh layouts only). See :mod:`rlvla.algos.online.rollout`."""
@@ -158,6 +166,8 @@ class OnlineConfig:
             raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma, lam in [0, 1] (got {self})")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise ValueError(f"eval_every must be >= 0 and eval_episodes >= 1 (got {self.eval_every}, {self.eval_episodes})")
+        if not 0.0 <= self.progress_score < 1.0:
+            raise ValueError(f"progress_score must be in [0, 1) so that every success outranks every failure; got {self.progress_score}")
         if not 0.0 <= self.replay <= 1.0:
             raise ValueError(f"replay is a fraction of each round's groups, in [0, 1]; got {self.replay}")
         if self.explore_noise < 0 or self.explore_temperature < 0 or self.value_lr < 0 or self.value_warmup < 0 or self.denoise_steps < 0 or self.vf_clip < 0:
@@ -245,7 +255,8 @@ def compute_advantages(batch, cfg: OnlineConfig) -> tuple[torch.Tensor, torch.Te
         raise ValueError(f"{cfg.name} needs equal group sizes, got {sorted(sizes)}")
     order = torch.cat([torch.nonzero(ep_group == g)[:, 0] for g in groups])
     scores = ep_score[order].reshape(len(groups), -1)
-    a = core.group_advantages(scores, cfg.normalize_std) if cfg.name == "grpo" else core.rloo_advantages(scores)
+    floor = PROGRESS_STD_FLOOR if cfg.progress_score > 0 else 0.0
+    a = core.group_advantages(scores, cfg.normalize_std, std_floor=floor) if cfg.name == "grpo" else core.rloo_advantages(scores)
     ep_adv = torch.empty_like(ep_score)
     ep_adv[order] = a.reshape(-1)
     ep_of_step = torch.cumsum(first.long(), 0) - 1

@@ -5,8 +5,8 @@ same layout seed (GRPO/RLOO need several rollouts of one initial state). Seeds a
 training range below the validation slice) as a function of ``(seed, iteration, round)`` only, so neither
 evaluation nor validation seeds are ever trained on and a resumed run draws the same layouts. Every decision is one batched ``policy.act`` for all running envs; each env runs the chunk.
 
-Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all succeeded or all failed carries no
-group-relative signal. It is dropped and a new round of groups is drawn for the tasks that lost groups, at most
+Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all scored alike (all succeeded, or all failed
+without ``progress_score``) carries no group-relative signal. It is dropped and a new round of groups is drawn for the tasks that lost groups, at most
 ``max_refill_rounds`` times, so the engine never loops forever; dropped groups are counted in the stats.
 
 Layout replay (``replay`` > 0; prioritised level replay, Jiang et al. 2021, at the granularity GRPO needs): the
@@ -61,6 +61,11 @@ class Episode:
     truncated: bool = False
     final_obs: dict | None = None
     final_value: float = 0.0  # V(final observation) when truncated (time-limit bootstrap), else 0
+    progress: float = 0.0  # best dense progress seen (env reward / 10, in [0, 1])
+
+    def score(self, progress_score: float) -> float:
+        """The outcome score group advantages compare: 1 for a success, else ``progress_score`` x progress."""
+        return 1.0 if self.success else progress_score * self.progress
 
 
 @dataclass
@@ -164,7 +169,7 @@ class RolloutEngine:
                     rep = self.replay[g[0].task]
                     rep.append(g[0].seed)
                     del rep[: max(0, len(rep) - 4 * cfg.groups_per_task)]
-                if cfg.dynamic_sampling and len(g) > 1 and len(outcomes) == 1:
+                if cfg.dynamic_sampling and len(g) > 1 and len({e.score(cfg.progress_score) for e in g}) == 1:
                     dropped += 1
                 else:
                     kept.append(g)
@@ -298,6 +303,7 @@ class RolloutEngine:
                 truncated=bool(trunc) and not term, success=bool(info["success"]) or ep.success,
             )  # fmt: skip
             ep.success = ep.success or bool(info["success"])
+            ep.progress = min(1.0, max(ep.progress, phi))
             ep.ret += float(r)
             ep.length += int(info["substeps"])
             self.env_steps += int(info["substeps"])
@@ -349,7 +355,7 @@ class RolloutEngine:
                     nv = e.steps[k + 1]["value"] if k + 1 < n else e.final_value
                     steps.append((s, ep_idx, k, e, nv))
                 episodes.append({"task": e.task, "seed": e.seed, "group": e.group, "success": e.success,
-                                 "return": e.ret, "length": e.length, "decisions": n})  # fmt: skip
+                                 "return": e.ret, "length": e.length, "decisions": n, "progress": e.progress})  # fmt: skip
                 ep_idx += 1
         if not steps:
             return Rollout(Batch(), episodes, stats)
@@ -370,7 +376,7 @@ class RolloutEngine:
         b["frame_index"] = torch.tensor([k for _, _, k, *_ in steps], dtype=torch.int64)
         b["group_index"] = torch.tensor([e.group for *_, e, _ in steps], dtype=torch.int64)
         b["task_id"] = torch.tensor([self.tasks.index(e.task) for *_, e, _ in steps], dtype=torch.int64)
-        b["score"] = torch.tensor([float(e.success) for *_, e, _ in steps], dtype=torch.float32)
+        b["score"] = torch.tensor([e.score(self.cfg.progress_score) for *_, e, _ in steps], dtype=torch.float32)
         b["old_log_prob"] = torch.stack([s["log_prob"] for s, *_ in steps]).float()
         b["value"] = torch.tensor([s["value"] for s, *_ in steps], dtype=torch.float32)
         b["next_value"] = torch.tensor([nv for *_, nv in steps], dtype=torch.float32)
