@@ -6,8 +6,9 @@ training range below the validation slice) as a function of ``(seed, iteration, 
 evaluation nor validation seeds are ever trained on and a resumed run draws the same layouts. Every decision is one batched ``policy.act`` for all running envs; each env runs the chunk.
 
 Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all scored alike (all succeeded, or all failed
-without ``progress_score``) carries no group-relative signal. It is dropped and a new round of groups is drawn for the tasks that lost groups, at most
-``max_refill_rounds`` times, so the engine never loops forever; dropped groups are counted in the stats.
+without ``progress_score``) carries no group-relative signal. It is dropped and a new round of groups is drawn for
+the tasks that lost groups, at most ``max_refill_rounds`` times, so the engine never loops forever; dropped groups
+are counted in the stats.
 
 Layout replay (``replay`` > 0; prioritised level replay, Jiang et al. 2021, at the granularity GRPO needs): the
 layouts whose latest group had mixed outcomes are kept per task (newest first, at most ``4 x groups_per_task``), and
