@@ -26,9 +26,11 @@ from rlvla.runners.collect import CollectConfig, collect
 # exploration for the flow head: each decision's action is the 5-step ODE's action from the stored starting noise
 # plus Gaussian noise of std 0.15 (the likelihood is exact, so the ratio sees every change of the network). lr 2e-5
 # with the KL stop (1.5 x 0.05) keeps each iteration's move small: at 1e-4 the held-out success rose and then fell.
+# Failed episodes score half their best dense progress, so a layout where every rollout failed still teaches
+# (validation seeds: the same overall success as success-only scoring, 0.89, with drawer-open 0.89 against 0.85).
 RL_DEFAULTS = ("algo.freeze_backbone=true", "algo.explore_steps=output", "algo.denoise_steps=5", "algo.explore_noise=0.15",
                "algo.lr=2e-5", "algo.groups_per_task=2", "algo.envs_per_task=4", "algo.epochs=4", "algo.target_kl=0.05",
-               "algo.max_refill_rounds=1")  # fmt: skip
+               "algo.max_refill_rounds=1", "algo.progress_score=0.5")  # fmt: skip
 
 
 HEADLINE = {
