@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="id episodes evaluating the sampling (exploring) policy before and after RL (0: skip)")
     q.add_argument("--algo", default="grpo", help="online RL algorithm: grpo, ppo, rloo, reinforce_pp")
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
-    q.add_argument("--rl-budget", type=float, default=560.0, help="RL wall-clock limit (s)")
+    q.add_argument("--rl-budget", type=float, default=500.0, help="RL wall-clock limit (s); the whole quickstart, set-up included, must fit in 20 minutes")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")
     r = sub.add_parser("report", help="one comparison table (HTML + JSON) of evaluations: rlvla report [LABEL=]EVAL.json ...")
     r.add_argument("runs", nargs="+", help="evaluation JSON files (rlvla eval --out) or run dirs with eval.json; LABEL=PATH names a row")
