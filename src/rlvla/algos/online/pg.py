@@ -278,10 +278,11 @@ class PolicyGradient:
         self.ref = ref_policy
         if cfg.kl_coef > 0 and ref_policy is None:
             raise ValueError("kl_coef > 0 needs a reference policy")
-        self.exact_kl = cfg.kl_estimator == "exact" and ref_policy is not None
-        if self.exact_kl and not (cfg.freeze_backbone and hasattr(policy, "rl_features")):
+        exact = cfg.kl_estimator == "exact"
+        self.exact_kl = exact and ref_policy is not None
+        if exact and not (cfg.freeze_backbone and hasattr(policy, "rl_features")):
             raise ValueError("algo.kl_estimator=exact needs algo.freeze_backbone=true (the KL is taken on the shared trunk's readouts)")
-        if self.exact_kl and type(policy.head).dist_logits is ActionHead.dist_logits:
+        if exact and type(policy.head).dist_logits is ActionHead.dist_logits:
             raise ValueError(f"algo.kl_estimator=exact needs a discrete (token) head, not {policy.head.cfg.name}; use k3")
         self.grad_clip = grad_clip
         self.seed = seed
