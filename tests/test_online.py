@@ -683,7 +683,7 @@ def test_sigint_during_rl_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     init = _mw_policy().save_pretrained(tmp_path / "init")
     run = tmp_path / "rl"
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    proc = subprocess.Popen(_rl_cmd(init, run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_rl_cmd(init, run, "algo.replay=1.0"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
@@ -695,8 +695,11 @@ def test_sigint_during_rl_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     done = summary["step"]
     assert summary["status"] == "interrupted" and done >= 2
     assert (run / "checkpoints" / f"step_{done:08d}" / "policy" / "model.safetensors").exists()
+    meta = json.loads((run / "checkpoints" / f"step_{done:08d}" / "trainer.json").read_text())
+    assert set(meta["engine"]["replay"]) == set(summary["tasks"])  # the layout-replay list travels with the checkpoint
     # the same command resumes from that checkpoint (here with fewer iterations, so it finishes quickly)
-    res = subprocess.run(_rl_cmd(init, run, f"algo.iterations={done + 1}"), env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(_rl_cmd(init, run, "algo.replay=1.0", f"algo.iterations={done + 1}"), env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
     assert f"resuming {run} from iteration {done}" in res.stderr, res.stderr[-2000:]
 
 
