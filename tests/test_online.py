@@ -255,6 +255,12 @@ def test_layout_replay_redraws_mixed_layouts_only_and_resumes():
     with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng3:
         eng3.collect(0)
         assert eng3.replay["toy"] == []
+    # half of one wanted group rounds up: it is replayed (Python's round(0.5) would give none)
+    one = algo_cfg("grpo", dynamic_sampling=False, groups_per_task=1, envs_per_task=4, group_size=6, replay=0.5)
+    with RolloutEngine(toy_policy("gaussian"), ["toy"], one, make_pool=ToyPool) as eng4:
+        eng4.load_state({"replay": {"toy": [12345]}})
+        ro4 = eng4.collect(0)
+        assert ro4.stats["rollout/groups_replayed"] == 1 and ro4.episodes[0]["seed"] == 12345
     with pytest.raises(ValueError, match="replay is a fraction"):
         algo_cfg("grpo", replay=1.5)
 

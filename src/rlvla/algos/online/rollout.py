@@ -157,7 +157,8 @@ class RolloutEngine:
             jobs = []
             seeds = self.group_seeds(iteration, rounds, sum(want.values()))
             for t in self.tasks:
-                n_replay = min(int(round(cfg.replay * want.get(t, 0))), len(self.replay[t]))
+                # half up (not Python's half-to-even round): replay=0.5 of one wanted group replays it
+                n_replay = min(int(cfg.replay * want.get(t, 0) + 0.5), len(self.replay[t]))
                 for k in range(want.get(t, 0)):
                     jobs.append((t, self.replay[t].pop() if k < n_replay else seeds[len(jobs)]))
                 replayed += n_replay

@@ -126,9 +126,13 @@ class Head(ActionHead):
     def _scored_logits(self, z: torch.Tensor, tokens: torch.Tensor, extras: dict) -> torch.Tensor:
         """The logits of the distribution ``tokens`` were sampled from: local when the sample carries its greedy
         decode (``center``), else autoregressive given its own prefix."""
-        if self.cfg.kernel > 0 and "center" in extras:
+        if self._is_local(extras):
             return self._local_logits(z, extras["center"].reshape(tokens.shape[0], self.length))
         return self._full_logits(z, tokens)
+
+    def _is_local(self, extras: dict) -> bool:
+        """The sample was drawn around its greedy decode (local exploration), which it carries as ``center``."""
+        return self.cfg.kernel > 0 and "center" in extras
 
     def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True):
         """Decode the K*A tokens one at a time with a key/value cache; the log-prob is then re-scored in one
@@ -161,7 +165,7 @@ class Head(ActionHead):
         only the bins a sample's kernel reaches, so a KL on it also holds the far bins the greedy decode could jump
         to."""
         tokens = self._require(extras, "tokens")
-        prefix = extras["center"] if self.cfg.kernel > 0 and "center" in extras else tokens
+        prefix = extras["center"] if self._is_local(extras) else tokens
         return self._full_logits(z, prefix.reshape(tokens.shape[0], self.length)) * self.cfg.temperature
 
     def log_prob(self, z: torch.Tensor, actions: torch.Tensor, extras: dict) -> torch.Tensor:
