@@ -11,7 +11,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import torch  # noqa: E402
 
-from rlvla.algos.online import CONFIGS, RolloutEngine  # noqa: E402
+from rlvla.algos.online import CONFIGS  # noqa: E402
+from rlvla.collectors import RolloutEngine  # noqa: E402
 from rlvla.policies import VLAPolicy  # noqa: E402
 
 if len(sys.argv) < 3:

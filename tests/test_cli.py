@@ -53,7 +53,7 @@ def test_collect_then_read(tmp_path):
 
 
 def test_bench_env_reports_every_ratio():
-    from rlvla.runners.bench_env import bench_env
+    from rlvla.bench.env import bench_env
 
     r = bench_env(task="reach-v3", steps=80)
     for k in ("raw_steps_per_s", "wrapper_steps_per_s", "async2_steps_per_s", "chunk4_steps_per_s"):

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from rlvla.envs import EVAL_SEEDS, TASK_SETS, TASKS, eval_seeds, make_env, make_vec_env, train_seeds
+from rlvla.envs import EVAL_SEEDS, TASK_SETS, TASKS, TRAIN_SEEDS, eval_seeds, make_env, make_vec_env, train_seeds
 from rlvla.envs.experts import ExpertConfig, ScriptedExpert
 from rlvla.envs.instructions import INSTRUCTIONS
 from rlvla.envs.metaworld_env import NonFiniteError
@@ -157,10 +157,20 @@ def test_evaluation_split_refuses_training_seed():
     env.close()
 
 
+def test_bare_reset_draws_a_seed_the_split_allows():
+    """A Gymnasium user calls ``reset()`` with no seed: an evaluation-only split draws an evaluation layout (it
+    raised before), the id split a training layout, and the same ``reset(seed=...)`` stream stays reproducible."""
+    for split, seeds in (("ood-position", EVAL_SEEDS), ("id", TRAIN_SEEDS)):
+        env = make_env("reach-v3", split=split, cameras=())
+        env.reset()
+        assert env.layout_seed in seeds, (split, env.layout_seed)
+        env.close()
+
+
 def test_validation_seeds_are_training_seeds_nothing_trains_on():
+    from rlvla.collectors import evaluate
     from rlvla.envs.splits import RL_SEEDS, VALIDATION_SEEDS, seed_role, validation_seeds
     from rlvla.runners.collect import CollectConfig
-    from rlvla.runners.evaluate import evaluate
 
     vs = validation_seeds(5)
     assert all(seed_role(s) == "train" and s in VALIDATION_SEEDS and s not in RL_SEEDS for s in vs)

@@ -85,7 +85,7 @@ def _positive_fraction(policy_dir, condition=None, n=256) -> float:
 
 # ------------------------------------------------------------------ data
 def test_chunk_rewards_and_returns_known_answers():
-    from rlvla.data.offline import chunk_rewards, episode_returns
+    from rlvla.rewards import chunk_rewards, episode_returns
 
     r = np.array([0.0, 1.0, 0.0, 2.0])
     assert episode_returns(r, 0.5).tolist() == [0.75, 1.5, 1.0, 2.0]

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from rlvla.algos.offline.sft import NonFiniteLossError
-from rlvla.algos.online import CONFIGS, PolicyGradient, RolloutEngine, compute_advantages
+from rlvla.algos.online import CONFIGS, PolicyGradient, compute_advantages
+from rlvla.collectors import RolloutEngine
 from rlvla.data.schema import Batch
+from rlvla.errors import NonFiniteLossError
 from rlvla.policies import PolicyConfig, make_policy
 from rlvla.policies.config import BackboneConfig
 from rlvla.policies.heads import head_config
@@ -52,7 +53,7 @@ class ToyEnv:
         self.t += 1
         success = bool(action[:, 0].mean() * self.goal > THRESHOLD)
         r = float(success)
-        info = {"success": success, "substeps": K, "substep_rewards": np.array([0.0, 10.0 * r], np.float32)}
+        info = {"success": success, "substeps": K, "progress": r}
         return self._obs(), r, success, self.t >= self.steps and not success, info
 
 
@@ -168,12 +169,12 @@ def test_dynamic_sampling_drops_uniform_groups_and_is_bounded():
 
 
 class _ProgressEnv(ToyEnv):
-    """The toy task, but a failure's dense reward says how close it came: 10 x |mean action| (capped at 9)."""
+    """The toy task, but a failure's progress says how close it came: |mean action| (capped at 0.9)."""
 
     def step(self, action):
         ob, r, term, trunc, info = super().step(action)
         if not info["success"]:
-            info["substep_rewards"] = np.array([0.0, min(9.0, 10.0 * abs(float(np.asarray(action)[:, 0].mean())))], np.float32)
+            info["progress"] = min(0.9, abs(float(np.asarray(action)[:, 0].mean())))
         return ob, r, term, trunc, info
 
 
@@ -182,7 +183,7 @@ def test_progress_score_ranks_failures_and_keeps_all_failed_groups():
     every episode failed then ranks its episodes (dynamic sampling keeps it) and GRPO's std floor stops tiny
     progress differences becoming unit advantages; at 0 the same groups are dropped as before."""
     from rlvla.algos import core
-    from rlvla.algos.online.rollout import Episode
+    from rlvla.collectors.rollout import Episode
 
     # known answers: the std floor, and the score
     a = core.group_advantages(torch.tensor([[0.01, 0.02], [0.0, 1.0]]), std_floor=0.1)
@@ -537,7 +538,7 @@ class StepEnv(ToyEnv):
 
     def step(self, action):
         self.t += 1
-        info = {"success": False, "substeps": K, "substep_rewards": np.array([0.0, 10.0 * self.t / self.steps], np.float32)}
+        info = {"success": False, "substeps": K, "progress": self.t / self.steps}
         return self._obs(), 1.0, False, self.t >= self.steps, info
 
 

@@ -623,17 +623,3 @@ def test_deterministic_diffusion_follows_the_ddim_ode_not_the_posterior_mean():
         eps = h._eps(chain[:, 0], h.timesteps[0].expand(64), z)
         mean, sigma = ddim_step_moments(chain[:, 0], eps, h.ab_t[0], h.ab_prev[0], 0.0, True)
     assert float(sigma) == 0.0 and torch.allclose(chain[:, 1], mean, atol=1e-6)
-
-
-def test_mcnemar_exact_known_answers():
-    from rlvla.eval.metrics import mcnemar_exact
-
-    # 14 vs 4 discordant pairs: two-sided exact p = 2 * P(X <= 4), X ~ Bin(18, 1/2) = 0.030884 (scipy.stats.binomtest)
-    a = [True] * 14 + [False] * 4 + [True] * 50 + [False] * 32
-    b = [False] * 14 + [True] * 4 + [True] * 50 + [False] * 32
-    r = mcnemar_exact(a, b)
-    assert (r["a_only"], r["b_only"]) == (14, 4) and abs(r["p_value"] - 0.0308837890625) < 1e-12
-    assert mcnemar_exact(b, a)["p_value"] == r["p_value"]  # symmetric
-    assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0  # no discordant pairs
-    with pytest.raises(ValueError, match="equal length"):
-        mcnemar_exact([True], [True, False])

@@ -73,10 +73,10 @@ def test_evaluation_with_overlapped_worker_lanes_matches_in_process():
     stepping all envs in-process, decision by decision."""
     import torch
 
+    from rlvla.collectors import evaluate
     from rlvla.policies import make_policy
     from rlvla.policies.config import BackboneConfig, LanguageConfig, VisionConfig
     from rlvla.policies.heads import head_config
-    from rlvla.runners.evaluate import evaluate
 
     torch.manual_seed(0)
     bb = BackboneConfig(dim=32, layers=1, vision=VisionConfig(width=8, depth=2), language=LanguageConfig(encoder="none"))

@@ -92,8 +92,9 @@ def test_resume_refuses_a_different_config(dataset, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset, tmp_path, monkeypatch):
+    from rlvla.errors import TrainingError
     from rlvla.policies import VLAPolicy
-    from rlvla.runners.train import TrainingError, train
+    from rlvla.runners.train import train
 
     real = VLAPolicy.bc_loss
     calls = {"n": 0}
@@ -226,3 +227,93 @@ def test_image_size_mismatch_is_a_clear_error(dataset):
 
     with pytest.raises(ValueError, match=r"64x64 images .* expects 32x32 \(set policy.image_size=64"):
         ChunkDataset(LeRobotDataset(dataset), 4, ["corner"], image_size=32)
+
+
+def test_checkpoints_are_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):
+    """A power cut after ``save`` returns must not lose the checkpoint: its files are fsynced while still under the
+    temporary name (before the rename publishes them), and the checkpoints directory after the rename."""
+    import os
+
+    from rlvla.checkpoints import Checkpoints
+    from rlvla.policies import PolicyConfig, make_policy
+    from rlvla.policies.config import BackboneConfig
+    from rlvla.policies.heads import head_config
+
+    bb = BackboneConfig(dim=16, heads=2, layers=1, vision={"width": 4, "depth": 2}, language={"encoder": "none"})
+    policy = make_policy(PolicyConfig(head=head_config("gaussian", hidden=16), chunk=2, action_dim=4, image_size=16, backbone=bb))
+    synced, real = [], os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    final = Checkpoints(tmp_path).save(3, policy, {"x": torch.zeros(2)}, {"note": "t"})
+    tmp = str(tmp_path / "checkpoints" / ".step_00000003.tmp")
+    for f in ("policy/model.safetensors", "policy/config.json", "trainer.safetensors", "trainer.json", "policy", ""):
+        assert os.path.join(tmp, f).rstrip("/") in synced, f"{f or 'the checkpoint directory'} was not fsynced"
+    renamed = synced.index(str(tmp_path / "checkpoints"))
+    assert renamed > synced.index(os.path.join(tmp, "policy/model.safetensors"))  # the publishing rename is made durable
+    assert (final / "trainer.json").exists() and (tmp_path / "checkpoints" / "latest").read_text() == final.name
+
+
+@pytest.fixture(scope="module")
+def flow_init(tmp_path_factory):
+    from rlvla.policies import PolicyConfig, make_policy
+    from rlvla.policies.config import BackboneConfig
+    from rlvla.policies.heads import head_config
+
+    bb = BackboneConfig(dim=16, heads=2, layers=1, vision={"width": 4, "depth": 2}, language={"encoder": "none"})
+    policy = make_policy(PolicyConfig(head=head_config("flow", hidden=16), chunk=4, action_dim=4, image_size=16, backbone=bb))
+    return policy.save_pretrained(tmp_path_factory.mktemp("init") / "flow")
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["algo=grpo", "head=token"], r"fixes the policy .* head=token would be ignored"),
+        (["algo=iql", "policy.chunk=8"], r"policy.chunk=8 would be ignored"),
+        (["algo=grpo", "train.steps=10", "train.lr=1e-3"], r"train.steps=10 train.lr=1e-3 would be ignored; of train"),
+        (["algo=ppo", "data.path=runs/demos"], r"data.path=runs/demos would be ignored"),
+        (["algo=sft"], r"algo=sft trains a new policy .* ignores init="),
+    ],
+)
+def test_overrides_a_run_would_ignore_are_errors(flow_init, overrides, match):
+    """`rlvla train algo=grpo head=token init=<a flow checkpoint>` used to train the flow policy without a word."""
+    from rlvla.configs import check_overrides, compose
+
+    with pytest.raises(ValueError, match=match):
+        check_overrides(compose([*overrides, f"init={flow_init}"]))
+
+
+def test_overrides_that_apply_pass_the_check(flow_init):
+    from rlvla.configs import check_overrides, compose
+
+    check_overrides(compose(["algo=grpo", f"init={flow_init}", "train.seed=3", "train.time_limit_s=60", "algo.lr=1e-5"]))
+    check_overrides(compose(["algo=grpo", f"init={flow_init}", "head=flow", "policy.chunk=4", "policy.backbone.dim=16"]))  # agree
+    check_overrides(compose(["algo=sft", "head=flow", "policy.chunk=8", "train.steps=10", "data.path=d"]))
+    check_overrides(compose(["algo=iql", f"init={flow_init}", "train.steps=10", "algo.beta=0.3", "data.path=d"]))
+    assert compose(["algo=sft", "train.steps=10"]).overrides == ["algo=sft", "train.steps=10"]
+
+
+def test_the_time_limit_covers_the_whole_run_across_resumes(dataset, tmp_path):
+    """``train.time_limit_s`` used to restart with each resumed invocation. The elapsed training time travels in the
+    checkpoint: a run resumed after it has used its limit takes no further step."""
+    import json as _json
+
+    from rlvla.runners.train import train
+
+    def stop_at_3(step, metrics):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    part = train(_cfg(dataset, run, "train.steps=8"), progress=False, on_step=stop_at_3)
+    assert part["status"] == "interrupted" and part["step"] == 3
+    meta = _json.loads((run / "checkpoints" / "step_00000003" / "trainer.json").read_text())
+    assert meta["elapsed_s"] > 0 and part["elapsed_s"] == pytest.approx(meta["elapsed_s"])
+    limit = meta["elapsed_s"] / 2  # already used up
+    again = train(_cfg(dataset, run, "train.steps=8", f"train.time_limit_s={limit}"), progress=False)
+    assert again["status"] == "time_limit" and again["step"] == 3  # no step taken
+    rest = train(_cfg(dataset, run, "train.steps=8", "train.time_limit_s=0"), progress=False)
+    assert rest["status"] == "done" and rest["step"] == 8 and rest["elapsed_s"] > meta["elapsed_s"]

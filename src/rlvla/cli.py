@@ -126,18 +126,18 @@ def main(argv=None) -> int:
             return collect_main(args)
         if args.cmd == "bench":
             if args.what == "offline":
-                from rlvla.runners.bench_offline import bench_offline_main
+                from rlvla.bench.offline import bench_offline_main
 
                 return bench_offline_main(args)
             if args.what in ("rollout", "sb3"):
-                from rlvla.runners.bench_rl import bench_rl_main
+                from rlvla.bench.rl import bench_rl_main
 
                 return bench_rl_main(args)
             if args.what != "env":
-                from rlvla.runners.bench_policy import bench_policy_main
+                from rlvla.bench.policy import bench_policy_main
 
                 return bench_policy_main(args)
-            from rlvla.runners.bench_env import bench_main
+            from rlvla.bench.env import bench_main
 
             return bench_main(args)
         if args.cmd == "tasks":
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         return 2
     except RuntimeError as e:  # training stopped on NaN, an env worker died, ...: one line, exit 1
         from rlvla.envs.pool import EnvWorkerError
-        from rlvla.runners.train import TrainingError
+        from rlvla.errors import TrainingError
 
         if not isinstance(e, (TrainingError, EnvWorkerError)):
             raise

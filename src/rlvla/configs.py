@@ -89,6 +89,8 @@ class TrainConfig:
     """Output directory: config.yaml, metrics.jsonl, tensorboard/, checkpoints/, policy/ (the final weights)."""
     resume: bool = True
     """Continue from the run directory's latest checkpoint when there is one."""
+    overrides: list[str] = field(default_factory=list)
+    """Recorded by :func:`compose`: the overrides this config was composed from (checked by :func:`check_overrides`)."""
 
 
 _REGISTERED = False
@@ -132,7 +134,73 @@ def compose(overrides: list[str]):
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
         raise ValueError(f"bad config: {msg}; see `rlvla train --help` for the keys") from None
+    cfg.overrides = [o for o in overrides if _key(o) != "overrides"]
     return cfg
+
+
+# Of ``train.*``, what an online run uses (its loop settings are ``algo.*``).
+ONLINE_TRAIN_KEYS = ("seed", "grad_clip", "weight_decay", "time_limit_s", "threads", "device")
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0].strip()
+
+
+def check_overrides(cfg) -> None:
+    """An override that the run would silently ignore is an error naming it and what applies instead.
+
+    - ``init=`` fixes the policy (its saved config replaces ``policy.*`` and ``head``): a ``head=`` or
+      ``policy.*`` override that differs from the init policy's config would be ignored (one that agrees is fine).
+    - Online algorithms take their loop from ``algo.*``: ``data.*`` and ``train.*`` other than
+      :data:`ONLINE_TRAIN_KEYS` would be ignored.
+    - ``algo=sft`` trains a new policy from a dataset: ``init=`` would be ignored.
+    """
+    from rlvla.algos.online.pg import CONFIGS as ONLINE
+
+    keys = {_key(o): o for o in cfg.get("overrides", [])}
+    name = str(cfg.algo.name)
+    if name == "sft" and cfg.init:
+        raise ValueError(f"algo=sft trains a new policy from data.path and ignores init={cfg.init}; drop init, or continue a "
+                         "policy with an offline (e.g. algo=awr) or online (e.g. algo=grpo) algorithm")  # fmt: skip
+    if cfg.init:
+        bad = _conflicts_with_init(cfg, keys)
+        if bad:
+            raise ValueError(f"init={cfg.init} fixes the policy (its config replaces head and policy.*), so {' '.join(bad)} "
+                             "would be ignored; drop it, or train a new policy with algo=sft")  # fmt: skip
+    if name in ONLINE:
+        bad = [o for k, o in keys.items() if k.startswith("data.") or (k.startswith("train.") and k[6:] not in ONLINE_TRAIN_KEYS)]
+        if bad:
+            raise ValueError(f"algo={name} takes its loop settings from algo.* (algo.iterations, algo.lr, algo.minibatch, ...), "
+                             f"so {' '.join(bad)} would be ignored; of train.* only {', '.join(ONLINE_TRAIN_KEYS)} apply")  # fmt: skip
+
+
+def _conflicts_with_init(cfg, keys: dict) -> list[str]:
+    """The ``head=`` / ``policy.*`` overrides whose value differs from the ``init`` policy's saved config."""
+    from omegaconf import OmegaConf
+
+    from rlvla.checkpoints import resolve_checkpoint
+    from rlvla.policies import VLAPolicy
+
+    wanted = {k: o for k, o in keys.items() if k == "head" or k.startswith("policy.")}
+    if not wanted:
+        return []
+    try:
+        saved = VLAPolicy.read_config(resolve_checkpoint(cfg.init)).to_dict()
+    except (FileNotFoundError, ValueError):
+        return []  # a missing or unreadable init is reported where it is loaded
+    bad = []
+    for k, o in wanted.items():
+        if k == "head":
+            same = str(cfg.policy.head.name) == saved["head"]["name"]
+        else:
+            node = saved
+            for part in k.split(".")[1:]:
+                node = node.get(part, "<missing>") if isinstance(node, dict) else "<missing>"
+            mine = OmegaConf.select(cfg, k)
+            same = (OmegaConf.to_container(mine) if OmegaConf.is_config(mine) else mine) == node
+        if not same:
+            bad.append(o)
+    return bad
 
 
 def section(cfg, key: str):

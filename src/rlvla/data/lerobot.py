@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rlvla.io import atomic_write_bytes, atomic_write_json
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -45,21 +46,6 @@ class DatasetError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=4, ensure_ascii=False).encode())
-
-
 def atomic_write_table(path: Path, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="snappy")
@@ -488,9 +474,9 @@ class LeRobotDataset:
 
         Shuffling permutes the file order and the rows within each file (a bounded-memory shuffle).
         """
-        from rlvla.data.schema import Batch
-
         import torch
+
+        from rlvla.data.schema import Batch
 
         rng = np.random.default_rng(seed)
         files = self.data_files()

@@ -8,8 +8,10 @@ What a sample is (frame ``i`` of an episode whose last frame is ``L``, chunk len
     discount      gamma^K                           mc_return     sum_{j>=i} gamma^(j-i) r[j] (observed, no bootstrap)
     episode_success, cond_return (return-to-go with ``cond_gamma``, for return-conditioned policies)
 
-Rewards: ``sparse`` is 1 at the first successful step (the task's outcome), ``dense`` is MetaWorld's shaped reward
-divided by 10 (so in [0, 1] per step).
+Rewards: any registered step reward (:mod:`rlvla.rewards`): ``sparse`` is 1 at the first successful step (the
+task's outcome), ``dense`` is the suite's shaped reward divided by its scale (``reward_scale``; MetaWorld's 10), so
+in [0, 1] per step. Inside a chunk the rewards are discounted per step (an SMDP step; the next decision is
+discounted by ``gamma^K``).
 
 Memory: every non-image column of every frame is held in memory (a few dozen bytes per frame); images are read a
 group of ``files_in_memory`` data files at a time (LeRobot rolls data files at a fixed size, and episodes never
@@ -28,35 +30,16 @@ import torch
 
 from rlvla.data.lerobot import LeRobotDataset
 from rlvla.data.schema import IMAGE_PREFIX, Batch
+from rlvla.rewards import chunk_rewards, episode_returns, get_reward, step_rewards
 
-REWARDS = ("sparse", "dense")
 SCALARS = ["observation.state", "action", "next.reward", "next.success", "episode_index", "frame_index", "task_index", "index"]
-
-
-def episode_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """Discounted returns-to-go of one episode's rewards (T,) -> (T,)."""
-    out = np.zeros(len(rewards), dtype=np.float64)
-    acc = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        acc = float(rewards[t]) + gamma * acc
-        out[t] = acc
-    return out
-
-
-def chunk_rewards(rewards: np.ndarray, chunk: int, gamma: float) -> np.ndarray:
-    """``sum_{j<K, i+j<T} gamma^j r[i+j]`` for each i of one episode (T,) -> (T,)."""
-    t = len(rewards)
-    out = np.zeros(t, dtype=np.float64)
-    for j in range(chunk):
-        out[: max(t - j, 0)] += gamma**j * rewards[j:]
-    return out
 
 
 class OfflineChunks:
     def __init__(self, dataset: LeRobotDataset, chunk: int, cameras, gamma: float = 0.99, reward: str = "sparse",
-                 cond_gamma: float = 1.0, files_in_memory: int = 2, image_size: int | None = None) -> None:  # fmt: skip
-        if reward not in REWARDS:
-            raise ValueError(f"unknown reward {reward!r}; valid: {', '.join(REWARDS)}")
+                 cond_gamma: float = 1.0, files_in_memory: int = 2, image_size: int | None = None,
+                 reward_scale: float = 10.0) -> None:  # fmt: skip
+        get_reward(reward)  # an unknown name fails here, naming the registered ones
         if not 0 < gamma <= 1 or not 0 < cond_gamma <= 1:
             raise ValueError(f"gamma and cond_gamma must be in (0, 1], got {gamma}, {cond_gamma}")
         if files_in_memory < 1 or chunk < 1:
@@ -109,7 +92,7 @@ class OfflineChunks:
             if len(hit):
                 first[s + hit[0]] = True
                 self.ep_success[s : e + 1] = True
-        r = first.astype(np.float64) if reward == "sparse" else c["next.reward"].astype(np.float64).reshape(-1) / 10.0
+        r = step_rewards(reward, c["next.reward"], succ, self.episode, reward_scale)
         self.reward = r
         self.mc_return = np.zeros(n)
         self.cond_return = np.zeros(n)

@@ -19,11 +19,11 @@ from rlvla.envs.splits import (  # noqa: E402
     seed_role,
     train_seeds,
 )
-from rlvla.envs.tasks import TASK_SETS, TASKS, resolve_task, resolve_tasks  # noqa: E402
+from rlvla.envs.tasks import REWARD_SCALE, TASK_SETS, TASKS, resolve_task, resolve_tasks  # noqa: E402
 from rlvla.envs.vector import VECTOR_MODES, choose_mode, env_fn, make_vector  # noqa: E402
 
 __all__ = [
-    "EVAL_ONLY_SPLITS", "EVAL_SEEDS", "SPLITS", "TASKS", "TASK_SETS", "TRAIN_SEEDS", "VECTOR_MODES",
+    "EVAL_ONLY_SPLITS", "EVAL_SEEDS", "REWARD_SCALE", "SPLITS", "TASKS", "TASK_SETS", "TRAIN_SEEDS", "VECTOR_MODES",
     "check_split_seed", "choose_mode", "eval_seeds", "make_env", "make_vec_env", "resolve_task",
     "resolve_tasks", "seed_role", "train_seeds",
 ]  # fmt: skip

@@ -14,7 +14,8 @@ rendering): they are in ``info`` (``obj_pos``, ``goal_pos``,
 Action: float32 in [-1, 1]: (4,) = hand displacement (x, y, z) and gripper effort, or (chunk, 4) when
 ``chunk > 1``: one ``step`` then runs the chunk's actions in order, renders once at the end, sums the rewards
 and stops early at termination; ``info["substep_rewards"]`` (length ``chunk``, zero-padded) and
-``info["substeps"]`` (how many ran) keep the per-action rewards.
+``info["substeps"]`` (how many ran) keep the per-action rewards, and ``info["progress"]`` is the dense reward of
+the last one on the common scale (reward / ``REWARD_SCALE``, in [0, 1]): the potential for shaping.
 
 ``terminated`` is True on success (``terminate_on_success``); ``truncated`` when ``max_steps`` low-level
 actions have run. They are never merged.
@@ -36,7 +37,7 @@ from rlvla.envs import splits as S
 from rlvla.envs.instructions import INSTRUCTIONS
 from rlvla.envs.render import FastRenderer, check_cameras, ensure_gl_backend
 from rlvla.envs.scene import SceneEditor
-from rlvla.envs.tasks import TASKS, resolve_task
+from rlvla.envs.tasks import REWARD_SCALE, TASKS, resolve_task
 
 INSTRUCTION_CHARSET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789 ,.'-")
 PROPRIO_DIM = 4
@@ -135,8 +136,9 @@ class MetaWorldVLAEnv(gym.Env):
         super().reset(seed=seed)
         if seed is None:
             seed = self._next_seed
-        if seed is None:  # no seed anywhere: a fresh training layout from the env's own generator
-            seed = int(self.np_random.integers(S.TRAIN_SEEDS.start, S.TRAIN_SEEDS.stop))
+        if seed is None:  # no seed anywhere: a fresh layout from the env's own generator, from the seeds the split allows
+            seeds = S.EVAL_SEEDS if self.split in S.EVAL_ONLY_SPLITS else S.TRAIN_SEEDS
+            seed = int(self.np_random.integers(seeds.start, seeds.stop))
         seed = int(seed)
         self.seed_role = S.check_split_seed(self.split, seed)
         self.layout_seed = seed
@@ -197,6 +199,7 @@ class MetaWorldVLAEnv(gym.Env):
         info = self._info(success=success)
         info["substep_rewards"] = rewards
         info["substeps"] = n
+        info["progress"] = float(rewards[n - 1]) / REWARD_SCALE if n else 0.0
         for key in ("near_object", "grasp_success", "grasp_reward", "in_place_reward", "obj_to_target"):
             if key in mw_info:
                 info[key] = float(mw_info[key])

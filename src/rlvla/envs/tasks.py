@@ -6,6 +6,9 @@ import difflib
 
 from rlvla.envs.instructions import INSTRUCTIONS
 
+REWARD_SCALE = 10.0
+"""MetaWorld's dense reward lies in [0, 10]: rewards on the common scale (:mod:`rlvla.rewards`) divide by this."""
+
 # All 50 MetaWorld v3 tasks, in MetaWorld's MT50 order.
 TASKS: tuple[str, ...] = (
     "assembly-v3", "basketball-v3", "bin-picking-v3", "box-close-v3", "button-press-topdown-v3",

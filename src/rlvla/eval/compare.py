@@ -174,7 +174,7 @@ def write_comparison(out_dir, inputs: list[str], baseline: str | None = None, ti
     """``curves``: (run name, its ``metrics.jsonl`` records): the run's learning curves are drawn below the table."""
     from jinja2 import Environment
 
-    from rlvla.data.lerobot import atomic_write_bytes, atomic_write_json
+    from rlvla.io import atomic_write_bytes, atomic_write_json
 
     evals, sources = [], []
     for item in inputs:

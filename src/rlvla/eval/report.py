@@ -157,7 +157,7 @@ def _save_fig(fig, path: Path) -> None:
 def write_report(out_dir, summary: dict, metrics: list[dict], gifs: dict[str, list[Path]], title: str = "rlvla quickstart: SFT -> RL") -> Path:
     import jinja2
 
-    from rlvla.data.lerobot import atomic_write_bytes
+    from rlvla.io import atomic_write_bytes
 
     out = Path(out_dir)
     rows = comparison_rows(summary["sft"], summary["rl"])

@@ -66,8 +66,8 @@ class TestTimeConfig:
 
 
 def load_critic(path):
+    from rlvla.checkpoints import resolve_checkpoint
     from rlvla.policies import VLAPolicy
-    from rlvla.runners.evaluate import resolve_checkpoint
 
     critic = VLAPolicy.from_pretrained(resolve_checkpoint(path)).eval()
     if critic.q_head is None:

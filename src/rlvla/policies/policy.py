@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlvla.errors import CheckpointError  # noqa: F401  (part of this module's interface)
 from rlvla.policies.backbone import Backbone, Inputs
 from rlvla.policies.config import PolicyConfig, diff_configs
 from rlvla.policies.heads import head_config, make_head
@@ -37,10 +38,6 @@ FORMAT_VERSION = 1
 LEVELS = ("token", "action", "chunk")
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded (missing, corrupt, or made for another config)."""
 
 
 @dataclass

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from rlvla.data.lerobot import LeRobotWriter
-from rlvla.data.offline import episode_returns
 from rlvla.envs import TRAIN_SEEDS, resolve_tasks
-from rlvla.envs.splits import VALIDATION_SEEDS
 from rlvla.envs.experts import ExpertConfig
 from rlvla.envs.render import check_cameras
+from rlvla.envs.splits import VALIDATION_SEEDS
+from rlvla.rewards import episode_returns
 
 RETURN_GAMMA = 0.99
 PROPRIO_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
@@ -65,8 +65,8 @@ class CollectConfig:
             )
         ExpertConfig(noise_std=self.noise_std, failure_prob=self.failure_prob)  # validates
         if self.policy:
+            from rlvla.checkpoints import resolve_checkpoint
             from rlvla.policies import VLAPolicy
-            from rlvla.runners.evaluate import resolve_checkpoint
 
             self.policy = str(resolve_checkpoint(self.policy))
             pc = VLAPolicy.read_config(self.policy)

@@ -14,15 +14,15 @@ stopped.
 from __future__ import annotations
 
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from rlvla.data.offline import episode_returns
 from rlvla.data.schema import IMAGE_PREFIX, Batch
+from rlvla.envs import REWARD_SCALE
+from rlvla.rewards import episode_returns, step_rewards
+from rlvla.runners.loop import Loop, LoopSettings, Recipe, step_seed
 
 
 class ReplayBuffer:
@@ -45,14 +45,7 @@ class ReplayBuffer:
         ep = batch["episode_index"].numpy()
         succ = batch["next.success"].numpy().astype(bool)
         done = batch["next.done"].numpy().astype(bool)
-        if reward == "sparse":
-            r = np.zeros(n)
-            for e in np.unique(ep):
-                hit = np.flatnonzero((ep == e) & succ)
-                if len(hit):
-                    r[hit[0]] = 1.0
-        else:
-            r = batch["next.reward"].numpy().astype(np.float64) / 10.0
+        r = step_rewards(reward, batch["next.reward"].numpy(), succ, ep, REWARD_SCALE)  # dense: the chunk's env reward
         disc = gamma**chunk
         mc, cond = np.zeros(n), np.zeros(n)
         ep_succ = np.zeros(n, bool)
@@ -60,7 +53,7 @@ class ReplayBuffer:
         for e in np.unique(ep):
             idx = np.flatnonzero(ep == e)
             mc[idx], cond[idx] = episode_returns(r[idx], disc), episode_returns(r[idx], 1.0)
-            ep_succ[idx] = r[idx].sum() > 0 if reward == "sparse" else succ[idx].any()
+            ep_succ[idx] = succ[idx].any()
             nxt[idx[:-1]] = idx[1:]
         new = {
             "observation.state": batch["observation.state"], "next.observation.state": batch["observation.state"][nxt],
@@ -106,95 +99,79 @@ def concat(a: Batch, b: Batch) -> Batch:
     return Batch({k: (list(a[k]) + list(b[k]) if k == "task" else torch.cat([a[k], b[k]])) for k in a})
 
 
-def train_o2o(cfg, policy, algo, data, ckpts, run_dir: Path, fingerprint: dict, progress: bool = True) -> dict:
-    """The online phase (called by ``rlvla train`` when ``algo.online_iterations > 0``)."""
-    from rlvla.algos.offline.sft import NonFiniteLossError
-    from rlvla.algos.online.pg import OnlineConfig
-    from rlvla.algos.online.rollout import RolloutEngine
-    from rlvla.runners.memory import TreePeak
-    from rlvla.runners.runlog import RunLogger
-    from rlvla.runners.signals import StopOnSignal
-    from rlvla.runners.train import TrainingError, step_seed
+class MixedRecipe(Recipe):
+    """Iteration ``i``: roll out the current policy, add the episodes to the buffer, then ``online_updates`` updates
+    of the offline algorithm on batches mixed from the dataset and the buffer."""
 
-    a, loop = algo.cfg, algo.loop
-    ocfg = OnlineConfig(name="ppo", group_size=1, groups_per_task=a.online_episodes_per_task,
-                        envs_per_task=max(1, min(a.online_episodes_per_task, 2)), max_steps=a.online_max_steps,
-                        dynamic_sampling=False, shaping=0.0, gamma=a.gamma,
-                        success_bonus=1.0 if a.reward == "sparse" else 0.0,
-                        env_reward=0.0 if a.reward == "sparse" else 1.0)  # dense: the chunk's MetaWorld reward  # fmt: skip
-    buf = ReplayBuffer(a.online_buffer, policy.cfg.cameras)
-    start_it = 0
-    latest = ckpts.latest()
-    if latest is not None:
-        _, tensors, meta = ckpts.load(latest)
+    def __init__(self, policy, algo, data, fingerprint: dict, run_dir) -> None:
+        self.policy, self.algo, self.data, self.fingerprint, self.run_dir = policy, algo, data, fingerprint, run_dir
+        self.a, self.loop = algo.cfg, algo.loop
+        self.buf = ReplayBuffer(self.a.online_buffer, policy.cfg.cameras)
+        self.n_on = int(round(self.loop.batch_size * self.a.online_ratio))
+        self.engine, self.t0 = None, time.perf_counter()
+
+    def begin(self, start: int, logger) -> None:
+        from rlvla.algos.online.pg import OnlineConfig
+        from rlvla.collectors import RolloutEngine
+
+        a = self.a
+        ocfg = OnlineConfig(name="ppo", group_size=1, groups_per_task=a.online_episodes_per_task,
+                            envs_per_task=max(1, min(a.online_episodes_per_task, 2)), max_steps=a.online_max_steps,
+                            dynamic_sampling=False, shaping=0.0, gamma=a.gamma,
+                            success_bonus=1.0 if a.reward == "sparse" else 0.0,
+                            env_reward=0.0 if a.reward == "sparse" else 1.0)  # dense: the chunk's MetaWorld reward  # fmt: skip
+        self.engine = RolloutEngine(self.policy, self.policy.cfg.tasks, ocfg, seed=self.loop.seed + 1)
+        self.t0 = time.perf_counter()
+
+    def step(self, it: int, stop) -> dict:
+        from rlvla.collectors import RolloutInterrupted
+
+        a, seed = self.a, self.loop.seed
+        torch.manual_seed(step_seed(seed, 1_000_000 + it))  # rollout sampling: a function of (seed, it)
+        try:
+            ro = self.engine.collect(it, should_stop=lambda: stop.requested)
+        except RolloutInterrupted:
+            raise KeyboardInterrupt from None
+        self.buf.add_rollout(ro.batch, a.gamma, self.policy.cfg.chunk, a.reward)
+        metrics = {}
+        for u in range(a.online_updates):
+            step = it * a.online_updates + u
+            torch.manual_seed(step_seed(seed, step))
+            off = self.data.batch(self.data.indices(step, self.loop.batch_size - self.n_on, seed))
+            on = self.buf.sample(self.n_on, np.random.default_rng([seed, step]))
+            metrics = self.algo.update(concat(off, on), step, lr=a.online_lr)
+        succ = float(np.mean([e["success"] for e in ro.episodes])) if ro.episodes else math.nan
+        return {**{f"train/{k}": v for k, v in metrics.items()}, "rollout/success": succ, "buffer/transitions": len(self.buf),
+                "buffer/episodes": self.buf.episodes, "time_s": time.perf_counter() - self.t0}  # fmt: skip
+
+    def state(self) -> tuple[dict, dict]:
+        tensors, meta = self.algo.state()
+        bt, bm = self.buf.state()
+        return {**tensors, **bt}, {**meta, **bm, "phase": "online"}
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
         if meta.get("phase") != "online":
-            raise ValueError(f"{run_dir} holds an offline run's checkpoints; give the online phase its own run_dir "
-                             f"(init={run_dir} run_dir=<new>)")  # fmt: skip
-        if meta.get("data", fingerprint) != fingerprint:
-            raise ValueError(f"cannot resume {run_dir}: its offline dataset changed ({meta['data']} vs {fingerprint}); use a new run_dir")
-        policy.load_weights(latest / "policy")
-        algo.load_state(tensors, meta)
-        buf.load(tensors, meta)
-        start_it = int(meta["iteration"])
-        print(f"resuming {run_dir} online from iteration {start_it} ({latest.name})", file=sys.stderr)
-    n_on = int(round(loop.batch_size * a.online_ratio))
-    n_off = loop.batch_size - n_on
-    logger = RunLogger(run_dir, start_it)
-    peak = TreePeak().__enter__()
-    stop = StopOnSignal().__enter__()
-    status, it, metrics = "done", start_it, {}
-    t0 = time.perf_counter()
-    last_saved = latest
+            raise ValueError(f"{self.run_dir} holds an offline run's checkpoints; give the online phase its own run_dir "
+                             f"(init={self.run_dir} run_dir=<new>)")  # fmt: skip
+        self.algo.load_state(tensors, meta)
+        self.buf.load(tensors, meta)
 
-    def save(iteration: int) -> Path:
-        tensors, meta = algo.state()
-        bt, bm = buf.state()
-        return ckpts.save(iteration, policy, {**tensors, **bt},
-                          {**meta, **bm, "data": fingerprint, "phase": "online", "iteration": iteration})  # fmt: skip
+    def describe(self, m: dict) -> str:
+        return f"rollout success {m['rollout/success']:.2f}  buffer {m['buffer/transitions']}"
 
-    try:
-        with RolloutEngine(policy, policy.cfg.tasks, ocfg, seed=loop.seed + 1) as engine:
-            for it in range(start_it, a.online_iterations):
-                if stop.requested:
-                    raise KeyboardInterrupt
-                torch.manual_seed(step_seed(loop.seed, 1_000_000 + it))  # rollout sampling: a function of (seed, it)
-                ro = engine.collect(it, should_stop=lambda: stop.requested)
-                buf.add_rollout(ro.batch, a.gamma, policy.cfg.chunk, a.reward)
-                for u in range(a.online_updates):
-                    step = it * a.online_updates + u
-                    torch.manual_seed(step_seed(loop.seed, step))
-                    off = data.batch(data.indices(step, n_off, loop.seed))
-                    on = buf.sample(n_on, np.random.default_rng([loop.seed, step]))
-                    try:
-                        metrics = algo.update(concat(off, on), step, lr=a.online_lr)
-                    except NonFiniteLossError as e:
-                        kept = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was written yet"
-                        raise TrainingError(f"online training stopped: {e}; {kept}") from None
-                succ = float(np.mean([e["success"] for e in ro.episodes])) if ro.episodes else math.nan
-                logger.log(it + 1, {**{f"train/{k}": v for k, v in metrics.items()}, "rollout/success": succ,
-                                    "buffer/transitions": len(buf), "buffer/episodes": buf.episodes,
-                                    "time_s": time.perf_counter() - t0})  # fmt: skip
-                if progress:
-                    print(f"online {it + 1}/{a.online_iterations}: rollout success {succ:.2f}, buffer {len(buf)}", file=sys.stderr)
-                last_saved = save(it + 1)
-                if loop.time_limit_s and time.perf_counter() - t0 >= loop.time_limit_s and it + 1 < a.online_iterations:
-                    status = "time_limit"
-                    it += 1
-                    break
-            else:
-                it = a.online_iterations
-    except KeyboardInterrupt:
-        if stop.force:
-            raise
-        status = "interrupted"
-    finally:
-        logger.close()
-        stop.__exit__()
-        peak.__exit__()
-    if status == "done":
-        policy.save_pretrained(run_dir / "policy")
-    wall = time.perf_counter() - t0
-    final = run_dir / "policy" if status == "done" else (last_saved / "policy" if last_saved else None)
-    return {"status": status, "step": it, "steps": a.online_iterations, "wall_s": wall, "peak_rss_mb": peak.peak_mb,
-            "samples_per_s": it * a.online_updates * loop.batch_size / max(wall, 1e-9), "buffer": len(buf),
-            "policy": str(final), "tasks": list(policy.cfg.tasks), "algo": f"{a.name}+online"}  # fmt: skip
+    def summary(self, steps: int, wall_s: float) -> dict:
+        return {"samples_per_s": steps * self.a.online_updates * self.loop.batch_size / max(wall_s, 1e-9),
+                "buffer": len(self.buf), "tasks": list(self.policy.cfg.tasks), "algo": f"{self.a.name}+online"}  # fmt: skip
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
+def train_o2o(cfg, policy, algo, data, fingerprint: dict, progress: bool = True, on_step=None) -> dict:
+    """The online phase (called by ``rlvla train`` when ``algo.online_iterations > 0``)."""
+    recipe = MixedRecipe(policy, algo, data, fingerprint, cfg.run_dir)
+    settings = LoopSettings(total=algo.cfg.online_iterations, ckpt_every=1, time_limit_s=algo.loop.time_limit_s,
+                            label=f"{algo.cfg.name}+online", unit="iteration",
+                            nan_hint="Start a new run_dir with a lower algo.online_lr")  # fmt: skip
+    return Loop(cfg, recipe, policy, settings, fingerprint=fingerprint, progress=progress, on_step=on_step).run()

@@ -15,10 +15,10 @@ import json
 import time
 from pathlib import Path
 
-from rlvla.data.lerobot import LeRobotDataset, atomic_write_json
+from rlvla.data.lerobot import LeRobotDataset
 from rlvla.envs import SPLITS, TASK_SETS
+from rlvla.io import atomic_write_json
 from rlvla.runners.collect import CollectConfig, collect
-
 
 # The quickstart's RL recipe (later --rl overrides win), chosen on validation seeds (BENCHMARKS.md, "Online RL
 # that improves the policy"): GRPO with groups of 8 rollouts per layout and all-same-outcome groups dropped (one
@@ -73,8 +73,8 @@ def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_di
     (``noise``, ``steps_mode``, ``denoise_steps``, ``temperature``) when given: the SFT weights sampled as RL starts sampling them."""
     import torch
 
+    from rlvla.collectors import evaluate
     from rlvla.policies import VLAPolicy
-    from rlvla.runners.evaluate import evaluate
 
     if out_file.exists():
         prev = json.loads(out_file.read_text())
@@ -102,13 +102,13 @@ def quickstart_main(args) -> int:
     from rlvla.eval.report import comparison_rows, write_report
     from rlvla.policies import available_heads
     from rlvla.runners.runlog import read_metrics
-    from rlvla.runners.train import peak_rss_mb
+    from rlvla.runners.loop import peak_rss_mb
 
     if args.head not in available_heads():
         raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
     if args.algo not in ALGOS:
         raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(ALGOS)}")
-    from rlvla.runners.memory import TreePeak
+    from rlvla.memory import TreePeak
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

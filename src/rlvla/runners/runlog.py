@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from rlvla.data.lerobot import atomic_write_bytes
+from rlvla.io import atomic_write_bytes
 
 
 class RunLogger:

@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from rlvla.algos.offline import core as off
-from rlvla.algos.offline.sft import NonFiniteLossError
 from rlvla.algos.optim import load_optimizer_tensors, make_adamw, optimizer_tensors, warmup_cosine
 from rlvla.data.schema import IMAGE_PREFIX, Batch
+from rlvla.errors import NonFiniteLossError
 
 ALGOS = ("awr", "iql", "cql", "calql", "rc", "recap", "arfm", "dpo")
 Q_ALGOS = ("iql", "cql", "calql")
@@ -52,7 +52,8 @@ class OfflineConfig:
 
     name: str = "iql"
     reward: str = "sparse"
-    """``sparse``: 1 at the first successful step; ``dense``: MetaWorld's shaped reward / 10."""
+    """A registered step reward (:mod:`rlvla.rewards`): ``sparse`` (1 at the first successful step), ``dense`` (the
+    suite's shaped reward / its scale), or one you register."""
     gamma: float = 0.99
     """Per-step discount (a chunk of K steps is discounted by gamma^K)."""
     files_in_memory: int = 2
@@ -102,8 +103,9 @@ class OfflineConfig:
     def __post_init__(self) -> None:
         if self.name not in ALGOS:
             raise ValueError(f"unknown offline algorithm {self.name!r}; valid: {', '.join(ALGOS)}")
-        if self.reward not in ("sparse", "dense"):
-            raise ValueError(f"algo.reward must be sparse or dense, got {self.reward!r}")
+        from rlvla.rewards import get_reward
+
+        get_reward(self.reward)  # a registered step reward (rlvla.rewards), e.g. sparse or dense
         if not 0 < self.gamma <= 1 or not 0 < self.cond_gamma <= 1:
             raise ValueError(f"algo.gamma and algo.cond_gamma must be in (0, 1], got {self.gamma}, {self.cond_gamma}")
         if self.beta <= 0 or self.max_weight <= 0 or self.dpo_beta <= 0:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import torch
 
 from rlvla.algos.optim import load_optimizer_tensors, make_adamw, optimizer_tensors, warmup_cosine
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss or gradient became NaN/inf: the update was not applied."""
+from rlvla.errors import NonFiniteLossError
 
 
 class SFT:

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import torch
 
 from rlvla.algos import core
-from rlvla.algos.offline.sft import NonFiniteLossError
 from rlvla.algos.optim import load_optimizer_tensors, make_adamw, optimizer_tensors
 from rlvla.data.schema import Batch
+from rlvla.errors import NonFiniteLossError
 from rlvla.policies.heads.base import ActionHead
 from rlvla.policies.policy import reduce_level
 
@@ -132,7 +132,7 @@ class OnlineConfig:
     With it, GRPO's group std has a floor of ``PROGRESS_STD_FLOOR``. 0: success only."""
     replay: float = 0.0
     """Fraction of each round's groups that replay layouts whose latest group had mixed outcomes (prioritised
-    layout replay; 0: fresh layouts only). See :mod:`rlvla.algos.online.rollout`."""
+    layout replay; 0: fresh layouts only). See :mod:`rlvla.collectors.rollout`."""
     success_bonus: float = 1.0
     """Per-decision reward on the first success (ppo, reinforce_pp)."""
     shaping: float = 0.0

@@ -40,17 +40,17 @@ def _env_only(pool, n_envs: int, chunk: int, decisions: int, seed: int = 0) -> f
 
 
 def bench_rollout(tasks=None, envs_per_task: int = 2, workers: int | None = None, head: str = "flow", decisions: int = 150) -> dict:
-    from rlvla.algos.online import CONFIGS, RolloutEngine
+    from rlvla.algos.online import CONFIGS
+    from rlvla.collectors import RolloutEngine, torch_threads
     from rlvla.envs import TASK_SETS
     from rlvla.policies import PolicyConfig, make_policy
     from rlvla.policies.heads import head_config
-    from rlvla.runners.evaluate import _threads
 
     tasks = list(tasks or TASK_SETS["vla5"])
     torch.manual_seed(0)
     policy = make_policy(PolicyConfig(head=head_config(head), tasks=tasks))
     cfg = CONFIGS["grpo"](group_size=envs_per_task, groups_per_task=2, envs_per_task=envs_per_task, dynamic_sampling=False)
-    with RolloutEngine(policy, tasks, cfg, workers=workers) as eng, _threads(1 if eng.pool.workers else torch.get_num_threads()):
+    with RolloutEngine(policy, tasks, cfg, workers=workers) as eng, torch_threads(1 if eng.pool.workers else torch.get_num_threads()):
         n = len(eng.env_tasks)
         env_only = _env_only(eng.pool, n, policy.cfg.chunk, decisions)
         first = eng.collect(0).stats["rollout/env_steps_per_s"]  # warm-up: first calls, instruction embeddings
@@ -123,9 +123,9 @@ def _ppo_pair(task: str, seed: int, env_steps: int, eval_episodes: int) -> dict:
     import stable_baselines3 as sb3
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from rlvla.algos.online import CONFIGS, PolicyGradient, RolloutEngine
+    from rlvla.algos.online import CONFIGS, PolicyGradient
+    from rlvla.collectors import RolloutEngine, evaluate
     from rlvla.policies.state import StatePolicy, StatePolicyConfig
-    from rlvla.runners.evaluate import evaluate
 
     hp = PPO_HP
     torch.set_num_threads(1)

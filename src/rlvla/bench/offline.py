@@ -33,7 +33,7 @@ def replicate(source: str, out: str, copies: int) -> dict:
 
 
 def _run(overrides: list[str]) -> dict:
-    from rlvla.runners.memory import TreePeak
+    from rlvla.memory import TreePeak
 
     t0 = time.perf_counter()
     with TreePeak(interval=0.2) as peak:

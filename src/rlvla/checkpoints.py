@@ -6,8 +6,9 @@ Layout of ``<run_dir>/checkpoints/step_<N>/`` (N = optimiser steps completed)::
     trainer.safetensors      optimiser tensors (and other training tensors)
     trainer.json             step, optimiser param groups, anything else JSON
 
-A checkpoint directory is written under a temporary name and renamed into place; ``checkpoints/latest`` names
-the newest complete one. A crash mid-write leaves the previous checkpoint as latest.
+A checkpoint directory is written under a temporary name, every file and directory in it is fsynced, it is
+renamed into place and the rename is fsynced; ``checkpoints/latest`` names the newest complete one. A crash or a
+power cut mid-write leaves the previous checkpoint as latest.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import re
 import shutil
 from pathlib import Path
 
-from rlvla.data.lerobot import atomic_write_bytes, atomic_write_json
-from rlvla.policies.policy import CheckpointError
+from rlvla.errors import CheckpointError
+from rlvla.io import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_tree
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -40,9 +41,11 @@ class Checkpoints:
         policy.save_pretrained(tmp / "policy")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "trainer.safetensors"))
         atomic_write_json(tmp / "trainer.json", {"step": step, **meta})
+        fsync_tree(tmp)  # the files' contents reach the disk before the rename that publishes them
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        fsync_dir(self.dir)
         atomic_write_bytes(self.dir / "latest", final.name.encode())
         self._prune()
         return final
@@ -82,3 +85,18 @@ class Checkpoints:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path / 'trainer.safetensors'}: corrupt ({e}); delete this checkpoint to resume from an earlier one") from None
         return int(meta["step"]), tensors, meta
+
+
+def resolve_checkpoint(path) -> Path:
+    """A policy directory from a policy dir, a training step dir, or a run dir (its final policy, else latest)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    if (p / "config.json").exists():
+        return p
+    if (p / "policy" / "config.json").exists():
+        return p / "policy"
+    latest = Checkpoints(p).latest()
+    if latest is not None:
+        return latest / "policy"
+    raise FileNotFoundError(f"{p} holds no policy (config.json + model.safetensors), training run, or checkpoint")

@@ -41,8 +41,8 @@ from rlvla.data.schema import IMAGE_PREFIX, Batch
 from rlvla.envs import resolve_tasks
 from rlvla.envs.pool import EnvPool, EnvWorkerError, stack_obs
 from rlvla.envs.splits import RL_SEEDS
+from rlvla.rewards import decision_reward
 
-SHAPING_SCALE = 10.0  # MetaWorld's dense reward lies in [0, 10]; the shaping potential is reward / 10
 
 
 class RolloutInterrupted(Exception):
@@ -62,7 +62,7 @@ class Episode:
     truncated: bool = False
     final_obs: dict | None = None
     final_value: float = 0.0  # V(final observation) when truncated (time-limit bootstrap), else 0
-    progress: float = 0.0  # best dense progress seen (env reward / 10, in [0, 1])
+    progress: float = 0.0  # best dense progress seen (the env's info["progress"], in [0, 1])
 
     def score(self, progress_score: float) -> float:
         """The outcome score group advantages compare: 1 for a success, else ``progress_score`` x progress."""
@@ -296,9 +296,10 @@ class RolloutEngine:
             ob, r, term, trunc, info = stepped[i]
             ep = cur[i]
             prev = ep.steps[-1]
-            phi = float(info["substep_rewards"][int(info["substeps"]) - 1]) / SHAPING_SCALE
-            first_success = bool(info["success"]) and not ep.success
-            reward = cfg.success_bonus * first_success + cfg.shaping * (cfg.gamma * phi - prev["phi"]) + cfg.env_reward * r
+            phi = float(info["progress"])
+            reward = decision_reward(first_success=bool(info["success"]) and not ep.success, phi=phi, phi_prev=prev["phi"],
+                                     env_reward=r, success_bonus=cfg.success_bonus, shaping=cfg.shaping,
+                                     env_weight=cfg.env_reward, gamma=cfg.gamma)  # fmt: skip
             prev.update(
                 obs=obs[i], action=actions[j], log_prob=log_probs[j], value=values[j],
                 extras=extras[j] if extras else {}, reward=float(reward), terminated=bool(term),

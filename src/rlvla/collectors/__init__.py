@@ -1,0 +1,16 @@
+"""Collectors: run a policy in environments and hand back episodes.
+
+- :class:`RolloutEngine` (:mod:`.rollout`): RL rollouts on training seeds, with group sampling, dynamic sampling,
+  layout replay and the inference/simulation overlap; returns a :class:`Rollout` (a decision batch + episodes).
+- :func:`evaluate` (:mod:`.evaluate`): paired evaluation episodes on named splits and seeds, with success
+  intervals, latency and GIFs; test-time selectors plug in per decision.
+
+Both drive an :class:`~rlvla.envs.pool.EnvPool`; a collector that runs elsewhere (Ray actors, a learned world
+model) is another implementation of the same two faces. Collectors sit above ``algos``/``policies``/``envs``
+and below ``runners`` (ARCHITECTURE.md).
+"""
+
+from rlvla.collectors.evaluate import evaluate, torch_threads
+from rlvla.collectors.rollout import Episode, Rollout, RolloutEngine, RolloutInterrupted
+
+__all__ = ["Episode", "Rollout", "RolloutEngine", "RolloutInterrupted", "evaluate", "torch_threads"]
