@@ -6,7 +6,7 @@ import warnings
 warnings.filterwarnings("ignore")
 
 from rlvla.envs import TASKS  # noqa: E402
-from rlvla.envs.visibility import task_visibility  # noqa: E402
+from rlvla.envs.metaworld.visibility import task_visibility  # noqa: E402
 
 MIN_MARKER_PX = 4  # a goal marker this many pixels is clearly visible at 64x64
 MIN_LAYOUT_PX = 4  # two layouts differing by this many pixels are told apart

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from rlvla.envs import EVAL_SEEDS, TASK_SETS, TASKS, TRAIN_SEEDS, eval_seeds, make_env, make_vec_env, train_seeds
-from rlvla.envs.experts import ExpertConfig, ScriptedExpert
-from rlvla.envs.instructions import INSTRUCTIONS
-from rlvla.envs.metaworld_env import NonFiniteError
+from rlvla.envs.metaworld.experts import ExpertConfig, ScriptedExpert
+from rlvla.envs.metaworld.instructions import INSTRUCTIONS
+from rlvla.envs.metaworld.env import NonFiniteError
 from rlvla.envs.splits import ID_FRACTION, OOD_POSITION_INNER, normalised
 
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -184,7 +184,7 @@ def test_validation_seeds_are_training_seeds_nothing_trains_on():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"name": "reach-v9"}, r"unknown task 'reach-v9'.*valid tasks: assembly-v3"),
+        ({"name": "reach-v9"}, r"unknown task 'reach-v9'.*valid metaworld tasks: assembly-v3"),
         ({"name": "reach", "split": "ood-weather"}, r"unknown split 'ood-weather'; valid splits: id, ood-position"),
         ({"name": "reach", "cameras": ("front",)}, r"unknown camera 'front'; valid cameras: corner"),
     ],
@@ -245,7 +245,7 @@ def test_several_cameras_and_goal_marker():
     obs, _ = env.reset()
     assert obs["image"].shape == (64, 64, 3) and obs["image_topview"].shape == (64, 64, 3)
     assert not np.array_equal(obs["image"], obs["image_topview"])
-    from rlvla.envs.visibility import goal_marker_pixels
+    from rlvla.envs.metaworld.visibility import goal_marker_pixels
 
     assert goal_marker_pixels(env) >= 4  # the reach goal, 1-2 px in stock MetaWorld, is clearly visible
     env.close()

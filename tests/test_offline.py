@@ -274,7 +274,7 @@ def test_likelihood_is_exact_for_token_and_gaussian_heads():
 
 
 def test_arfm_weights_hit_the_target_effective_sample_size():
-    from rlvla.algos.offline.algos import arfm_weights
+    from rlvla.algos.offline.base import arfm_weights
 
     adv = torch.linspace(-1, 1, 64)
     w, alpha = arfm_weights(adv, 0.5)

@@ -317,3 +317,21 @@ def test_the_time_limit_covers_the_whole_run_across_resumes(dataset, tmp_path):
     assert again["status"] == "time_limit" and again["step"] == 3  # no step taken
     rest = train(_cfg(dataset, run, "train.steps=8", "train.time_limit_s=0"), progress=False)
     assert rest["status"] == "done" and rest["step"] == 8 and rest["elapsed_s"] > meta["elapsed_s"]
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["algo=awr", "algo.cql_alpha=5"], r"unknown key algo.cql_alpha for algo=awr; valid algo keys: .*beta"),
+        (["algo=grpo", "algo.vf_coef=1"], r"unknown key algo.vf_coef for algo=grpo"),
+        (["algo=ppo", "algo.progress_score=0.5"], r"unknown key algo.progress_score for algo=ppo"),
+        (["algo=dpo", "algo.online_iterations=2"], r"unknown key algo.online_iterations for algo=dpo"),
+        (["train.stpes=3"], r"unknown key train.stpes; did you mean train.steps"),
+    ],
+)
+def test_a_key_the_algorithm_does_not_have_is_an_error_naming_the_valid_ones(overrides, match):
+    """Each algorithm's config holds only its own fields: `algo=awr algo.cql_alpha=5` used to be accepted and ignored."""
+    from rlvla.configs import compose
+
+    with pytest.raises(ValueError, match=match):
+        compose(overrides)

@@ -18,6 +18,7 @@ The resolved config is saved as ``config.yaml`` in the run directory.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,31 +94,30 @@ class TrainConfig:
     """Recorded by :func:`compose`: the overrides this config was composed from (checked by :func:`check_overrides`)."""
 
 
-_REGISTERED = False
+_STORED: set[str] = set()
 
 
 def register() -> None:
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    """Store the config nodes in Hydra's ConfigStore: the train config, every head and every algorithm in the
+    registries (again on each call for algorithms registered since, e.g. by a test)."""
     from hydra.core.config_store import ConfigStore
 
+    from rlvla.algos.offline import CONFIGS as OFFLINE
+    from rlvla.algos.online import CONFIGS as ONLINE
     from rlvla.policies.heads import available_heads, head_config_class
 
     cs = ConfigStore.instance()
-    cs.store(name="train", node=TrainConfig)
-    cs.store(group="algo", name="sft", node=SFTConfig)
-    from rlvla.algos.online.pg import CONFIGS
-
-    for name, node in CONFIGS.items():
-        cs.store(group="algo", name=name, node=node)
-    from rlvla.algos.offline.algos import CONFIGS as OFFLINE
-
-    for name, node in OFFLINE.items():
-        cs.store(group="algo", name=name, node=node)
+    if "train" not in _STORED:
+        cs.store(name="train", node=TrainConfig)
+        _STORED.add("train")
+    for name, node in {"sft": SFTConfig, **ONLINE, **OFFLINE}.items():
+        if f"algo/{name}" not in _STORED:
+            cs.store(group="algo", name=name, node=node)
+            _STORED.add(f"algo/{name}")
     for name in available_heads():
-        cs.store(group="head", name=name, node=head_config_class(name), package="policy.head")
-    _REGISTERED = True
+        if f"head/{name}" not in _STORED:
+            cs.store(group="head", name=name, node=head_config_class(name), package="policy.head")
+            _STORED.add(f"head/{name}")
 
 
 def compose(overrides: list[str]):
@@ -133,9 +133,32 @@ def compose(overrides: list[str]):
             cfg = hydra_compose(config_name="train", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
+        unknown = re.search(r"Could not override '([\w.]+)'", msg)
+        if unknown:
+            raise ValueError(_unknown_key(unknown.group(1), [o for o in overrides if _key(o) != unknown.group(1)])) from None
         raise ValueError(f"bad config: {msg}; see `rlvla train --help` for the keys") from None
     cfg.overrides = [o for o in overrides if _key(o) != "overrides"]
     return cfg
+
+
+def _unknown_key(key: str, others: list[str]) -> str:
+    """'unknown key algo.vf_coef for algo=grpo; did you mean ...; valid: ...' (the section's keys as composed)."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    try:
+        node = OmegaConf.select(compose(others), parent) if parent else compose(others)
+    except ValueError:
+        node = None
+    if not OmegaConf.is_dict(node):
+        return f"bad config: unknown key {key}; see `rlvla train --help-config` for the keys"
+    valid = sorted(str(k) for k in node.keys())
+    what = f" for algo={node.name}" if parent == "algo" and "name" in node else ""
+    close = difflib.get_close_matches(leaf, valid, n=2)
+    hint = f"; did you mean {' or '.join(f'{parent}.{c}' for c in close)}" if close else ""
+    return f"unknown key {key}{what}{hint}; valid {parent or 'top-level'} keys: {', '.join(valid)}"
 
 
 # Of ``train.*``, what an online run uses (its loop settings are ``algo.*``).
@@ -155,7 +178,7 @@ def check_overrides(cfg) -> None:
       :data:`ONLINE_TRAIN_KEYS` would be ignored.
     - ``algo=sft`` trains a new policy from a dataset: ``init=`` would be ignored.
     """
-    from rlvla.algos.online.pg import CONFIGS as ONLINE
+    from rlvla.algos.online import CONFIGS as ONLINE
 
     keys = {_key(o): o for o in cfg.get("overrides", [])}
     name = str(cfg.algo.name)

@@ -11,6 +11,6 @@ and below ``runners`` (ARCHITECTURE.md).
 """
 
 from rlvla.collectors.evaluate import evaluate, torch_threads
-from rlvla.collectors.rollout import Episode, Rollout, RolloutEngine, RolloutInterrupted
+from rlvla.collectors.rollout import Episode, Rollout, RolloutEngine, RolloutInterrupted, RolloutSettings
 
-__all__ = ["Episode", "Rollout", "RolloutEngine", "RolloutInterrupted", "evaluate", "torch_threads"]
+__all__ = ["Episode", "Rollout", "RolloutEngine", "RolloutInterrupted", "RolloutSettings", "evaluate", "torch_threads"]

@@ -84,6 +84,29 @@ def evaluate(
     selector.deterministic = deterministic
     tasks = resolve_tasks(tasks)
     per_split = episodes if isinstance(episodes, dict) else {s: episodes for s in splits}
+    _check_request(splits, per_split, episodes, seeds)
+    seed_list = eval_seeds if seeds == "eval" else validation_seeds
+    policy.eval()
+    _embed_instructions(policy.cfg, tasks)
+    out = {"splits": {}}
+    for si, split in enumerate(splits):
+        # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per split
+        torch.manual_seed(seed_offset * 1000 + si)
+        env_tasks, queues = _plan(tasks, per_split[split], seed_list, seed_offset, num_envs)
+        run = _SplitRun(policy.cfg, selector, split, env_tasks, queues, max_steps, video_dir, videos, progress)
+        results, latencies, wall, decisions = run.run(workers)
+        out["splits"][split] = _summarise(results, latencies, tasks, wall, decisions)
+        if progress:
+            r = out["splits"][split]
+            print(f"{split:13s} success {r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] over {len(results)} "
+                  f"episodes (latency p50 {r['latency_ms']['p50']:.1f} ms, {r['env_steps_per_s']:.0f} env steps/s)", flush=True)  # fmt: skip
+    out["seeds"] = seeds
+    out["deterministic"] = deterministic
+    out["test_time"] = {"method": selector.name, **dataclasses.asdict(test_time or TestTimeConfig()), "stats": selector.stats}
+    return out
+
+
+def _check_request(splits, per_split: dict, episodes, seeds: str) -> None:
     if any(per_split.get(s, 0) < 1 for s in splits):
         raise ValueError(f"episodes must be >= 1 for every split, got {episodes}")
     for split in splits:
@@ -92,139 +115,146 @@ def evaluate(
         raise ValueError(f"unknown seed set {seeds!r}; valid: eval, validation")
     if seeds == "validation" and any(s in EVAL_ONLY_SPLITS for s in splits):
         raise ValueError("validation seeds are for the id split only (out-of-distribution splits use evaluation seeds)")
-    seed_list = eval_seeds if seeds == "eval" else validation_seeds
-    cfg = policy.cfg
-    policy.eval()
+
+
+def _embed_instructions(cfg, tasks) -> None:
+    """Embed every instruction of the tasks up front (a frozen sentence encoder): keeps it out of the latency."""
     bb = getattr(getattr(cfg, "backbone", None), "language", None)
-    if bb is not None and bb.encoder == "minilm" and bb.freeze:  # embed every instruction up front: keeps it out of the latency
-        from rlvla.envs.instructions import INSTRUCTIONS
-        from rlvla.policies.encoders import embed_instructions
+    if bb is None or bb.encoder != "minilm" or not bb.freeze:
+        return
+    from rlvla.envs import split_task
+    from rlvla.policies.encoders import embed_instructions
 
-        embed_instructions([s for t in tasks for pool in INSTRUCTIONS[t].values() for s in pool])
-    out = {"splits": {}}
-    for si, split in enumerate(splits):
-        # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per split
-        torch.manual_seed(seed_offset * 1000 + si)
-        episodes_here = per_split[split]
-        jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(episodes_here)]
-        n_per_task = max(k for _, k in jobs) + 1
-        layout = seed_list(n_per_task, offset=seed_offset)
-        # envs: one or more per task, at most num_envs in all unless there are more tasks than that
-        used = [t for t in tasks if any(j[0] == t for j in jobs)]
-        per_task = max(1, num_envs // len(used))
-        env_tasks = [t for t in used for _ in range(per_task)]
-        queues: dict[int, list[tuple[str, int]]] = {i: [] for i in range(len(env_tasks))}
-        by_task: dict[str, list[int]] = {}
-        for i, t in enumerate(env_tasks):
-            by_task.setdefault(t, []).append(i)
-        for t, k in jobs:
-            envs_t = by_task[t]
-            queues[envs_t[k % len(envs_t)]].append((t, layout[k]))
-        specs = [
-            dict(name=t, split=split, image_size=cfg.image_size, cameras=tuple(cfg.cameras), chunk=cfg.chunk, max_steps=max_steps,
-                 **(getattr(cfg, "env_kwargs", None) or {}))
-            for t in env_tasks
-        ]
-        active = [i for i in queues if queues[i]]
-        results, latencies = [], []
-        decisions0 = selector.stats["decisions"]
-        recorded = 0
+    texts = []
+    for t in tasks:
+        suite, name = split_task(t)
+        texts += [s for pool in (suite.instructions(name).values() if suite.instructions else ()) for s in pool]
+    embed_instructions(texts)
+
+
+def _plan(tasks, n: int, seed_list, seed_offset: int, num_envs: int) -> tuple[list[str], dict[int, list[tuple[str, int]]]]:
+    """Episode ``k`` of task ``t`` -> the ``k``-th layout seed of ``t`` (paired across splits), queued on one of the
+    task's envs (one or more per task, at most ``num_envs`` in all unless there are more tasks than that)."""
+    jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(n)]
+    layout = seed_list(max(k for _, k in jobs) + 1, offset=seed_offset)
+    used = [t for t in tasks if any(j[0] == t for j in jobs)]
+    per_task = max(1, num_envs // len(used))
+    env_tasks = [t for t in used for _ in range(per_task)]
+    queues: dict[int, list[tuple[str, int]]] = {i: [] for i in range(len(env_tasks))}
+    by_task: dict[str, list[int]] = {}
+    for i, t in enumerate(env_tasks):
+        by_task.setdefault(t, []).append(i)
+    for t, k in jobs:
+        envs_t = by_task[t]
+        queues[envs_t[k % len(envs_t)]].append((t, layout[k]))
+    return env_tasks, queues
+
+
+class _SplitRun:
+    """One split's episodes over an env pool: queued episodes start as envs free up; each decision is one batched
+    selector call per lane."""
+
+    def __init__(self, cfg, selector, split, env_tasks, queues, max_steps, video_dir, videos: int, progress: bool) -> None:
+        self.cfg, self.selector, self.split, self.queues = cfg, selector, split, queues
+        self.video_dir, self.videos, self.recorded = video_dir, videos, 0
+        self.specs = [dict(name=t, split=split, image_size=cfg.image_size, cameras=tuple(cfg.cameras), chunk=cfg.chunk,
+                           max_steps=max_steps, **(getattr(cfg, "env_kwargs", None) or {})) for t in env_tasks]  # fmt: skip
+        self.cur: dict[int, dict] = {}
+        self.results: list[dict] = []
+        self.bar = _bar(f"eval {split}", sum(len(q) for q in queues.values())) if progress else None
+
+    def start(self, ids) -> dict:
+        """Begin the next queued episode in each of ``ids``: one reset call for all (workers in parallel)."""
+        jobs = {i: self.queues[i].pop(0) for i in ids}
+        resets = self.pool.reset({i: seed for i, (_, seed) in jobs.items()}) if jobs else {}
+        for i, (task, seed) in jobs.items():
+            rec = self.video_dir is not None and self.recorded < self.videos
+            self.recorded += rec
+            frames = [resets[i][0]["image"]] if rec else None
+            self.cur[i] = dict(task=task, seed=seed, ret=0.0, length=0, success=False, frames=frames)
+            self.selector.begin(i)
+        return {i: resets[i][0] for i in jobs}
+
+    def consume(self, ids, stepped) -> dict:
+        """Record one decision's results; -> the next observations of the envs still running (finished envs with
+        queued episodes start their next one)."""
+        nxt, restart = {}, []
+        for i in ids:
+            ob, r, term, trunc, info = stepped[i]
+            c = self.cur[i]
+            c["ret"] += float(r)
+            c["length"] += int(info["substeps"])
+            c["success"] = c["success"] or bool(info["success"])
+            if c["frames"] is not None:
+                c["frames"].append(ob["image"])
+            if not (term or trunc):
+                nxt[i] = ob
+                continue
+            if c["frames"] is not None:
+                tag = "success" if c["success"] else "failure"
+                _save_gif(c["frames"], Path(self.video_dir) / f"{self.split}_{c['task']}_{c['seed']}_{tag}.gif")
+            self.results.append(c)
+            if self.bar is not None:
+                self.bar[0].update(self.bar[1], advance=1)
+            if self.queues[i]:
+                restart.append(i)
+        return {**nxt, **self.start(restart)}
+
+    def run(self, workers) -> tuple[list[dict], list[float], float, int]:
+        """-> (episode results, per-decision latencies in ms, wall seconds, decisions)."""
+        latencies, decisions0 = [], self.selector.stats["decisions"]
         threads = torch.get_num_threads()
-        bar = _bar(f"eval {split}", episodes_here) if progress else None
-        with EnvPool(specs, workers=workers) as pool, torch_threads(1 if pool.workers else threads):
-            cur: dict[int, dict] = {}
-
-            def start(ids) -> dict:
-                """Begin the next queued episode in each of ``ids``: one reset call for all (workers in parallel)."""
-                nonlocal recorded
-                jobs = {i: queues[i].pop(0) for i in ids}
-                resets = pool.reset({i: seed for i, (_, seed) in jobs.items()}) if jobs else {}
-                for i, (task, seed) in jobs.items():
-                    rec = video_dir is not None and recorded < videos
-                    recorded += rec
-                    frames = [resets[i][0]["image"]] if rec else None
-                    cur[i] = dict(task=task, seed=seed, ret=0.0, length=0, success=False, frames=frames)
-                    selector.begin(i)
-                return {i: resets[i][0] for i in jobs}
-
-            def consume(ids, stepped) -> dict:
-                """Record one decision's results; -> the next observations of the envs still running (finished envs
-                with queued episodes start their next one)."""
-                nxt, restart = {}, []
-                for i in ids:
-                    ob, r, term, trunc, info = stepped[i]
-                    c = cur[i]
-                    c["ret"] += float(r)
-                    c["length"] += int(info["substeps"])
-                    c["success"] = c["success"] or bool(info["success"])
-                    if c["frames"] is not None:
-                        c["frames"].append(ob["image"])
-                    if term or trunc:
-                        if c["frames"] is not None:
-                            tag = "success" if c["success"] else "failure"
-                            _save_gif(c["frames"], Path(video_dir) / f"{split}_{c['task']}_{c['seed']}_{tag}.gif")
-                        results.append(c)
-                        if bar is not None:
-                            bar[0].update(bar[1], advance=1)
-                        if queues[i]:
-                            restart.append(i)
-                    else:
-                        nxt[i] = ob
-                return {**nxt, **start(restart)}
-
+        with EnvPool(self.specs, workers=workers) as pool, torch_threads(1 if pool.workers else threads):
+            self.pool = pool
             # Lanes, as in RL rollouts: the envs of one worker each; while one worker steps its lane, the next lane's
             # actions are computed (one lane in-process, or when the selector drives the pool itself).
             owner = getattr(pool, "owner", None)
-            overlap = owner is not None and pool.workers >= 2 and not selector.uses_pool
-            lanes = [[i for i in range(len(specs)) if owner[i] == w] for w in range(pool.workers)] if overlap else [list(range(len(specs)))]
-            obs = start(active)
+            overlap = owner is not None and pool.workers >= 2 and not self.selector.uses_pool
+            n = len(self.specs)
+            lanes = [[i for i in range(n) if owner[i] == w] for w in range(pool.workers)] if overlap else [list(range(n))]
+            obs = self.start([i for i in self.queues if self.queues[i]])
             pending: dict[int, tuple] = {}
             t_split = time.perf_counter()
             while obs or pending:
                 for li, lane in enumerate(lanes):
                     if li in pending:
                         done_ids, token = pending.pop(li)
-                        obs.update(consume(done_ids, pool.step_wait(token)))
+                        obs.update(self.consume(done_ids, pool.step_wait(token)))
                     ids = sorted(i for i in lane if i in obs)
                     if not ids:
                         continue
                     batch = stack_obs([obs.pop(i) for i in ids])
                     t0 = time.perf_counter()
                     with torch.no_grad():
-                        acts = selector.act(batch, ids, pool)
+                        acts = self.selector.act(batch, ids, pool)
                     latencies.append((time.perf_counter() - t0) * 1000)
-                    if cfg.chunk == 1:
+                    if self.cfg.chunk == 1:
                         acts = acts[:, 0]
                     pending[li] = (ids, pool.step_async({i: acts[j] for j, i in enumerate(ids)}))
             wall = time.perf_counter() - t_split
-        if bar is not None:
-            bar[0].stop()
-        succ = sum(r["success"] for r in results)
-        lo, hi = wilson_interval(succ, len(results))
-        lat = np.asarray(latencies)
-        per_task_res = {}
-        for t in tasks:
-            rs = [r for r in results if r["task"] == t]
-            if rs:
-                per_task_res[t] = {"success_rate": sum(r["success"] for r in rs) / len(rs), "episodes": len(rs)}
-        steps = sum(r["length"] for r in results)
-        out["splits"][split] = {
-            "success_rate": succ / len(results),
-            "ci95": [lo, hi],
-            "episodes": len(results),
-            "mean_return": float(np.mean([r["ret"] for r in results])),
-            "mean_length": float(np.mean([r["length"] for r in results])),
-            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
-                           "mean_per_env": float(lat.sum() / max(1, selector.stats["decisions"] - decisions0))},
-            "env_steps_per_s": steps / wall,
-            "tasks": per_task_res,
-            "per_episode": [[r["task"], r["seed"], bool(r["success"])] for r in sorted(results, key=lambda r: (r["task"], r["seed"]))],
-        }
-        if progress:
-            s = out["splits"][split]
-            print(f"{split:13s} success {s['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] over {len(results)} episodes "
-                  f"(latency p50 {s['latency_ms']['p50']:.1f} ms, {s['env_steps_per_s']:.0f} env steps/s)", flush=True)  # fmt: skip
-    out["seeds"] = seeds
-    out["deterministic"] = deterministic
-    out["test_time"] = {"method": selector.name, **dataclasses.asdict(test_time or TestTimeConfig()), "stats": selector.stats}
-    return out
+        if self.bar is not None:
+            self.bar[0].stop()
+        return self.results, latencies, wall, self.selector.stats["decisions"] - decisions0
+
+
+def _summarise(results: list[dict], latencies: list[float], tasks, wall: float, decisions: int) -> dict:
+    succ = sum(r["success"] for r in results)
+    lo, hi = wilson_interval(succ, len(results))
+    lat = np.asarray(latencies)
+    per_task = {}
+    for t in tasks:
+        rs = [r for r in results if r["task"] == t]
+        if rs:
+            per_task[t] = {"success_rate": sum(r["success"] for r in rs) / len(rs), "episodes": len(rs)}
+    return {
+        "success_rate": succ / len(results),
+        "ci95": [lo, hi],
+        "episodes": len(results),
+        "mean_return": float(np.mean([r["ret"] for r in results])),
+        "mean_length": float(np.mean([r["length"] for r in results])),
+        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+                       "mean_per_env": float(lat.sum() / max(1, decisions))},  # fmt: skip
+        "env_steps_per_s": sum(r["length"] for r in results) / wall,
+        "tasks": per_task,
+        "per_episode": [[r["task"], r["seed"], bool(r["success"])] for r in sorted(results, key=lambda r: (r["task"], r["seed"]))],
+    }

@@ -31,7 +31,7 @@ The loop it serves::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -95,14 +95,39 @@ class Rollout:
 
 
 
+@dataclass
+class RolloutSettings:
+    """What the engine reads from a config. An online algorithm's config has some of these fields (a group method
+    has no success bonus, PPO no dynamic sampling); the ones it lacks take these defaults."""
+
+    group_size: int = 1
+    groups_per_task: int = 1
+    envs_per_task: int = 2
+    max_steps: int = 200
+    terminate_on_success: bool = True
+    max_worker_restarts: int = 10
+    level: str = "auto"
+    dynamic_sampling: bool = False
+    max_refill_rounds: int = 0
+    replay: float = 0.0
+    progress_score: float = 0.0
+    success_bonus: float = 1.0
+    shaping: float = 0.0
+    env_reward: float = 0.0
+    gamma: float = 0.99
+
+    @classmethod
+    def of(cls, cfg) -> "RolloutSettings":
+        return cfg if isinstance(cfg, cls) else cls(**{f.name: getattr(cfg, f.name, f.default) for f in fields(cls)})
+
+
 class RolloutEngine:
     def __init__(self, policy, tasks, cfg, seed: int = 0, workers: int | None = None, make_pool=EnvPool) -> None:
-        """``cfg``: an online algorithm config (group_size, groups_per_task, envs_per_task, max_steps, level,
-        dynamic_sampling, max_refill_rounds, success_bonus, shaping, env_reward, gamma, max_worker_restarts).
+        """``cfg``: :class:`RolloutSettings` or an online algorithm's config (its missing fields take the defaults).
         ``make_pool(specs, workers)``: anything with EnvPool's reset/step/restart_dead_workers/close (tests pass toy
         environments)."""
         self.policy = policy
-        self.cfg = cfg
+        self.cfg = cfg = RolloutSettings.of(cfg)
         self.level = resolve_level(cfg.level, policy)
         self.seed = int(seed)
         self.tasks = tuple(tasks) if make_pool is not EnvPool else resolve_tasks(tasks)

@@ -20,6 +20,8 @@ import multiprocessing as mp
 import os
 import traceback
 
+from rlvla.envs.suites import suite_module
+
 
 class EnvWorkerError(RuntimeError):
     """A worker process died or raised; the message names the worker and the cause.
@@ -86,6 +88,9 @@ class EnvPool:
         if not specs:
             raise ValueError("EnvPool needs at least one env spec")
         self.specs = [dict(s) for s in specs]
+        for s in self.specs:  # a worker process imports a suite registered outside rlvla before making its envs
+            if "name" in s and "suite_module" not in s:
+                s["suite_module"] = suite_module(s["name"])
         n = len(self.specs)
         if workers is None:
             workers = min(n, os.cpu_count() or 1) if n > 1 else 0

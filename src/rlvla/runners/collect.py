@@ -20,7 +20,7 @@ import numpy as np
 
 from rlvla.data.lerobot import LeRobotWriter
 from rlvla.envs import TRAIN_SEEDS, resolve_tasks
-from rlvla.envs.experts import ExpertConfig
+from rlvla.envs.metaworld.experts import ExpertConfig
 from rlvla.envs.render import check_cameras
 from rlvla.envs.splits import VALIDATION_SEEDS
 from rlvla.rewards import episode_returns
@@ -119,7 +119,7 @@ class _PolicyActor:
 def _run_episode(job: dict) -> dict:
     """Run one expert episode (in a worker); return its frames and metadata."""
     from rlvla.envs import make_env
-    from rlvla.envs.experts import ScriptedExpert
+    from rlvla.envs.metaworld.experts import ScriptedExpert
 
     key = (job["task"], job["image_size"], tuple(job["cameras"]), job["max_steps"])
     if key not in _ENVS:

@@ -111,15 +111,13 @@ class MixedRecipe(Recipe):
         self.engine, self.t0 = None, time.perf_counter()
 
     def begin(self, start: int, logger) -> None:
-        from rlvla.algos.online.pg import OnlineConfig
-        from rlvla.collectors import RolloutEngine
+        from rlvla.collectors import RolloutEngine, RolloutSettings
 
         a = self.a
-        ocfg = OnlineConfig(name="ppo", group_size=1, groups_per_task=a.online_episodes_per_task,
-                            envs_per_task=max(1, min(a.online_episodes_per_task, 2)), max_steps=a.online_max_steps,
-                            dynamic_sampling=False, shaping=0.0, gamma=a.gamma,
-                            success_bonus=1.0 if a.reward == "sparse" else 0.0,
-                            env_reward=0.0 if a.reward == "sparse" else 1.0)  # dense: the chunk's MetaWorld reward  # fmt: skip
+        ocfg = RolloutSettings(group_size=1, groups_per_task=a.online_episodes_per_task,
+                               envs_per_task=max(1, min(a.online_episodes_per_task, 2)), max_steps=a.online_max_steps,
+                               gamma=a.gamma, success_bonus=1.0 if a.reward == "sparse" else 0.0,
+                               env_reward=0.0 if a.reward == "sparse" else 1.0)  # dense: the chunk's env reward  # fmt: skip
         self.engine = RolloutEngine(self.policy, self.policy.cfg.tasks, ocfg, seed=self.loop.seed + 1)
         self.t0 = time.perf_counter()
 

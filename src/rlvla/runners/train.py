@@ -67,7 +67,7 @@ class DatasetRecipe(Recipe):
 def train(cfg, progress: bool = True, on_step=None) -> dict:
     """Run (or resume) the configured training: SFT, an offline method (then optionally online), or online RL.
     ``on_step(step, metrics)`` is called after each step."""
-    from rlvla.algos.offline.algos import ALGOS as OFFLINE
+    from rlvla.algos.offline import ALGOS as OFFLINE
 
     check_overrides(cfg)
     if cfg.algo.name != "sft" and cfg.algo.name not in OFFLINE:
@@ -82,7 +82,7 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     loop = section(cfg, "train")
     torch.set_num_threads(loop.threads or os.cpu_count() or 1)
     policy, algo, data, fingerprint = _offline_setup(cfg, loop)
-    if cfg.algo.name != "sft" and cfg.algo.online_iterations > 0:
+    if cfg.algo.get("online_iterations", 0) > 0:
         from rlvla.runners.o2o import train_o2o
 
         if not cfg.init:
@@ -102,7 +102,7 @@ def _offline_setup(cfg, loop):
     prepare_run_dir(cfg)  # refuse to overwrite or to resume another config before reading any data
     dataset, init, acfg = LeRobotDataset(data_cfg.path), None, section(cfg, "algo") if offline else None
     if offline:
-        from rlvla.algos.offline.algos import configure_policy, deployment_condition
+        from rlvla.algos.offline.base import configure_policy, deployment_condition
         from rlvla.data.offline import OfflineChunks
         from rlvla.envs import REWARD_SCALE
 
@@ -112,7 +112,7 @@ def _offline_setup(cfg, loop):
             init = resolve_checkpoint(cfg.init)
             pcfg = VLAPolicy.read_config(init)
         pcfg = configure_policy(pcfg, acfg)
-        data = OfflineChunks(dataset, pcfg.chunk, pcfg.cameras, acfg.gamma, acfg.reward, acfg.cond_gamma,
+        data = OfflineChunks(dataset, pcfg.chunk, pcfg.cameras, acfg.gamma, acfg.reward, getattr(acfg, "cond_gamma", 1.0),
                              acfg.files_in_memory, image_size=pcfg.image_size, reward_scale=REWARD_SCALE)  # fmt: skip
         fingerprint = {"episodes": data.episodes_total, "frames": len(data)}
         if pcfg.condition.kind != "none":
@@ -136,9 +136,12 @@ def _offline_setup(cfg, loop):
         policy.fit(data.action if offline else data.data["action"])
     if not offline:
         return policy, SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip), data, fingerprint
-    from rlvla.algos.offline.algos import OfflineRL
+    from rlvla.algos.offline.base import OfflineRL
 
-    reference = VLAPolicy.from_pretrained(init, map_location=loop.device).to(loop.device) if (acfg.name == "dpo" and init is not None) else None
+    from rlvla.algos.offline import method
+
+    wants_ref = getattr(method(acfg.name), "NEEDS_REFERENCE", False) and init is not None
+    reference = VLAPolicy.from_pretrained(init, map_location=loop.device).to(loop.device) if wants_ref else None
     return policy, OfflineRL(policy, acfg, loop, data, reference=reference), data, fingerprint
 
 

@@ -26,6 +26,7 @@ The loop it serves::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 
@@ -36,7 +37,6 @@ from rlvla.errors import NonFiniteLossError
 from rlvla.policies.heads.base import ActionHead
 from rlvla.policies.policy import reduce_level
 
-ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
 LEVELS = ("auto", "token", "action", "chunk")
 
 
@@ -52,12 +52,6 @@ class OnlineConfig:
     """Rollout + update iterations."""
     lr: float = 5e-5
     """Learning rate (constant) of the policy (and of the critic when ``value_lr`` is 0)."""
-    value_lr: float = 0.0
-    """The critic's own learning rate, with its own gradient clip (anchors train the critic 10-30x faster than
-    the actor); 0: one optimiser group and one gradient clip for both, as SB3."""
-    value_warmup: int = 0
-    """Iterations at the start of a run that train only the critic (its rollouts still count): an SFT policy's
-    value head knows nothing, and advantages from it are noise (RLinf, RL4VLA warm the critic up)."""
     epochs: int = 2
     """Passes over each iteration's rollouts."""
     minibatch: int = 128
@@ -99,17 +93,7 @@ class OnlineConfig:
     freeze_backbone: bool = False
     """Train only the action head and the critic: the trunk's readouts are computed once per iteration (fast),
     and the SFT representation cannot drift. The critic still trains its own (isolated) VALUE readout token."""
-    vf_coef: float = 0.5
-    vf_clip: float = 0.0
-    """PPO value-loss clip around the rollout's values (0: unclipped). An absolute clip of 0.2 on returns of
-    order 1-10 keeps a fresh critic from ever catching up."""
     gamma: float = 0.99
-    lam: float = 0.95
-    advantage_norm: str = "task"
-    """PPO: normalise advantages per ``task`` (each task's mean 0, std 1: one task's reward scale cannot drown the
-    others), over the ``batch``, per ``minibatch`` (as SB3) or ``none``."""
-    normalize_std: bool = True
-    """GRPO: divide by the group's std (false: Dr. GRPO)."""
     group_size: int = 8
     """Rollouts per initial state (layout seed)."""
     groups_per_task: int = 2
@@ -122,23 +106,6 @@ class OnlineConfig:
     terminate_on_success: bool = True
     """End an episode at its first success (false: run to the time limit, MetaWorld's convention; success is
     then "succeeded at any step")."""
-    dynamic_sampling: bool = True
-    """Drop groups that all succeeded or all failed and draw new ones (bounded by max_refill_rounds)."""
-    max_refill_rounds: int = 2
-    progress_score: float = 0.0
-    """Group methods: a failed episode scores this times its best dense progress (the env's reward / 10, in
-    [0, 1]) instead of 0; a success scores 1. A group where every episode failed then still ranks its episodes (and
-    is kept by dynamic sampling) instead of carrying no signal; below 1, every success still outranks every failure.
-    With it, GRPO's group std has a floor of ``PROGRESS_STD_FLOOR``. 0: success only."""
-    replay: float = 0.0
-    """Fraction of each round's groups that replay layouts whose latest group had mixed outcomes (prioritised
-    layout replay; 0: fresh layouts only). See :mod:`rlvla.collectors.rollout`."""
-    success_bonus: float = 1.0
-    """Per-decision reward on the first success (ppo, reinforce_pp)."""
-    shaping: float = 0.0
-    """Weight of potential-based shaping with the env's dense reward / 10 as potential (ppo, reinforce_pp)."""
-    env_reward: float = 0.0
-    """Weight of the environment's own (dense) reward per decision (ppo, reinforce_pp)."""
     max_worker_restarts: int = 10
     eval_every: int = 0
     """Evaluate the deterministic policy on held-out layouts (validation seeds, ``id``) before the first iteration
@@ -150,61 +117,87 @@ class OnlineConfig:
     """Tasks to train on (default: the initial policy's tasks). Always the ``id`` split on training seeds."""
 
     def __post_init__(self) -> None:
-        if self.name not in ALGOS:
-            raise ValueError(f"unknown online algo {self.name!r}; valid: {', '.join(ALGOS)}")
         if self.level not in LEVELS:
             raise ValueError(f"unknown log-prob level {self.level!r}; valid: {', '.join(LEVELS)}")
-        if self.advantage_norm not in ("task", "batch", "minibatch", "none"):
-            raise ValueError(f"unknown advantage_norm {self.advantage_norm!r}; valid: task, batch, minibatch, none")
         if self.kl_estimator not in ("k1", "k3", "exact"):
             raise ValueError(f"unknown KL estimator {self.kl_estimator!r}; valid: k1, k3, exact")
         if self.explore_steps not in ("", "one", "all", "output"):
             raise ValueError(f"unknown explore_steps {self.explore_steps!r}; valid: one, all, output (or empty: the policy's)")
         if min(self.iterations, self.epochs, self.minibatch, self.group_size, self.groups_per_task, self.envs_per_task, self.max_steps, self.ckpt_every) < 1:
             raise ValueError("iterations, epochs, minibatch, group_size, groups_per_task, envs_per_task, max_steps, ckpt_every must be >= 1")
-        if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
-            raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma, lam in [0, 1] (got {self})")
+        if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1:
+            raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma in [0, 1] (got {self})")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise ValueError(f"eval_every must be >= 0 and eval_episodes >= 1 (got {self.eval_every}, {self.eval_episodes})")
-        if not 0.0 <= self.progress_score < 1.0:
-            raise ValueError(f"progress_score must be in [0, 1) so that every success outranks every failure; got {self.progress_score}")
-        if not 0.0 <= self.replay <= 1.0:
-            raise ValueError(f"replay is a fraction of each round's groups, in [0, 1]; got {self.replay}")
-        if self.explore_noise < 0 or self.explore_temperature < 0 or self.value_lr < 0 or self.value_warmup < 0 or self.denoise_steps < 0 or self.vf_clip < 0:
-            raise ValueError("explore_noise, explore_temperature, value_lr, value_warmup, denoise_steps and vf_clip must be >= 0")
+        if self.explore_noise < 0 or self.explore_temperature < 0 or self.denoise_steps < 0:
+            raise ValueError("explore_noise, explore_temperature and denoise_steps must be >= 0")
         if self.dual_clip and self.dual_clip <= 1:
             raise ValueError(f"dual_clip must be > 1 or 0 (off), got {self.dual_clip}")
-        if self.name in ("grpo", "rloo") and self.group_size < 2:
-            raise ValueError(f"{self.name} needs group_size >= 2 (rollouts per initial state), got {self.group_size}")
 
 
 @dataclass
-class PPOConfig(OnlineConfig):
-    name: str = "ppo"
-    group_size: int = 1
-    dynamic_sampling: bool = False
-    clip_high: float = 0.2
-    lr: float = 1e-4
-    shaping: float = 0.5
-    epochs: int = 4
-    minibatch: int = 256
+class DecisionRewardFields:
+    """Algorithms that learn from per-decision rewards (ppo, reinforce_pp): what a decision earns."""
+
+    success_bonus: float = 1.0
+    """Per-decision reward on the first success."""
+    shaping: float = 0.0
+    """Weight of potential-based shaping with the env's dense progress (``info["progress"]``) as potential."""
+    env_reward: float = 0.0
+    """Weight of the environment's own (dense) reward per decision."""
 
 
 @dataclass
-class GRPOConfig(OnlineConfig):
-    name: str = "grpo"
+class CriticFields:
+    """Algorithms with a learned critic (ppo)."""
+
+    value_lr: float = 0.0
+    """The critic's own learning rate, with its own gradient clip (anchors train the critic 10-30x faster than
+    the actor); 0: one optimiser group and one gradient clip for both, as SB3."""
+    value_warmup: int = 0
+    """Iterations at the start of a run that train only the critic (its rollouts still count): an SFT policy's
+    value head knows nothing, and advantages from it are noise (RLinf, RL4VLA warm the critic up)."""
+    vf_coef: float = 0.5
+    vf_clip: float = 0.0
+    """Value-loss clip around the rollout's values (0: unclipped). An absolute clip of 0.2 on returns of order
+    1-10 keeps a fresh critic from ever catching up."""
+    lam: float = 0.95
+    advantage_norm: str = "task"
+    """Normalise advantages per ``task`` (each task's mean 0, std 1: one task's reward scale cannot drown the
+    others), over the ``batch``, per ``minibatch`` (as SB3) or ``none``."""
 
 
 @dataclass
-class RLOOConfig(OnlineConfig):
-    name: str = "rloo"
+class GroupFields:
+    """Group methods (grpo, rloo): episodes scored against the other rollouts of the same layout."""
+
+    dynamic_sampling: bool = True
+    """Drop groups that all succeeded or all failed and draw new ones (bounded by max_refill_rounds)."""
+    max_refill_rounds: int = 2
+    progress_score: float = 0.0
+    """A failed episode scores this times its best dense progress (the env's ``info["progress"]``, in [0, 1])
+    instead of 0; a success scores 1. A group where every episode failed then still ranks its episodes (and is
+    kept by dynamic sampling) instead of carrying no signal; below 1, every success still outranks every failure.
+    With it, GRPO's group std has a floor of ``PROGRESS_STD_FLOOR``. 0: success only."""
+    replay: float = 0.0
+    """Fraction of each round's groups that replay layouts whose latest group had mixed outcomes (prioritised
+    layout replay; 0: fresh layouts only). See :mod:`rlvla.collectors.rollout`."""
 
 
-@dataclass
-class ReinforcePPConfig(OnlineConfig):
-    name: str = "reinforce_pp"
-    dynamic_sampling: bool = False
-    group_size: int = 1
+def check_group_fields(cfg) -> None:
+    if not 0.0 <= cfg.progress_score < 1.0:
+        raise ValueError(f"progress_score must be in [0, 1) so that every success outranks every failure; got {cfg.progress_score}")
+    if not 0.0 <= cfg.replay <= 1.0:
+        raise ValueError(f"replay is a fraction of each round's groups, in [0, 1]; got {cfg.replay}")
+    if cfg.group_size < 2:
+        raise ValueError(f"{cfg.name} needs group_size >= 2 (rollouts per initial state), got {cfg.group_size}")
+
+
+def check_critic_fields(cfg) -> None:
+    if cfg.advantage_norm not in ("task", "batch", "minibatch", "none"):
+        raise ValueError(f"unknown advantage_norm {cfg.advantage_norm!r}; valid: task, batch, minibatch, none")
+    if not 0 <= cfg.lam <= 1 or cfg.value_lr < 0 or cfg.value_warmup < 0 or cfg.vf_clip < 0:
+        raise ValueError(f"need lam in [0, 1] and value_lr, value_warmup, vf_clip >= 0 (got {cfg})")
 
 
 def resolve_level(level: str, policy) -> str:
@@ -215,9 +208,6 @@ def resolve_level(level: str, policy) -> str:
     return "token" if getattr(head, "name", None) == "token" else "chunk"
 
 
-CONFIGS = {"ppo": PPOConfig, "grpo": GRPOConfig, "rloo": RLOOConfig, "reinforce_pp": ReinforcePPConfig}
-
-
 def _finite(x: torch.Tensor, what: str, it: int) -> None:
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
@@ -225,25 +215,16 @@ def _finite(x: torch.Tensor, what: str, it: int) -> None:
 
 
 def compute_advantages(batch, cfg: OnlineConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """-> (advantages (N,), value targets (N,) or None) for the decisions of a rollout batch (episodes contiguous)."""
-    r = batch["next.reward"].double()
-    if cfg.name == "ppo":
-        adv, ret = core.gae(r[:, None], batch["value"].double()[:, None], batch["next_value"].double()[:, None],
-                            batch["next.terminated"][:, None], batch["next.done"][:, None], cfg.gamma, cfg.lam)  # fmt: skip
-        adv, ret = adv[:, 0], ret[:, 0]
-        if cfg.advantage_norm in ("none", "minibatch"):
-            return adv.float(), ret.float()
-        task = batch["task_id"] if cfg.advantage_norm == "task" else torch.zeros_like(batch["task_id"])
-        out = torch.zeros_like(adv)
-        for t in task.unique():  # per-task normalisation: one task's scale must not drown the others
-            m = task == t
-            a = adv[m]
-            out[m] = (a - a.mean()) / (a.std(unbiased=False) + 1e-8) if a.numel() > 1 else a - a.mean()
-        return out.float(), ret.float()
-    if cfg.name == "reinforce_pp":
-        ret = core.discounted_returns(r[:, None], batch["next.done"][:, None], cfg.gamma)[:, 0]
-        return core.reinforce_pp_advantages(ret).float(), None
-    # group methods: one score per episode, grouped by initial state
+    """-> (advantages (N,), value targets (N,) or None) for the decisions of a rollout batch (episodes contiguous),
+    by the registered algorithm ``cfg.name`` (``algos/online/<name>.py``)."""
+    from rlvla.algos.online import algorithm
+
+    return algorithm(cfg.name).advantages(batch, cfg)
+
+
+def episode_group_advantages(batch, cfg, fn) -> torch.Tensor:
+    """Group methods: one score per episode (``batch["score"]``), grouped by initial state; ``fn(scores (G, n))``
+    -> advantages (G, n); each decision gets its episode's advantage."""
     ep = batch["episode_index"]
     first = torch.ones_like(ep, dtype=torch.bool)
     first[1:] = ep[1:] != ep[:-1]
@@ -254,13 +235,11 @@ def compute_advantages(batch, cfg: OnlineConfig) -> tuple[torch.Tensor, torch.Te
     if len(sizes) != 1:
         raise ValueError(f"{cfg.name} needs equal group sizes, got {sorted(sizes)}")
     order = torch.cat([torch.nonzero(ep_group == g)[:, 0] for g in groups])
-    scores = ep_score[order].reshape(len(groups), -1)
-    floor = PROGRESS_STD_FLOOR if cfg.progress_score > 0 else 0.0
-    a = core.group_advantages(scores, cfg.normalize_std, std_floor=floor) if cfg.name == "grpo" else core.rloo_advantages(scores)
+    a = fn(ep_score[order].reshape(len(groups), -1))
     ep_adv = torch.empty_like(ep_score)
     ep_adv[order] = a.reshape(-1)
     ep_of_step = torch.cumsum(first.long(), 0) - 1
-    return ep_adv[ep_of_step].float(), None
+    return ep_adv[ep_of_step].float()
 
 
 class PolicyGradient:
@@ -286,7 +265,9 @@ class PolicyGradient:
             raise ValueError(f"algo.kl_estimator=exact needs a discrete (token) head, not {policy.head.cfg.name}; use k3")
         self.grad_clip = grad_clip
         self.seed = seed
-        self.uses_value = cfg.name == "ppo"
+        from rlvla.algos.online import algorithm
+
+        self.uses_value = bool(getattr(algorithm(cfg.name), "USES_VALUE", False))  # the algorithm trains a critic
         self.has_trunk = hasattr(policy, "rl_features")
         self.frozen = cfg.freeze_backbone and self.has_trunk
         critic = policy.critic_parameters(self.frozen) if self.uses_value else []
@@ -296,7 +277,7 @@ class PolicyGradient:
         fixed_ids = {id(p) for p in self.fixed}
         self.actor_params = [p for p in policy.parameters() if p.requires_grad and id(p) not in critic_ids | fixed_ids]
         self.critic_params = [p for p in critic if p.requires_grad]
-        self.split = cfg.value_lr > 0 and bool(self.critic_params)
+        self.split = getattr(cfg, "value_lr", 0.0) > 0 and bool(self.critic_params)
         if self.split:  # the critic's own lr; no weight decay on it, so the readout token's ACT half stays exact
             self.opt = make_adamw(self.actor_params, cfg.lr, weight_decay)
             self.opt.add_param_group({"params": self.critic_params, "lr": cfg.value_lr, "weight_decay": 0.0})
@@ -340,9 +321,7 @@ class PolicyGradient:
                 p.requires_grad_(f)
 
     def _update(self, ro, iteration: int) -> dict:
-        cfg, policy = self.cfg, self.policy
-        batch = ro.batch
-        n = len(ro)
+        cfg, batch, n = self.cfg, ro.batch, len(ro)
         if n == 0:
             return {"train/updates": 0}
         _finite(batch["next.reward"], "rewards", iteration)
@@ -354,104 +333,116 @@ class PolicyGradient:
             out["train/explained_variance"] = core.explained_variance(batch["value"], returns)
             out["train/value_mean"] = float(batch["value"].mean())
             out["train/return_mean"] = float(returns.mean())
-        warmup = self.uses_value and iteration < cfg.value_warmup
-        policy.eval()  # no augmentation/dropout: the ratio is exactly 1 at the first minibatch
+        warmup = self.uses_value and iteration < cfg.value_warmup  # a critic algorithm has CriticFields
+        self.policy.eval()  # no augmentation/dropout: the ratio is exactly 1 at the first minibatch
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
         # features once per iteration: always for a frozen trunk, and in warm-up (only the critic learns)
         feats = self._features(ro) if self.has_trunk and (self.frozen or warmup) else None
         out["rollout/explore_std"] = self._explore_std(ro, feats, torch.Generator().manual_seed(iteration))
+        it = SimpleNamespace(batch=batch, adv=adv, returns=returns, feats=feats, warmup=warmup, iteration=iteration,
+                             extras=ro.extras(), ratio_error0=None,
+                             obs_keys=[key for key in batch if key.startswith("observation.") or key == "task"])  # fmt: skip
         sums: dict[str, float] = {}
-        count = 0
-        ratio_error0 = None
-        extra_t = ro.extras()
-        obs_keys = [key for key in batch if key.startswith("observation.") or key == "task"]
-        stopped = False
+        count, stopped = 0, False
         for _epoch in range(cfg.epochs):
             if stopped:
                 break
             perm = torch.randperm(n, generator=gen)
             for k in range(0, n, cfg.minibatch):
-                idx = perm[k : k + cfg.minibatch]
-                extras = {key: v[idx] for key, v in extra_t.items()}
-                actions = batch["action"][idx]
-                mb = None
-                if feats is None or (self.ref is not None and not self.frozen):
-                    mb = Batch({key: ([batch["task"][i] for i in idx.tolist()] if key == "task" else batch[key][idx]) for key in obs_keys})
-                m: dict[str, float] = {}
-                loss = torch.zeros(())
-                if feats is not None:
-                    value = policy.value_from_features(feats, idx) if self.uses_value else None
-                    if not warmup:
-                        logp, ent, _ = policy.evaluate_features(feats["z"][idx], feats["zv"][idx], actions, extras, level=self.level)
-                else:
-                    logp, ent, value = policy.evaluate(mb, actions, extras, level=self.level)
-                if not warmup:
-                    old = batch["old_log_prob"][idx]
-                    a = adv[idx]
-                    if cfg.advantage_norm == "minibatch" and cfg.name == "ppo" and a.numel() > 1:
-                        a = (a - a.mean()) / (a.std() + 1e-8)
-                    a = a.reshape(-1, *([1] * (logp.ndim - 1))).expand_as(logp)
-                    if ratio_error0 is None:
-                        ratio_error0 = float((logp.detach() - old).abs().max())
-                    pi_loss, info = core.clipped_surrogate(logp, old, a, cfg.clip_low, cfg.clip_high, cfg.dual_clip or None)
-                    if cfg.target_kl and info["approx_kl"] > 1.5 * cfg.target_kl:
-                        stopped = True  # SB3: this minibatch already sees a policy too far from the rollout's
-                        out["train/stop_kl"] = float(info["approx_kl"])
-                        break
-                    loss = loss + pi_loss
-                    m.update(pi_loss=float(pi_loss.detach()), **info)
-                    if self.exact_kl:
-                        z = feats["z"][idx]
-                        with torch.no_grad():
-                            ref_logits = self.ref.head.dist_logits(z, extras)
-                        kl = core.kl_exact(policy.head.dist_logits(z, extras), ref_logits).mean()
-                        if cfg.kl_coef > 0:
-                            loss = loss + cfg.kl_coef * kl
-                        m["kl_ref"] = float(kl.detach())
-                    elif self.ref is not None:
-                        with torch.no_grad():
-                            self.ref.eval()
-                            if self.frozen:  # the trunk is the reference's own: only its head differs
-                                ref_lp = reduce_level(self.ref.head.log_prob(feats["z"][idx], actions, extras), self.level)
-                            else:
-                                ref_lp = self.ref.log_prob(mb, actions, extras, level=self.level)
-                        kl = (core.kl_k3 if cfg.kl_estimator == "k3" else core.kl_k1)(logp, ref_lp).mean()
-                        if cfg.kl_coef > 0:
-                            loss = loss + cfg.kl_coef * kl
-                        m["kl_ref"] = float(kl.detach())
-                    if ent is not None:
-                        if cfg.ent_coef:
-                            loss = loss + core.entropy_bonus(ent, cfg.ent_coef)
-                        m["entropy"] = float(ent.detach().mean())
-                if self.uses_value:
-                    v_loss = core.clipped_value_loss(value, batch["value"][idx], returns[idx], cfg.vf_clip or None)
-                    loss = loss + cfg.vf_coef * v_loss
-                    m["value_loss"] = float(v_loss.detach())
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(f"loss is {float(loss.detach())} at iteration {iteration}")
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if warmup:
-                    for p in self.actor_params:
-                        p.grad = None  # AdamW skips parameters without a gradient (no decay, no momentum step)
-                if self.split:
-                    m["grad_norm"] = self._clip(self.actor_params, self.grad_clip, "policy", iteration)
-                    m["value_grad_norm"] = self._clip(self.critic_params, self.grad_clip, "critic", iteration)
-                else:
-                    m["grad_norm"] = self._clip(self.actor_params + self.critic_params, self.grad_clip, "policy", iteration)
-                self.opt.step()
-                m["loss"] = float(loss.detach())
+                m = self._minibatch(it, perm[k : k + cfg.minibatch])
+                if m is None:  # the KL stop: this minibatch already sees a policy too far from the rollout's
+                    stopped = True
+                    out["train/stop_kl"] = it.stop_kl
+                    break
                 for key, v in m.items():
                     sums[key] = sums.get(key, 0.0) + v
                 count += 1
         out.update({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
-        out["train/updates"] = count
-        out["train/decisions"] = n
-        out["train/adv_abs_mean"] = float(adv.abs().mean())
-        out["train/ratio_error0"] = ratio_error0
-        out["train/early_stop"] = float(stopped)
-        out["train/value_warmup"] = float(warmup)
+        out.update({"train/updates": count, "train/decisions": n, "train/adv_abs_mean": float(adv.abs().mean()),
+                    "train/ratio_error0": it.ratio_error0, "train/early_stop": float(stopped),
+                    "train/value_warmup": float(warmup)})  # fmt: skip
         return out
+
+    def _minibatch(self, it, idx: torch.Tensor) -> dict | None:
+        """One gradient step on decisions ``idx``; None (and no step) when the KL stop fires before it."""
+        cfg, policy, batch = self.cfg, self.policy, it.batch
+        extras = {key: v[idx] for key, v in it.extras.items()}
+        actions = batch["action"][idx]
+        mb = None
+        if it.feats is None or (self.ref is not None and not self.frozen):
+            mb = Batch({key: ([batch["task"][i] for i in idx.tolist()] if key == "task" else batch[key][idx]) for key in it.obs_keys})
+        m: dict[str, float] = {}
+        loss = torch.zeros(())
+        if it.feats is not None:
+            value = policy.value_from_features(it.feats, idx) if self.uses_value else None
+            if not it.warmup:
+                logp, ent, _ = policy.evaluate_features(it.feats["z"][idx], it.feats["zv"][idx], actions, extras, level=self.level)
+        else:
+            logp, ent, value = policy.evaluate(mb, actions, extras, level=self.level)
+        if not it.warmup:
+            old = batch["old_log_prob"][idx]
+            a = it.adv[idx]
+            if self.uses_value and cfg.advantage_norm == "minibatch" and a.numel() > 1:
+                a = (a - a.mean()) / (a.std() + 1e-8)
+            a = a.reshape(-1, *([1] * (logp.ndim - 1))).expand_as(logp)
+            if it.ratio_error0 is None:
+                it.ratio_error0 = float((logp.detach() - old).abs().max())
+            pi_loss, info = core.clipped_surrogate(logp, old, a, cfg.clip_low, cfg.clip_high, cfg.dual_clip or None)
+            if cfg.target_kl and info["approx_kl"] > 1.5 * cfg.target_kl:
+                it.stop_kl = float(info["approx_kl"])  # SB3's rule, checked before the step
+                return None
+            loss = loss + pi_loss
+            m.update(pi_loss=float(pi_loss.detach()), **info)
+            loss = self._kl_term(loss, m, it, idx, logp, mb, actions, extras)
+            if ent is not None:
+                if cfg.ent_coef:
+                    loss = loss + core.entropy_bonus(ent, cfg.ent_coef)
+                m["entropy"] = float(ent.detach().mean())
+        if self.uses_value:
+            v_loss = core.clipped_value_loss(value, batch["value"][idx], it.returns[idx], cfg.vf_clip or None)
+            loss = loss + cfg.vf_coef * v_loss
+            m["value_loss"] = float(v_loss.detach())
+        self._step(loss, m, it)
+        return m
+
+    def _kl_term(self, loss, m: dict, it, idx, logp, mb, actions, extras):
+        """The KL to the reference policy (logged as ``kl_ref``; added to the loss at ``kl_coef``)."""
+        cfg = self.cfg
+        if self.exact_kl:
+            z = it.feats["z"][idx]
+            with torch.no_grad():
+                ref_logits = self.ref.head.dist_logits(z, extras)
+            kl = core.kl_exact(self.policy.head.dist_logits(z, extras), ref_logits).mean()
+        elif self.ref is not None:
+            with torch.no_grad():
+                self.ref.eval()
+                if self.frozen:  # the trunk is the reference's own: only its head differs
+                    ref_lp = reduce_level(self.ref.head.log_prob(it.feats["z"][idx], actions, extras), self.level)
+                else:
+                    ref_lp = self.ref.log_prob(mb, actions, extras, level=self.level)
+            kl = (core.kl_k3 if cfg.kl_estimator == "k3" else core.kl_k1)(logp, ref_lp).mean()
+        else:
+            return loss
+        if cfg.kl_coef > 0:
+            loss = loss + cfg.kl_coef * kl
+        m["kl_ref"] = float(kl.detach())
+        return loss
+
+    def _step(self, loss: torch.Tensor, m: dict, it) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {float(loss.detach())} at iteration {it.iteration}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if it.warmup:
+            for p in self.actor_params:
+                p.grad = None  # AdamW skips parameters without a gradient (no decay, no momentum step)
+        if self.split:
+            m["grad_norm"] = self._clip(self.actor_params, self.grad_clip, "policy", it.iteration)
+            m["value_grad_norm"] = self._clip(self.critic_params, self.grad_clip, "critic", it.iteration)
+        else:
+            m["grad_norm"] = self._clip(self.actor_params + self.critic_params, self.grad_clip, "policy", it.iteration)
+        self.opt.step()
+        m["loss"] = float(loss.detach())
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         return optimizer_tensors(self.opt)

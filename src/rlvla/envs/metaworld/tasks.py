@@ -1,11 +1,11 @@
-"""The MetaWorld v3 task registry, named task sets and name resolution."""
+"""MetaWorld v3's tasks, named task sets, episode limit and reward scale (names resolve in :mod:`rlvla.envs.suites`)."""
 
 from __future__ import annotations
 
-import difflib
+from rlvla.envs.metaworld.instructions import INSTRUCTIONS
 
-from rlvla.envs.instructions import INSTRUCTIONS
-
+DEFAULT_MAX_STEPS = 200
+"""Episode time limit in low-level steps."""
 REWARD_SCALE = 10.0
 """MetaWorld's dense reward lies in [0, 10]: rewards on the common scale (:mod:`rlvla.rewards`) divide by this."""
 
@@ -39,32 +39,3 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 assert set(INSTRUCTIONS) == set(TASKS), "every task needs instructions"
-
-
-def resolve_task(name: str) -> str:
-    """Canonical task name ('reach' and 'reach-v3' both give 'reach-v3'); one-line error otherwise."""
-    key = name.strip()
-    if key in TASKS:
-        return key
-    if f"{key}-v3" in TASKS:
-        return f"{key}-v3"
-    close = difflib.get_close_matches(key, TASKS, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ValueError(
-        f"unknown task {name!r}{hint}; valid tasks: {', '.join(TASKS)}; task sets: {', '.join(TASK_SETS)}"
-    )
-
-
-def resolve_tasks(spec) -> tuple[str, ...]:
-    """Tasks from a task-set name, a comma-separated string or a list of names/sets."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    out: list[str] = []
-    for item in items:
-        item = item.strip()
-        if not item:
-            continue
-        names = TASK_SETS[item] if item in TASK_SETS else (resolve_task(item),)
-        out.extend(n for n in names if n not in out)
-    if not out:
-        raise ValueError(f"no tasks given; name tasks or a task set ({', '.join(TASK_SETS)})")
-    return tuple(out)

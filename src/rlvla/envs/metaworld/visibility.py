@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from rlvla.envs import make_env, train_seeds
-from rlvla.envs.scene import GOAL_MARKER_RGBA
+from rlvla.envs.metaworld.scene import GOAL_MARKER_RGBA
 
 
 def changed_pixels(a: np.ndarray, b: np.ndarray, threshold: int = 30) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlvla.envs.tasks import resolve_task
+from rlvla.envs.suites import resolve_task
 
 
 @dataclass

@@ -34,15 +34,15 @@ import gymnasium as gym
 import numpy as np
 
 from rlvla.envs import splits as S
-from rlvla.envs.instructions import INSTRUCTIONS
+from rlvla.envs.metaworld.instructions import INSTRUCTIONS
 from rlvla.envs.render import FastRenderer, check_cameras, ensure_gl_backend
-from rlvla.envs.scene import SceneEditor
-from rlvla.envs.tasks import REWARD_SCALE, TASKS, resolve_task
+from rlvla.envs.metaworld.scene import SceneEditor
+from rlvla.envs.metaworld.tasks import DEFAULT_MAX_STEPS, REWARD_SCALE, TASKS
+from rlvla.envs.suites import resolve_task
 
 INSTRUCTION_CHARSET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789 ,.'-")
 PROPRIO_DIM = 4
 STATE_DIM = 39  # MetaWorld's full state (hand, gripper, objects, goal): the state-observation setting (full_state=True)
-DEFAULT_MAX_STEPS = 200
 
 
 class NonFiniteError(ValueError):
@@ -70,6 +70,8 @@ class MetaWorldVLAEnv(gym.Env):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         self.task = resolve_task(task)
+        if self.task not in TASKS:
+            raise ValueError(f"{task!r} is not a MetaWorld task; make it with rlvla.envs.make_env")
         self.split = S.check_split(split)
         if seed is not None:
             S.check_split_seed(self.split, seed)

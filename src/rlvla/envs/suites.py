@@ -1,0 +1,120 @@
+"""Env suites: the contract a benchmark (MetaWorld, LIBERO, ManiSkill3, a toy) implements, and their registry.
+
+A suite declares, behind one small :class:`Suite` record:
+
+- ``tasks`` and ``task_sets`` (named lists of its tasks);
+- ``make(task, split, seed, image_size, cameras, chunk, max_steps, **kwargs)``: a Gymnasium env whose observation
+  is ``{"image": (H, W, 3) uint8 (or "image.<camera>"), "proprio": (P,) float32, "instruction": str}``, whose
+  action is (chunk, A) in [-1, 1], and whose ``step`` info holds ``info_keys``: at least ``success`` (bool),
+  ``substeps`` (low-level steps the chunk ran) and ``progress`` (dense progress in [0, 1], the shaping potential);
+  ``reset(seed=...)`` makes the layout a function of the seed and refuses seeds the split does not allow
+  (:mod:`rlvla.envs.splits`);
+- ``reward_scale``: its dense reward divided by this lies in [0, 1] per step (:mod:`rlvla.rewards`);
+- ``instructions(task) -> {"train": [...], "heldout": [...]}`` and optionally ``expert(task, **cfg)`` (a scripted
+  policy for demonstrations);
+- ``module``: the importable module that registers it, so spawned env workers can find it.
+
+Task names: ``"<suite>/<task>"`` everywhere; the default suite's tasks also by their bare names (``"push-v3"`` =
+``"metaworld/push-v3"``), which is how datasets and checkpoints record them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+DEFAULT_SUITE = "metaworld"
+INFO_KEYS = ("success", "substeps", "progress")
+
+
+@dataclass
+class Suite:
+    name: str
+    tasks: tuple[str, ...]
+    make: Callable[..., Any]
+    task_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    reward_scale: float = 1.0
+    instructions: Callable[[str], dict] | None = None
+    expert: Callable[..., Any] | None = None
+    info_keys: tuple[str, ...] = INFO_KEYS
+    default_max_steps: int = 200
+    module: str = ""
+
+    def __post_init__(self) -> None:
+        if "/" in self.name or not self.tasks:
+            raise ValueError(f"a suite needs a name without '/' and at least one task (got {self.name!r}, {len(self.tasks)} tasks)")
+        missing = [k for k in INFO_KEYS if k not in self.info_keys]
+        if missing:
+            raise ValueError(f"suite {self.name!r} must provide info keys {', '.join(missing)} (see rlvla.envs.suites)")
+
+
+_SUITES: dict[str, Suite] = {}
+_BUILTIN = {"metaworld": "rlvla.envs.metaworld"}
+
+
+def register_suite(suite: Suite) -> Suite:
+    if suite.name in _SUITES and _SUITES[suite.name] is not suite:
+        raise ValueError(f"env suite {suite.name!r} is already registered")
+    _SUITES[suite.name] = suite
+    return suite
+
+
+def available_suites() -> list[str]:
+    return sorted(set(_SUITES) | set(_BUILTIN))
+
+
+def get_suite(name: str, module: str = "") -> Suite:
+    if name not in _SUITES and (module or name in _BUILTIN):
+        importlib.import_module(module or _BUILTIN[name])  # registers it
+    if name not in _SUITES:
+        raise ValueError(f"unknown env suite {name!r}; valid: {', '.join(available_suites())}")
+    return _SUITES[name]
+
+
+def split_task(name: str) -> tuple[Suite, str]:
+    """``"suite/task"`` or a bare task of the default suite -> (suite, the suite's task name); one-line error."""
+    key = name.strip()
+    suite_name, _, task = key.rpartition("/")
+    suite = get_suite(suite_name or DEFAULT_SUITE)
+    if task in suite.tasks:
+        return suite, task
+    if f"{task}-v3" in suite.tasks:  # MetaWorld's version suffix may be left out
+        return suite, f"{task}-v3"
+    close = difflib.get_close_matches(task, suite.tasks, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ValueError(f"unknown task {name!r}{hint}; valid {suite.name} tasks: {', '.join(suite.tasks)}; "
+                     f"task sets: {', '.join(suite.task_sets)}")  # fmt: skip
+
+
+def suite_module(name: str) -> str:
+    """The module a worker process must import to make task ``name`` ("" for built-in suites)."""
+    suite, _ = split_task(name)
+    return "" if suite.name in _BUILTIN else suite.module
+
+
+def canonical(suite: Suite, task: str) -> str:
+    return task if suite.name == DEFAULT_SUITE else f"{suite.name}/{task}"
+
+
+def resolve_task(name: str) -> str:
+    """Canonical task name ('reach', 'reach-v3' and 'metaworld/reach-v3' give 'reach-v3'; a toy suite's 'toy/a')."""
+    return canonical(*split_task(name))
+
+
+def resolve_tasks(spec) -> tuple[str, ...]:
+    """Tasks from a task-set name (``"mt10"``, ``"<suite>/<set>"``), a comma-separated string or a list."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        suite_name, _, set_name = item.rpartition("/")
+        suite = get_suite(suite_name or DEFAULT_SUITE)
+        names = [canonical(suite, t) for t in suite.task_sets[set_name]] if set_name in suite.task_sets else [resolve_task(item)]
+        out.extend(n for n in names if n not in out)
+    if not out:
+        raise ValueError(f"no tasks given; name tasks or a task set ({', '.join(get_suite(DEFAULT_SUITE).task_sets)})")
+    return tuple(out)
