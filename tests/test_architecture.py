@@ -32,7 +32,7 @@ def test_the_package_keeps_its_import_contracts():
 @pytest.mark.parametrize(
     "module, line, contract",
     [
-        ("envs/tasks.py", "import rlvla.policies.config", "envs import no learning code"),
+        ("envs/metaworld/tasks.py", "import rlvla.policies.config", "envs import no learning code"),
         ("collectors/rollout.py", "import rlvla.runners.train", "layers"),
         ("algos/core.py", "import rlvla.collectors", "layers"),
     ],
@@ -48,3 +48,15 @@ def test_a_wrong_import_breaks_a_contract(tmp_path, module, line, contract):
     assert f"{contract}" in r.stdout and "BROKEN" in r.stdout, r.stdout[-3000:]
     wrong = "rlvla." + module.removesuffix(".py").replace("/", ".")
     assert wrong in r.stdout, r.stdout[-3000:]
+
+
+def test_no_function_is_longer_than_60_lines():
+    """Long functions hide several jobs; each of ours fits on a screen (docstring included)."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "src" / "rlvla").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, "functions over 60 lines: " + "; ".join(long)

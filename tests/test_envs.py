@@ -361,3 +361,20 @@ def test_sim_state_save_and_restore_replays_exactly():
         assert r1 == pytest.approx(r2, abs=1e-6)
     np.testing.assert_array_equal(first[-1][0]["image"], second[-1][0]["image"])
     env.close()
+
+
+def test_a_chunk_renders_once(monkeypatch):
+    """One render per step call, however many low-level actions the chunk holds (why chunking is faster)."""
+    from rlvla.envs.render import FastRenderer
+
+    calls = []
+    real = FastRenderer.render
+    monkeypatch.setattr(FastRenderer, "render", lambda self, data: calls.append(1) or real(self, data))
+    for chunk, steps in ((1, 8), (4, 2)):
+        env = make_env("reach-v3", chunk=chunk, max_steps=100)
+        env.reset(seed=5)
+        calls.clear()
+        for _ in range(steps):
+            env.step(np.zeros((4,) if chunk == 1 else (chunk, 4), np.float32))
+        assert len(calls) == steps, (chunk, len(calls))  # 8 low-level actions: 8 renders unchunked, 2 in chunks of 4
+        env.close()

@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from test_offline import GAUSS, TINY, _write
 
 GOLDEN = Path(__file__).parent / "golden" / "losses.json"
@@ -28,12 +27,7 @@ RECORD = os.environ.get("RLVLA_RECORD_GOLDEN") == "1"
 REL = 1e-5  # a reordered sum moves the last bits; a change in the computation moves far more
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

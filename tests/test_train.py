@@ -131,7 +131,7 @@ def rlvla(*args, timeout=600):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["train", "train.stepz=3"], "Could not override 'train.stepz'"),
+        (["train", "train.stepz=3"], "unknown key train.stepz; did you mean train.steps"),
         (["train", "head=transformer"], "Could not find 'head/transformer'"),
         (["train", "head=flow", "policy.head.logprob=exact"], "unknown flow logprob 'exact'"),
         (["train", "train.steps=0", "data.path=X"], "train needs steps"),
@@ -147,6 +147,11 @@ def test_cli_bad_input_one_line(tmp_path, args, needle):
     assert len(lines) == 1 and needle in lines[0], r.stderr
 
 
+# statsmodels 0.15.0: proportion_confint(k, 3, alpha=0.05, method="wilson")
+WILSON_OF_3 = {0: (0.0, 0.5614970317550455), 1: (0.06149194472039626, 0.7923403991979523),
+               2: (0.2076596008020477, 0.9385080552796037), 3: (0.43850296824495444, 1.0)}  # fmt: skip
+
+
 def test_cli_train_then_eval_json(dataset, tmp_path):
     run = tmp_path / "cli"
     r = rlvla("train", *TINY, f"data.path={dataset}", f"run_dir={run}", "train.steps=3", "--quiet")
@@ -159,7 +164,9 @@ def test_cli_train_then_eval_json(dataset, tmp_path):
     assert res["checkpoint"].endswith("policy")
     for split in ("id", "ood-visual"):
         s = res["splits"][split]
-        assert s["episodes"] == 3 and 0.0 <= s["ci95"][0] <= s["success_rate"] <= s["ci95"][1] <= 1.0
+        k = sum(e[2] for e in s["per_episode"])
+        assert s["episodes"] == 3 and s["success_rate"] == pytest.approx(k / 3)
+        assert s["ci95"] == pytest.approx(WILSON_OF_3[k], rel=1e-9, abs=1e-15)  # statsmodels' values, not the clamps
         assert s["mean_length"] <= 12 and s["latency_ms"]["p50"] > 0 and s["latency_ms"]["p95"] >= s["latency_ms"]["p50"]
         assert set(s["tasks"]) == {"reach-v3", "push-v3"}
     # paired layouts: the same (task, seed) episodes on both splits

@@ -9,7 +9,12 @@ import sys
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlvla", description="RL post-training of vision-language-action policies")
     sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (_collect_args, _bench_args, _tasks_args, _train_args, _eval_args, _quickstart_args, _report_args):
+        add(sub)
+    return p
 
+
+def _collect_args(sub) -> None:
     c = sub.add_parser("collect", help="collect scripted-expert demonstrations into a LeRobot v3.0 dataset")
     c.add_argument("--tasks", default="quickstart", help="task names or sets (comma-separated), e.g. mt10")
     c.add_argument("--episodes", type=int, default=20, help="episodes per task")
@@ -25,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     c.add_argument("--quiet", action="store_true")
 
+
+def _bench_args(sub) -> None:
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("what", choices=["env", "inference", "sft", "rollout", "sb3", "offline"],
                    help="env throughput, policy latency, SFT success, RL rollout vs env-only throughput, PPO vs SB3")
@@ -50,14 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--demos", type=int, default=20, help="sft: expert demos per task")
     b.add_argument("--out", default="runs/bench", help="sft: output directory")
 
+
+def _tasks_args(sub) -> None:
     t = sub.add_parser("tasks", help="list tasks, task sets and splits")
     t.add_argument("--json", action="store_true")
 
+
+def _train_args(sub) -> None:
     tr = sub.add_parser("train", help="train a policy: rlvla train algo=sft head=flow data.path=DIR key=value ...")
     tr.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, head=<name>, algo=<name>)")
     tr.add_argument("--help-config", action="store_true", help="print the default config with every key and exit")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _eval_args(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a checkpoint on splits with confidence intervals")
     e.add_argument("checkpoint", help="policy dir, training run dir, or checkpoint step dir")
     e.add_argument("--splits", default="id", help="comma-separated splits, e.g. id,ood-position,ood-visual")
@@ -77,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, default=0.0, help="vgps/bestofn: 0 = argmax, > 0 = softmax draw")
     e.add_argument("--simulations", type=int, default=8, help="mcts: simulations per decision")
     e.add_argument("--depth", type=int, default=2, help="mcts: tree depth in chunks")
+    e.add_argument("--c-puct", type=float, default=1.0, help="mcts: exploration constant of the PUCT rule")
+    e.add_argument("--gamma", type=float, default=0.99, help="mcts: per-step discount of backed-up values")
+    e.add_argument("--stall-window", type=int, default=4, help="retry: decisions over which progress is checked")
+    e.add_argument("--stall-tol", type=float, default=0.01, help="retry: a value gain below this over the window is a stall")
+    e.add_argument("--retry-decisions", type=int, default=2, help="retry: decisions resampled after a stall")
     e.add_argument("--condition", type=float, default=None, help="conditioned policies (rc, recap): the input at test time")
     e.add_argument("--guidance", type=float, default=None, help="conditioned flow policies: classifier-free guidance weight")
     e.add_argument("--sample", action="store_true",
@@ -94,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", default="eval", choices=["eval", "validation"],
                    help="evaluation seeds (report) or validation seeds (tune; id only, never trained on)")
 
+
+def _quickstart_args(sub) -> None:
     q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--episodes", type=int, default=2, help="demonstrations per task (few: SFT is not saturated)")
@@ -108,13 +128,15 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
     q.add_argument("--rl-budget", type=float, default=500.0, help="RL wall-clock limit (s); the whole quickstart, set-up included, must fit in 20 minutes")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")
+
+
+def _report_args(sub) -> None:
     r = sub.add_parser("report", help="one comparison table (HTML + JSON) of evaluations: rlvla report [LABEL=]EVAL.json ...")
     r.add_argument("runs", nargs="+", help="evaluation JSON files (rlvla eval --out) or run dirs with eval.json; LABEL=PATH names a row")
     r.add_argument("--out", default="runs/report", help="output directory (report.html, report.json)")
     r.add_argument("--baseline", default="", help="row label the others are compared with (default: the first)")
     r.add_argument("--title", default="Offline and test-time RL")
     r.add_argument("--curves", default="", help="a training run whose learning curves (metrics.jsonl) go below the table")
-    return p
 
 
 def main(argv=None) -> int:

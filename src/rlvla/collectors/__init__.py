@@ -5,12 +5,14 @@
 - :func:`evaluate` (:mod:`.evaluate`): paired evaluation episodes on named splits and seeds, with success
   intervals, latency and GIFs; test-time selectors plug in per decision.
 
-Both drive an :class:`~rlvla.envs.pool.EnvPool`; a collector that runs elsewhere (Ray actors, a learned world
-model) is another implementation of the same two faces. Collectors sit above ``algos``/``policies``/``envs``
+Both run their episodes through one scheduler (:class:`Lanes`, :mod:`.scheduler`) over an
+:class:`~rlvla.envs.pool.EnvPool`; a collector that runs elsewhere (Ray actors, a learned world model) is another
+pool behind the same scheduler. Collectors sit above ``algos``/``policies``/``envs``
 and below ``runners`` (ARCHITECTURE.md).
 """
 
 from rlvla.collectors.evaluate import evaluate, torch_threads
-from rlvla.collectors.rollout import Episode, Rollout, RolloutEngine, RolloutInterrupted, RolloutSettings
+from rlvla.collectors.rollout import Episode, Rollout, RolloutEngine, RolloutSettings
+from rlvla.collectors.scheduler import Lanes, RolloutInterrupted
 
-__all__ = ["Episode", "Rollout", "RolloutEngine", "RolloutInterrupted", "RolloutSettings", "evaluate", "torch_threads"]
+__all__ = ["Episode", "Lanes", "Rollout", "RolloutEngine", "RolloutInterrupted", "RolloutSettings", "evaluate", "torch_threads"]

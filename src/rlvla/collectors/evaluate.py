@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlvla.collectors.scheduler import Lanes
 from rlvla.envs import resolve_tasks
 from rlvla.envs.pool import EnvPool, stack_obs
 from rlvla.envs.splits import EVAL_ONLY_SPLITS, check_split, eval_seeds, validation_seeds
@@ -164,8 +165,9 @@ class _SplitRun:
         self.bar = _bar(f"eval {split}", sum(len(q) for q in queues.values())) if progress else None
 
     def start(self, ids) -> dict:
-        """Begin the next queued episode in each of ``ids``: one reset call for all (workers in parallel)."""
-        jobs = {i: self.queues[i].pop(0) for i in ids}
+        """Begin the next queued episode in each of ``ids`` that has one: one reset call for all (workers in
+        parallel); -> their first observations."""
+        jobs = {i: self.queues[i].pop(0) for i in ids if self.queues[i]}
         resets = self.pool.reset({i: seed for i, (_, seed) in jobs.items()}) if jobs else {}
         for i, (task, seed) in jobs.items():
             rec = self.video_dir is not None and self.recorded < self.videos
@@ -175,10 +177,18 @@ class _SplitRun:
             self.selector.begin(i)
         return {i: resets[i][0] for i in jobs}
 
-    def consume(self, ids, stepped) -> dict:
-        """Record one decision's results; -> the next observations of the envs still running (finished envs with
-        queued episodes start their next one)."""
-        nxt, restart = {}, []
+    def act(self, ids, obs_list):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            acts = self.selector.act(stack_obs(obs_list), ids, self.pool)
+        self.latencies.append((time.perf_counter() - t0) * 1000)
+        if self.cfg.chunk == 1:
+            acts = acts[:, 0]
+        return {i: acts[j] for j, i in enumerate(ids)}, None
+
+    def record(self, ids, _payload, _acted, stepped) -> dict:
+        """Book one decision's results; -> the next observations of the episodes that go on."""
+        nxt = {}
         for i in ids:
             ob, r, term, trunc, info = stepped[i]
             c = self.cur[i]
@@ -196,45 +206,22 @@ class _SplitRun:
             self.results.append(c)
             if self.bar is not None:
                 self.bar[0].update(self.bar[1], advance=1)
-            if self.queues[i]:
-                restart.append(i)
-        return {**nxt, **self.start(restart)}
+        return nxt
 
     def run(self, workers) -> tuple[list[dict], list[float], float, int]:
         """-> (episode results, per-decision latencies in ms, wall seconds, decisions)."""
-        latencies, decisions0 = [], self.selector.stats["decisions"]
+        self.latencies, decisions0 = [], self.selector.stats["decisions"]
         threads = torch.get_num_threads()
         with EnvPool(self.specs, workers=workers) as pool, torch_threads(1 if pool.workers else threads):
             self.pool = pool
-            # Lanes, as in RL rollouts: the envs of one worker each; while one worker steps its lane, the next lane's
-            # actions are computed (one lane in-process, or when the selector drives the pool itself).
-            owner = getattr(pool, "owner", None)
-            overlap = owner is not None and pool.workers >= 2 and not self.selector.uses_pool
-            n = len(self.specs)
-            lanes = [[i for i in range(n) if owner[i] == w] for w in range(pool.workers)] if overlap else [list(range(n))]
-            obs = self.start([i for i in self.queues if self.queues[i]])
-            pending: dict[int, tuple] = {}
+            # a selector that drives the pool itself (tree search) gets one lane: no overlap
+            lanes = Lanes(pool, len(self.specs), overlap=not self.selector.uses_pool)
             t_split = time.perf_counter()
-            while obs or pending:
-                for li, lane in enumerate(lanes):
-                    if li in pending:
-                        done_ids, token = pending.pop(li)
-                        obs.update(self.consume(done_ids, pool.step_wait(token)))
-                    ids = sorted(i for i in lane if i in obs)
-                    if not ids:
-                        continue
-                    batch = stack_obs([obs.pop(i) for i in ids])
-                    t0 = time.perf_counter()
-                    with torch.no_grad():
-                        acts = self.selector.act(batch, ids, pool)
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    if self.cfg.chunk == 1:
-                        acts = acts[:, 0]
-                    pending[li] = (ids, pool.step_async({i: acts[j] for j, i in enumerate(ids)}))
+            lanes.run(start=self.start, act=self.act, record=self.record, queued=lambda i: bool(self.queues[i]))
             wall = time.perf_counter() - t_split
         if self.bar is not None:
             self.bar[0].stop()
-        return self.results, latencies, wall, self.selector.stats["decisions"] - decisions0
+        return self.results, self.latencies, wall, self.selector.stats["decisions"] - decisions0
 
 
 def _summarise(results: list[dict], latencies: list[float], tasks, wall: float, decisions: int) -> dict:

@@ -37,16 +37,12 @@ import numpy as np
 import torch
 
 from rlvla.algos.online.pg import resolve_level
+from rlvla.collectors.scheduler import Lanes
 from rlvla.data.schema import IMAGE_PREFIX, Batch
 from rlvla.envs import resolve_tasks
 from rlvla.envs.pool import EnvPool, EnvWorkerError, stack_obs
 from rlvla.envs.splits import RL_SEEDS
 from rlvla.rewards import decision_reward
-
-
-
-class RolloutInterrupted(Exception):
-    """``should_stop()`` became true during collection; the partial iteration was discarded."""
 
 
 @dataclass
@@ -229,92 +225,82 @@ class RolloutEngine:
 
     def _run_groups(self, jobs: list[tuple[str, int]], base_gid: int, should_stop=None) -> list[list[Episode]]:
         """Run ``group_size`` episodes of each (task, seed) job; -> one list of episodes per job, in order."""
-        cfg, policy = self.cfg, self.policy
+        policy = self.policy
+        queues = self._queue(jobs, base_gid)
+        done: list[Episode] = []
+        cur: dict[int, Episode] = {}
+        policy.eval()
+
+        def act(ids, obs_list):
+            a = policy.act(stack_obs(obs_list), deterministic=False, level=self.level, with_log_prob=True)
+            acts = a.actions.cpu().numpy()
+            if policy.cfg.chunk == 1:
+                acts = acts[:, 0]
+            return {i: acts[j] for j, i in enumerate(ids)}, a
+
+        def lost(err: EnvWorkerError) -> dict:
+            for i in self._restart(err):  # their episodes are gone: run them again from the same seed
+                if i in cur:
+                    ep = cur.pop(i)
+                    queues[i].insert(0, (ep.task, ep.seed, ep.group))
+            return err.partial
+
+        Lanes(self.pool, len(queues)).run(
+            start=lambda ids: self._start(ids, queues, cur), act=act,
+            record=lambda ids, a, acted, stepped: self._consume(ids, a, acted, stepped, cur, done),
+            queued=lambda i: bool(queues[i]), should_stop=should_stop, on_worker_error=lost,
+        )  # fmt: skip
+        groups: dict[int, list[Episode]] = {}
+        for ep in done:
+            groups.setdefault(ep.group, []).append(ep)
+        return [groups[base_gid + gi] for gi in range(len(jobs))]
+
+    def _queue(self, jobs: list[tuple[str, int]], base_gid: int) -> dict[int, list[tuple[str, int, int]]]:
+        """The episodes of each job, spread round-robin over the envs of its task: env -> [(task, seed, group)]."""
         by_task: dict[str, list[int]] = {}
         for i, t in enumerate(self.env_tasks):
             by_task.setdefault(t, []).append(i)
         queues: dict[int, list[tuple[str, int, int]]] = {i: [] for i in range(len(self.env_tasks))}
         n = 0
         for gi, (t, seed) in enumerate(jobs):
-            for _ in range(cfg.group_size):
+            for _ in range(self.cfg.group_size):
                 envs = by_task[t]
                 queues[envs[n % len(envs)]].append((t, seed, base_gid + gi))
                 n += 1
-        done: list[Episode] = []
-        cur: dict[int, Episode] = {}
-        obs: dict[int, dict] = {}
+        return queues
 
-        def start(ids) -> None:
-            ids = sorted({i for i in ids if queues[i]})
-            if not ids:
-                return
-            jobs_now = {i: queues[i].pop(0) for i in ids}
-            try:
-                res = self.pool.reset({i: j[1] for i, j in jobs_now.items()})
-            except EnvWorkerError as e:
-                res = e.partial
-                lost = set(self._restart(e))
-                for i, j in jobs_now.items():
-                    if i in lost or i not in res:
-                        queues[i].insert(0, j)
-                start([i for i in jobs_now if i not in res])
-            for i, (t, seed, gid) in jobs_now.items():
-                if i in res:
-                    cur[i] = Episode(t, seed, gid)
-                    obs[i] = res[i][0]
-                    cur[i].steps.append({"phi": 0.0})
+    def _start(self, ids, queues, cur: dict) -> dict:
+        """Begin the next queued episode on each of ``ids`` (one reset call; lost workers' envs are requeued and
+        tried again); -> {env: first observation}."""
+        ids = sorted({i for i in ids if queues[i]})
+        if not ids:
+            return {}
+        jobs_now = {i: queues[i].pop(0) for i in ids}
+        obs = {}
+        try:
+            res = self.pool.reset({i: j[1] for i, j in jobs_now.items()})
+        except EnvWorkerError as e:
+            res = e.partial
+            lost = set(self._restart(e))
+            for i, j in jobs_now.items():
+                if i in lost or i not in res:
+                    queues[i].insert(0, j)
+            obs.update(self._start([i for i in jobs_now if i not in res], queues, cur))
+        for i, (t, seed, gid) in jobs_now.items():
+            if i in res:
+                cur[i] = Episode(t, seed, gid)
+                obs[i] = res[i][0]
+                cur[i].steps.append({"phi": 0.0})
+        return obs
 
-        policy.eval()
-        start(list(queues))
-        # Lanes: the envs of one worker each. While one lane's worker steps, the learner computes the next lane's
-        # actions, so inference overlaps with simulation and rendering (one lane when envs run in-process).
-        owner = getattr(self.pool, "owner", None)
-        n_lanes = getattr(self.pool, "workers", 0) if owner is not None and hasattr(self.pool, "step_async") else 0
-        lanes = [[i for i in queues if owner[i] == w] for w in range(n_lanes)] if n_lanes >= 2 else [list(queues)]
-        pending: dict[int, tuple] = {}
-        while obs or pending or any(queues.values()):
-            if should_stop is not None and should_stop():
-                raise RolloutInterrupted
-            for li, lane in enumerate(lanes):
-                if li in pending:
-                    ids, act, token = pending.pop(li)
-                    try:
-                        stepped = self._step_wait(token)
-                    except EnvWorkerError as e:
-                        stepped = e.partial
-                        for i in self._restart(e):  # their episodes are gone: run them again from the same seed
-                            if i in cur:
-                                ep = cur.pop(i)
-                                queues[i].insert(0, (ep.task, ep.seed, ep.group))
-                                obs.pop(i, None)
-                    self._consume(ids, act, stepped, cur, obs, done)
-                start([i for i in lane if i not in cur and queues[i]])  # finished or lost envs with queued episodes
-                ids = [i for i in lane if i in obs]
-                if ids:
-                    act = policy.act(stack_obs([obs[i] for i in ids]), deterministic=False, level=self.level, with_log_prob=True)
-                    acts = act.actions.cpu().numpy()
-                    if policy.cfg.chunk == 1:
-                        acts = acts[:, 0]
-                    pending[li] = (ids, act, self._step_async({i: acts[j] for j, i in enumerate(ids)}))
-        groups: dict[int, list[Episode]] = {}
-        for ep in done:
-            groups.setdefault(ep.group, []).append(ep)
-        return [groups[base_gid + gi] for gi in range(len(jobs))]
-
-    def _step_async(self, actions: dict):
-        if hasattr(self.pool, "step_async"):
-            return ("async", self.pool.step_async(actions))
-        return ("sync", actions)
-
-    def _step_wait(self, token) -> dict:
-        return self.pool.step_wait(token[1]) if token[0] == "async" else self.pool.step(token[1])
-
-    def _consume(self, ids, act, stepped, cur, obs, done) -> None:
-        """Record one decision's results for envs ``ids`` (an ended episode moves from ``cur`` to ``done``)."""
+    def _consume(self, ids, act, acted: dict, stepped, cur, done) -> dict:
+        """Record one decision's results for envs ``ids`` (an ended episode moves from ``cur`` to ``done``);
+        -> the next observations of the episodes that go on."""
         cfg = self.cfg
         # one unbind per tensor instead of one indexing call per env and field (the per-step cost of small policies)
         actions, log_probs, values = act.actions.unbind(0), act.log_prob.unbind(0), act.value.tolist()
         extras = [dict(zip(act.extras, vs)) for vs in zip(*(v.unbind(0) for v in act.extras.values()))] if act.extras else None
+        nxt = {}
         for j, i in enumerate(ids):
             if i not in stepped or i not in cur:
                 continue
@@ -326,7 +312,7 @@ class RolloutEngine:
                                      env_reward=r, success_bonus=cfg.success_bonus, shaping=cfg.shaping,
                                      env_weight=cfg.env_reward, gamma=cfg.gamma)  # fmt: skip
             prev.update(
-                obs=obs[i], action=actions[j], log_prob=log_probs[j], value=values[j],
+                obs=acted[i], action=actions[j], log_prob=log_probs[j], value=values[j],
                 extras=extras[j] if extras else {}, reward=float(reward), terminated=bool(term),
                 truncated=bool(trunc) and not term, success=bool(info["success"]) or ep.success,
             )  # fmt: skip
@@ -340,10 +326,10 @@ class RolloutEngine:
                 ep.final_obs = ob
                 done.append(ep)
                 del cur[i]
-                obs.pop(i)
             else:
                 ep.steps.append({"phi": phi})
-                obs[i] = ob
+                nxt[i] = ob
+        return nxt
 
     def _restart(self, err: EnvWorkerError) -> list[int]:
         self.worker_restarts += 1

@@ -46,34 +46,8 @@ class OfflineChunks:
             raise ValueError(f"files_in_memory and chunk must be >= 1, got {files_in_memory}, {chunk}")
         self.ds, self.chunk, self.gamma = dataset, chunk, gamma
         self.cameras = list(cameras)
-        for c in self.cameras:
-            key = f"{IMAGE_PREFIX}{c}"
-            if key not in dataset.features:
-                have = [k[len(IMAGE_PREFIX):] for k in dataset.image_keys]
-                raise ValueError(f"dataset {dataset.root} has no images for camera {c!r} (it has {have})")
-            shape = dataset.features[key]["shape"]
-            if image_size is not None and list(shape[:2]) != [image_size, image_size]:
-                raise ValueError(f"dataset {dataset.root} has {shape[0]}x{shape[1]} images; the policy expects {image_size}x{image_size}")
-        missing = [k for k in ("next.reward", "next.success") if k not in dataset.features]
-        if missing:
-            raise ValueError(f"dataset {dataset.root} lacks {missing}; offline RL needs rewards and success per step (re-collect with `rlvla collect`)")
-        self.files = dataset.data_files()
-        if not self.files:
-            raise ValueError(f"dataset {dataset.root} has no episodes to train on")
-        cols: dict[str, list] = {}
-        self.file_rows: list[tuple[int, int]] = []  # [start, end) rows of each file in the in-memory columns
-        n = 0
-        for f in self.files:
-            d = dataset.read_rows(f, SCALARS)
-            self.file_rows.append((n, n + len(d["index"])))
-            n += len(d["index"])
-            for k, v in d.items():
-                cols.setdefault(k, []).append(v)
-        c = {k: np.concatenate(v) for k, v in cols.items()}
-        for k in ("observation.state", "action", "next.reward"):
-            if not np.isfinite(c[k]).all():
-                bad = int((~np.isfinite(c[k])).any(axis=tuple(range(1, c[k].ndim))).sum())
-                raise ValueError(f"dataset {dataset.root}: {k} has {bad} frame(s) with NaN or inf; re-collect those episodes")
+        self._check_dataset(dataset, image_size)
+        c = self._read_columns(dataset)
         self.state = torch.from_numpy(c["observation.state"].astype(np.float32))
         self.action = torch.from_numpy(c["action"].astype(np.float32))
         self.episode = c["episode_index"].astype(np.int64)
@@ -83,24 +57,12 @@ class OfflineChunks:
         n = len(self.episode)
         ends = np.flatnonzero(np.r_[self.episode[1:] != self.episode[:-1], True])
         starts = np.r_[0, ends[:-1] + 1]
-        first = np.zeros(n, dtype=bool)  # the first successful step of each episode
         self.last = np.zeros(n, dtype=np.int64)
         self.ep_success = np.zeros(n, dtype=bool)
         for s, e in zip(starts, ends):
             self.last[s : e + 1] = e
-            hit = np.flatnonzero(succ[s : e + 1])
-            if len(hit):
-                first[s + hit[0]] = True
-                self.ep_success[s : e + 1] = True
-        r = step_rewards(reward, c["next.reward"], succ, self.episode, reward_scale)
-        self.reward = r
-        self.mc_return = np.zeros(n)
-        self.cond_return = np.zeros(n)
-        self.chunk_reward = np.zeros(n)
-        for s, e in zip(starts, ends):
-            self.mc_return[s : e + 1] = episode_returns(r[s : e + 1], gamma)
-            self.cond_return[s : e + 1] = episode_returns(r[s : e + 1], cond_gamma)
-            self.chunk_reward[s : e + 1] = chunk_rewards(r[s : e + 1], chunk, gamma)
+            self.ep_success[s : e + 1] = succ[s : e + 1].any()
+        self._returns(step_rewards(reward, c["next.reward"], succ, self.episode, reward_scale), starts, ends, cond_gamma)
         raw = np.arange(n)[:, None] + np.arange(chunk)[None]
         self.chunk_index = torch.from_numpy(np.minimum(raw, self.last[:, None]))
         self.is_pad = torch.from_numpy(raw > self.last[:, None])
@@ -116,6 +78,50 @@ class OfflineChunks:
         self._group_key = None
         self._images: dict[str, torch.Tensor] = {}
         self._rows = np.zeros(0, dtype=np.int64)
+
+    def _check_dataset(self, dataset: LeRobotDataset, image_size) -> None:
+        for c in self.cameras:
+            key = f"{IMAGE_PREFIX}{c}"
+            if key not in dataset.features:
+                have = [k[len(IMAGE_PREFIX):] for k in dataset.image_keys]
+                raise ValueError(f"dataset {dataset.root} has no images for camera {c!r} (it has {have})")
+            shape = dataset.features[key]["shape"]
+            if image_size is not None and list(shape[:2]) != [image_size, image_size]:
+                raise ValueError(f"dataset {dataset.root} has {shape[0]}x{shape[1]} images; the policy expects {image_size}x{image_size}")
+        missing = [k for k in ("next.reward", "next.success") if k not in dataset.features]
+        if missing:
+            raise ValueError(f"dataset {dataset.root} lacks {missing}; offline RL needs rewards and success per step (re-collect with `rlvla collect`)")
+        self.files = dataset.data_files()
+        if not self.files:
+            raise ValueError(f"dataset {dataset.root} has no episodes to train on")
+
+    def _read_columns(self, dataset: LeRobotDataset) -> dict[str, np.ndarray]:
+        """Every non-image column of every file, concatenated; NaN/inf is an error naming the column."""
+        cols: dict[str, list] = {}
+        self.file_rows: list[tuple[int, int]] = []  # [start, end) rows of each file in the in-memory columns
+        n = 0
+        for f in self.files:
+            d = dataset.read_rows(f, SCALARS)
+            self.file_rows.append((n, n + len(d["index"])))
+            n += len(d["index"])
+            for k, v in d.items():
+                cols.setdefault(k, []).append(v)
+        c = {k: np.concatenate(v) for k, v in cols.items()}
+        for k in ("observation.state", "action", "next.reward"):
+            if not np.isfinite(c[k]).all():
+                bad = int((~np.isfinite(c[k])).any(axis=tuple(range(1, c[k].ndim))).sum())
+                raise ValueError(f"dataset {dataset.root}: {k} has {bad} frame(s) with NaN or inf; re-collect those episodes")
+        return c
+
+    def _returns(self, r: np.ndarray, starts, ends, cond_gamma: float) -> None:
+        """Per-step rewards -> Monte-Carlo returns, conditioning returns and chunk rewards, episode by episode."""
+        n = len(r)
+        self.reward = r
+        self.mc_return, self.cond_return, self.chunk_reward = np.zeros(n), np.zeros(n), np.zeros(n)
+        for s, e in zip(starts, ends):
+            self.mc_return[s : e + 1] = episode_returns(r[s : e + 1], self.gamma)
+            self.cond_return[s : e + 1] = episode_returns(r[s : e + 1], cond_gamma)
+            self.chunk_reward[s : e + 1] = chunk_rewards(r[s : e + 1], self.chunk, self.gamma)
 
     # ------------------------------------------------------------------ facts
     def __len__(self) -> int:

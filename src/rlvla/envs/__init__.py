@@ -10,6 +10,7 @@ from rlvla.envs.render import ensure_gl_backend
 
 ensure_gl_backend()  # MuJoCo reads MUJOCO_GL once, when first imported: choose a headless backend early
 
+from rlvla.envs.metaworld import SUITE as _METAWORLD  # noqa: E402  (registers the default suite)
 from rlvla.envs.splits import (  # noqa: E402
     EVAL_ONLY_SPLITS,
     EVAL_SEEDS,
@@ -20,7 +21,6 @@ from rlvla.envs.splits import (  # noqa: E402
     seed_role,
     train_seeds,
 )
-from rlvla.envs.metaworld import SUITE as _METAWORLD  # noqa: E402  (registers the default suite)
 from rlvla.envs.suites import (  # noqa: E402
     DEFAULT_SUITE,
     Suite,

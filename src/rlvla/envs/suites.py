@@ -30,6 +30,25 @@ INFO_KEYS = ("success", "substeps", "progress")
 
 
 @dataclass
+class ExpertConfig:
+    """What a suite's scripted expert takes (``Suite.expert(task, config, seed)`` -> an object with
+    ``begin_episode()`` and ``act(info) -> action``): noise and injected failures for mixed-quality data."""
+
+    noise_std: float = 0.0  # std of Gaussian noise added to every action (before clipping)
+    failure_prob: float = 0.0  # probability that an episode is made to fail
+    failure_window: tuple[int, int] = (10, 60)  # the failure starts at a step drawn from this range
+
+    def __post_init__(self) -> None:
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if not 0.0 <= self.failure_prob <= 1.0:
+            raise ValueError(f"failure_prob must be in [0, 1], got {self.failure_prob}")
+        lo, hi = self.failure_window
+        if not 0 <= lo <= hi:
+            raise ValueError(f"failure_window must be (lo, hi) with 0 <= lo <= hi, got {self.failure_window}")
+
+
+@dataclass
 class Suite:
     name: str
     tasks: tuple[str, ...]

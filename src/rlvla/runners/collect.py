@@ -20,9 +20,9 @@ import numpy as np
 
 from rlvla.data.lerobot import LeRobotWriter
 from rlvla.envs import TRAIN_SEEDS, resolve_tasks
-from rlvla.envs.metaworld.experts import ExpertConfig
 from rlvla.envs.render import check_cameras
 from rlvla.envs.splits import VALIDATION_SEEDS
+from rlvla.envs.suites import ExpertConfig
 from rlvla.rewards import episode_returns
 
 RETURN_GAMMA = 0.99
@@ -118,8 +118,7 @@ class _PolicyActor:
 
 def _run_episode(job: dict) -> dict:
     """Run one expert episode (in a worker); return its frames and metadata."""
-    from rlvla.envs import make_env
-    from rlvla.envs.metaworld.experts import ScriptedExpert
+    from rlvla.envs import make_env, split_task
 
     key = (job["task"], job["image_size"], tuple(job["cameras"]), job["max_steps"])
     if key not in _ENVS:
@@ -130,9 +129,10 @@ def _run_episode(job: dict) -> dict:
     if job["policy"]:
         expert = _PolicyActor(job["policy"], job["deterministic"], job["seed"])
     else:
-        expert = ScriptedExpert(
-            job["task"], ExpertConfig(noise_std=job["noise_std"], failure_prob=job["failure_prob"]), seed=job["seed"]
-        )
+        suite, task = split_task(job["task"])
+        if suite.expert is None:
+            raise ValueError(f"suite {suite.name!r} has no scripted expert; collect with --policy CHECKPOINT")
+        expert = suite.expert(task, ExpertConfig(noise_std=job["noise_std"], failure_prob=job["failure_prob"]), seed=job["seed"])
         expert.begin_episode()
     obs, info = env.reset(seed=job["seed"])
     cams = env.cameras

@@ -52,7 +52,8 @@ def eval_main(args) -> int:
     from rlvla.eval.testtime import TestTimeConfig
 
     tt = TestTimeConfig(method=args.test_time, samples=args.samples, temperature=args.temperature, critic=args.critic,
-                        simulations=args.simulations, depth=args.depth)  # fmt: skip
+                        simulations=args.simulations, depth=args.depth, c_puct=args.c_puct, gamma=args.gamma,
+                        stall_window=args.stall_window, stall_tol=args.stall_tol, retry_decisions=args.retry_decisions)  # fmt: skip
     res = evaluate(
         policy, tasks, splits, episodes=args.episodes, num_envs=args.num_envs, workers=args.workers,
         max_steps=args.max_steps, video_dir=video_dir if args.videos > 0 else None, videos=args.videos,

@@ -19,6 +19,7 @@ from rlvla.data.lerobot import LeRobotDataset
 from rlvla.envs import SPLITS, TASK_SETS
 from rlvla.io import atomic_write_json
 from rlvla.runners.collect import CollectConfig, collect
+from rlvla.runners.loop import peak_rss_mb
 
 # The quickstart's RL recipe (later --rl overrides win), chosen on validation seeds (BENCHMARKS.md, "Online RL
 # that improves the policy"): GRPO with groups of 8 rollouts per layout and all-same-outcome groups dropped (one
@@ -97,24 +98,73 @@ def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_di
 
 
 def quickstart_main(args) -> int:
-    from rlvla.algos.online import ALGOS
+    """Collect -> SFT -> evaluate -> RL -> evaluate -> report; each stage resumes or is reused."""
+    from rlvla.memory import TreePeak
+
+    _check_args(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    tasks = TASK_SETS["quickstart"]
+    with TreePeak() as mem:  # whole process tree: this process and its env workers
+        demos = _collect_stage(args, out, tasks)
+        sft_run, sft_over = out / f"sft_{args.head}", _sft_overrides(args, demos, out)
+        _check_recipe(sft_run, {"overrides": sft_over, "demos_per_task": args.episodes})
+        print(f"[2/5] SFT of the {args.head} head ({args.steps} steps, at most {args.budget:.0f} s)", flush=True)
+        sft = _train_stage("SFT", _compose(sft_over), sft_run)
+        if sft is None:
+            return 130
+        print(f"      {sft['status']} at step {sft['step']} ({sft['samples_per_s']:.0f} samples/s)", flush=True)
+        episodes = {"id": args.eval_episodes, **{s: args.ood_episodes for s in SPLITS if s != "id"}}
+        sampled = {"id": args.sample_episodes} if args.sample_episodes else {}
+        print(f"[3/5] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes on id, "
+              f"{args.ood_episodes} on the others, evaluation seeds)", flush=True)  # fmt: skip
+        sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft")
+        rl_run = out / f"rl_{args.algo}"
+        rl_over = [f"algo={args.algo}", f"init={sft['policy']}", f"run_dir={rl_run}", f"algo.iterations={args.rl_iterations}",
+                   f"train.time_limit_s={args.rl_budget}", *RL_DEFAULTS, *args.rl]  # fmt: skip
+        cfg = _compose(rl_over)
+        # the SFT weights sampled as the RL run samples them at its start: the sampled comparison pairs one sampler
+        explore = {"noise": float(cfg.algo.explore_noise), "steps_mode": str(cfg.algo.explore_steps),
+                   "denoise_steps": int(cfg.algo.denoise_steps), "temperature": float(cfg.algo.explore_temperature)}  # fmt: skip
+        sft_sample = (_eval_stage(sft["policy"], tasks, sampled, out / "eval_sft_sample.json", None, deterministic=False,
+                                  explore=explore) if sampled else None)  # fmt: skip
+        _check_recipe(rl_run, {"overrides": rl_over})
+        print(f"[4/5] online RL ({args.algo}, id split, training seeds; at most {args.rl_iterations} iterations / "
+              f"{args.rl_budget:.0f} s)", flush=True)  # fmt: skip
+        rl = _train_stage("RL", cfg, rl_run)
+        if rl is None:
+            return 130
+        print(f"      {rl['status']} at iteration {rl['step']} ({rl['env_steps']} env steps, {rl['samples_per_s']:.0f} env steps/s)", flush=True)
+        print(f"[5/5] evaluating the RL policy on {', '.join(SPLITS)} (the same episodes)", flush=True)
+        rl_eval = _eval_stage(rl["policy"], tasks, episodes, out / "eval_rl.json", out / "videos" / "rl")
+        rl_sample = _eval_stage(rl["policy"], tasks, sampled, out / "eval_rl_sample.json", None, deterministic=False) if sampled else None
+    summary = {"sft": sft_eval, "rl": rl_eval, "sft_sample": sft_sample, "rl_sample": rl_sample, "headline": HEADLINE,
+               "wall_s": time.time() - t0, "peak_rss_mb": mem.peak_mb, "peak_rss_main_mb": peak_rss_mb(),
+               "config": {"sft_overrides": sft_over, "rl_overrides": rl_over, "demos_per_task": args.episodes,
+                          "eval_episodes": episodes, "sample_episodes": sampled, "sft_steps": sft["step"],
+                          "rl_iterations": rl["step"], "rl_env_steps": rl["env_steps"]}}  # fmt: skip
+    _finish(out, summary, rl_run)
+    return 0
+
+
+def _compose(overrides: list[str]):
     from rlvla.configs import compose
-    from rlvla.eval.report import comparison_rows, write_report
+
+    return compose(overrides)
+
+
+def _check_args(args) -> None:
+    from rlvla.algos.online import ALGOS
     from rlvla.policies import available_heads
-    from rlvla.runners.runlog import read_metrics
-    from rlvla.runners.loop import peak_rss_mb
 
     if args.head not in available_heads():
         raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
     if args.algo not in ALGOS:
         raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(ALGOS)}")
-    from rlvla.memory import TreePeak
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    mem = TreePeak().__enter__()  # whole process tree: this process and its env workers
-    tasks = TASK_SETS["quickstart"]
+
+def _collect_stage(args, out: Path, tasks) -> Path:
     demos = out / "demos"
     if (demos / "meta" / "info.json").exists() and LeRobotDataset(demos).num_episodes > args.episodes * len(tasks):
         raise ValueError(f"{demos} holds more than {args.episodes} demos per task; pass a new --out")
@@ -122,63 +172,25 @@ def quickstart_main(args) -> int:
     collect(CollectConfig(tasks=tasks, episodes=args.episodes, out=str(demos)))
     ds = LeRobotDataset(demos)
     print(f"      dataset: {ds.num_episodes} episodes, {len(ds)} frames, {len(ds.tasks)} instructions", flush=True)
+    return demos
 
-    sft_run = out / f"sft_{args.head}"
-    sft_over = [f"head={args.head}", f"data.path={demos}", f"run_dir={sft_run}",
-                f"train.steps={args.steps}", f"train.time_limit_s={args.budget}"]  # fmt: skip
-    _check_recipe(sft_run, {"overrides": sft_over, "demos_per_task": args.episodes})
-    print(f"[2/5] SFT of the {args.head} head ({args.steps} steps, at most {args.budget:.0f} s)", flush=True)
-    sft = _train_stage("SFT", compose(sft_over), sft_run)
-    if sft is None:
-        return 130
-    print(f"      {sft['status']} at step {sft['step']} ({sft['samples_per_s']:.0f} samples/s)", flush=True)
 
-    episodes = {"id": args.eval_episodes, **{s: args.ood_episodes for s in SPLITS if s != "id"}}
-    sampled = {"id": args.sample_episodes} if args.sample_episodes else {}
-    print(f"[3/5] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes on id, "
-          f"{args.ood_episodes} on the others, evaluation seeds)", flush=True)  # fmt: skip
-    sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft")
-    rl_run = out / f"rl_{args.algo}"
-    rl_over = [f"algo={args.algo}", f"init={sft['policy']}", f"run_dir={rl_run}", f"algo.iterations={args.rl_iterations}",
-               f"train.time_limit_s={args.rl_budget}", *RL_DEFAULTS, *args.rl]  # fmt: skip
-    cfg = compose(rl_over)
-    # the SFT weights sampled as the RL run samples them at its start: the sampled comparison pairs one sampler
-    explore = {"noise": float(cfg.algo.explore_noise), "steps_mode": str(cfg.algo.explore_steps),
-               "denoise_steps": int(cfg.algo.denoise_steps), "temperature": float(cfg.algo.explore_temperature)}  # fmt: skip
-    sft_sample = (_eval_stage(sft["policy"], tasks, sampled, out / "eval_sft_sample.json", None, deterministic=False,
-                              explore=explore) if sampled else None)  # fmt: skip
-    _check_recipe(rl_run, {"overrides": rl_over})
-    print(f"[4/5] online RL ({args.algo}, id split, training seeds; at most {args.rl_iterations} iterations / "
-          f"{args.rl_budget:.0f} s)", flush=True)  # fmt: skip
-    rl = _train_stage("RL", cfg, rl_run)
-    if rl is None:
-        return 130
-    print(f"      {rl['status']} at iteration {rl['step']} ({rl['env_steps']} env steps, {rl['samples_per_s']:.0f} env steps/s)", flush=True)
+def _sft_overrides(args, demos: Path, out: Path) -> list[str]:
+    return [f"head={args.head}", f"data.path={demos}", f"run_dir={out / f'sft_{args.head}'}", f"train.steps={args.steps}",
+            f"train.time_limit_s={args.budget}"]  # fmt: skip
 
-    print(f"[5/5] evaluating the RL policy on {', '.join(SPLITS)} (the same episodes)", flush=True)
-    rl_eval = _eval_stage(rl["policy"], tasks, episodes, out / "eval_rl.json", out / "videos" / "rl")
-    rl_sample = _eval_stage(rl["policy"], tasks, sampled, out / "eval_rl_sample.json", None, deterministic=False) if sampled else None
-    mem.__exit__()
-    summary = {
-        "sft": sft_eval,
-        "rl": rl_eval,
-        "sft_sample": sft_sample,
-        "rl_sample": rl_sample,
-        "headline": HEADLINE,
-        "wall_s": time.time() - t0,
-        "peak_rss_mb": mem.peak_mb,
-        "peak_rss_main_mb": peak_rss_mb(),
-        "config": {"sft_overrides": sft_over, "rl_overrides": rl_over, "demos_per_task": args.episodes,
-                   "eval_episodes": episodes, "sample_episodes": sampled, "sft_steps": sft["step"], "rl_iterations": rl["step"],
-                   "rl_env_steps": rl["env_steps"]},  # fmt: skip
-    }
+
+def _finish(out: Path, summary: dict, rl_run: Path) -> None:
+    """summary.json, report.html and the SFT-vs-RL table on stdout."""
+    from rlvla.eval.report import comparison_rows, write_report
+    from rlvla.runners.runlog import read_metrics
+
     atomic_write_json(out / "summary.json", summary)
     gifs = {f"{label} ({split})": sorted((out / "videos" / key).glob(f"{split}_*.gif"))
             for key, label in (("sft", "SFT"), ("rl", "RL")) for split in ("id", "ood-position")}  # fmt: skip
     report = write_report(out, summary, read_metrics(rl_run), gifs)
     print("split          SFT                 RL                  change  paired (RL-only/SFT-only)")
-    for r in comparison_rows(sft_eval, rl_eval):
+    for r in comparison_rows(summary["sft"], summary["rl"]):
         print(f"{r['split']:14s} {r['sft']:19s} {r['rl']:19s} {r['delta']:>6s}  {r['test']}")
     print(f"wrote {report}, {out / 'summary.json'} and rollout GIFs in {out / 'videos'} ({summary['wall_s']:.0f} s, "
           f"peak RSS {summary['peak_rss_mb']:.0f} MB)", flush=True)  # fmt: skip
-    return 0

@@ -17,32 +17,13 @@ The update (one AdamW step, schedule, target) is :class:`~rlvla.algos.offline.ba
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from pathlib import Path
+from rlvla.registry import Registry
 
-_SHARED = {"base", "core", "sft"}
-_REGISTRY: dict = {}
-CONFIGS: dict[str, type] = {}
-
-
-def register_offline(module) -> None:
-    name = module.Config.name
-    if name in _REGISTRY and _REGISTRY[name] is not module:
-        raise ValueError(f"offline algorithm {name!r} is already registered")
-    _REGISTRY[name] = module
-    CONFIGS[name] = module.Config
-
-
-def method(name: str):
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown offline algorithm {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-for _m in sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _SHARED):
-    register_offline(importlib.import_module(f"rlvla.algos.offline.{_m}"))
-
+_REGISTRY = Registry("offline algorithm", __name__, shared={"base", "core", "sft"})
+CONFIGS: dict[str, type] = _REGISTRY.configs
+register_offline = _REGISTRY.register
+method = _REGISTRY.get
+_REGISTRY.discover()
 ALGOS = tuple(CONFIGS)
 
 __all__ = ["ALGOS", "CONFIGS", "method", "register_offline"]

@@ -15,36 +15,14 @@ Adding an algorithm is one new file here (or :func:`register_online` of a module
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from pathlib import Path
-
 from rlvla.algos.online.pg import OnlineConfig, PolicyGradient, compute_advantages
+from rlvla.registry import Registry
 
-_SHARED = {"pg", "explore"}
-_REGISTRY: dict = {}
-CONFIGS: dict[str, type] = {}
-
-
-def register_online(module) -> None:
-    """Register an algorithm: anything with ``Config`` (whose ``name`` default is its name), ``advantages`` and
-    ``USES_VALUE``."""
-    name = module.Config.name
-    if name in _REGISTRY and _REGISTRY[name] is not module:
-        raise ValueError(f"online algorithm {name!r} is already registered")
-    _REGISTRY[name] = module
-    CONFIGS[name] = module.Config
-
-
-def algorithm(name: str):
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown online algorithm {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-for _m in sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _SHARED):
-    register_online(importlib.import_module(f"rlvla.algos.online.{_m}"))
-
+_REGISTRY = Registry("online algorithm", __name__, shared={"pg", "explore"})
+CONFIGS: dict[str, type] = _REGISTRY.configs
+register_online = _REGISTRY.register
+algorithm = _REGISTRY.get
+_REGISTRY.discover()
 ALGOS = tuple(CONFIGS)
 
 __all__ = ["ALGOS", "CONFIGS", "OnlineConfig", "PolicyGradient", "algorithm", "compute_advantages", "register_online"]

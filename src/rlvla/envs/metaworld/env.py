@@ -35,9 +35,9 @@ import numpy as np
 
 from rlvla.envs import splits as S
 from rlvla.envs.metaworld.instructions import INSTRUCTIONS
-from rlvla.envs.render import FastRenderer, check_cameras, ensure_gl_backend
 from rlvla.envs.metaworld.scene import SceneEditor
 from rlvla.envs.metaworld.tasks import DEFAULT_MAX_STEPS, REWARD_SCALE, TASKS
+from rlvla.envs.render import FastRenderer, check_cameras, ensure_gl_backend
 from rlvla.envs.suites import resolve_task
 
 INSTRUCTION_CHARSET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789 ,.'-")
@@ -67,8 +67,24 @@ class MetaWorldVLAEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         ensure_gl_backend()
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+        self._check_args(task, split, seed, image_size, cameras, chunk, max_steps, render_mode)
+        self.chunk = int(chunk)
+        self.max_steps = int(max_steps)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.render_mode = render_mode
+        self.full_state = bool(full_state)
+        self._base_seed = seed
+        self._task_index = TASKS.index(self.task)
+        self._build_sim(goal_marker)
+        self._build_spaces()
+        self._next_seed: int | None = seed
+        self.layout_seed: int | None = None
+        self.instruction = ""
+        self._t = 0
+        self._state = None
+        self._last_images: dict[str, np.ndarray] = {}
 
+    def _check_args(self, task, split, seed, image_size, cameras, chunk, max_steps, render_mode) -> None:
         self.task = resolve_task(task)
         if self.task not in TASKS:
             raise ValueError(f"{task!r} is not a MetaWorld task; make it with rlvla.envs.make_env")
@@ -85,13 +101,10 @@ class MetaWorldVLAEnv(gym.Env):
         self.image_size = int(image_size)
         if self.cameras and not 8 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
-        self.chunk = int(chunk)
-        self.max_steps = int(max_steps)
-        self.terminate_on_success = bool(terminate_on_success)
-        self.render_mode = render_mode
-        self.full_state = bool(full_state)
-        self._base_seed = seed
-        self._task_index = TASKS.index(self.task)
+
+    def _build_sim(self, goal_marker: bool) -> None:
+        import mujoco
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         mw = ALL_V3_ENVIRONMENTS[self.task]()
         mw._partially_observable = False  # full state (goal included) goes to info, never to the observation
@@ -104,16 +117,14 @@ class MetaWorldVLAEnv(gym.Env):
         self._layout_rng = np.random.default_rng(0)
         # Every redraw (MetaWorld rejects layouts whose goal is too close to the object) comes from our generator.
         mw._get_state_rand_vec = types.MethodType(_make_rand_vec_sampler(self), mw)
-
         self._scene = SceneEditor(mw.model)
         if goal_marker:
             mw.reset()
             self._scene.show_goal_markers([name for name, _ in mw._target_site_config])
         self._renderer = FastRenderer(mw.model, self.image_size, self.cameras) if self.cameras else None
-        import mujoco
-
         self._camera_ids = [mujoco.mj_name2id(mw.model, mujoco.mjtObj.mjOBJ_CAMERA, c) for c in self.cameras]
 
+    def _build_spaces(self) -> None:
         spaces = {}
         if self.cameras:
             img = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
@@ -125,13 +136,6 @@ class MetaWorldVLAEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(spaces)
         shape = (4,) if self.chunk == 1 else (self.chunk, 4)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape, np.float32)
-
-        self._next_seed: int | None = seed
-        self.layout_seed: int | None = None
-        self.instruction = ""
-        self._t = 0
-        self._state = None
-        self._last_images: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ episode set-up
     def reset(self, *, seed: int | None = None, options: dict | None = None):
