@@ -378,3 +378,30 @@ def test_a_chunk_renders_once(monkeypatch):
             env.step(np.zeros((4,) if chunk == 1 else (chunk, 4), np.float32))
         assert len(calls) == steps, (chunk, len(calls))  # 8 low-level actions: 8 renders unchunked, 2 in chunks of 4
         env.close()
+
+
+def test_decoy_geoms_are_drawn_and_touch_nothing_else():
+    """Decoy targets (for tasks where the instruction picks one of several candidates) exist only in the pixels:
+    the model, the physics, proprio and info are unchanged, and removing them restores the frame exactly."""
+    env = make_env("reach-v3", max_steps=50)
+    obs0, info0 = env.reset(seed=11)
+    ngeom = env._mw.model.ngeom
+    goal = np.asarray(info0["goal_pos"], np.float64)
+    renderer = env._renderer
+    plain = renderer.render(env._mw.data)["corner"]
+    renderer.set_decoys([{"type": "sphere", "pos": goal + [0.1, 0.0, 0.0], "size": 0.03, "rgba": (0.1, 0.3, 1.0, 1.0)}])
+    with_decoy = renderer.render(env._mw.data)["corner"]
+    changed = int((np.abs(with_decoy.astype(int) - plain.astype(int)).sum(-1) > 30).sum())
+    assert changed >= 6, changed  # a 3 cm sphere covers a few pixels of the 64x64 corner view
+    assert env._mw.model.ngeom == ngeom
+    obs1, _, _, _, info1 = env.step(np.zeros(4, np.float32))
+    renderer.set_decoys([])
+    env.reset(seed=11)
+    np.testing.assert_array_equal(renderer.render(env._mw.data)["corner"], plain)  # removed: the frame is as before
+    obs2, _, _, _, info2 = env.step(np.zeros(4, np.float32))
+    np.testing.assert_array_equal(obs1["proprio"], obs2["proprio"])
+    np.testing.assert_array_equal(info1["state"], info2["state"])
+    assert not np.array_equal(obs1["image"], obs2["image"])  # the decoy was in the first run's frame only
+    with pytest.raises(ValueError, match="unknown decoy geom type 'cone'"):
+        renderer.set_decoys([{"type": "cone", "pos": goal, "size": 0.02}])
+    env.close()

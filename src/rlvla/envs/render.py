@@ -82,12 +82,37 @@ class FastRenderer:
         flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
         _register_exit_hook()
         self._cam_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, c) for c in self.cameras]
+        self._decoys: list[tuple] = []
         _LIVE.add(self)
+
+    def set_decoys(self, geoms) -> None:
+        """Visual-only geoms drawn into every rendered frame (decoy targets): ``{"type": "sphere" | "box" |
+        "cylinder", "pos": (3,), "size": (3,), "rgba": (4,)}`` each. They exist only in the rendered scene: the
+        physics, the observation's proprio and ``info`` never see them. ``[]`` removes them."""
+        types = {"sphere": self._mujoco.mjtGeom.mjGEOM_SPHERE, "box": self._mujoco.mjtGeom.mjGEOM_BOX,
+                 "cylinder": self._mujoco.mjtGeom.mjGEOM_CYLINDER}  # fmt: skip
+        out = []
+        for g in geoms:
+            if g.get("type", "sphere") not in types:
+                raise ValueError(f"unknown decoy geom type {g.get('type')!r}; valid: {', '.join(types)}")
+            size = np.zeros(3) + np.asarray(g["size"], np.float64)
+            out.append((types[g.get("type", "sphere")], size, np.asarray(g["pos"], np.float64),
+                        np.asarray(g.get("rgba", (1, 0, 0, 1)), np.float32)))  # fmt: skip
+        self._decoys = out
+
+    def _add_decoys(self) -> None:
+        scene = self._renderer.scene
+        for gtype, size, pos, rgba in self._decoys:
+            if scene.ngeom >= scene.maxgeom:
+                raise RuntimeError(f"the rendered scene is full ({scene.maxgeom} geoms); draw fewer decoys")
+            self._mujoco.mjv_initGeom(scene.geoms[scene.ngeom], gtype, size, pos, np.eye(3).flatten(), rgba)
+            scene.ngeom += 1
 
     def render(self, data) -> dict[str, np.ndarray]:
         out = {}
         for cam, cam_id in zip(self.cameras, self._cam_ids):
             self._renderer.update_scene(data, camera=cam_id)
+            self._add_decoys()
             img = self._renderer.render()
             out[cam] = np.ascontiguousarray(img[::-1]) if cam in FLIPPED_CAMERAS else img
         return out
