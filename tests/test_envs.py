@@ -164,6 +164,9 @@ def test_bare_reset_draws_a_seed_the_split_allows():
         env = make_env("reach-v3", split=split, cameras=())
         env.reset()
         assert env.layout_seed in seeds, (split, env.layout_seed)
+        env.reset(seed=seeds.start + 7)
+        env.reset()  # after a seeded reset, a bare one takes the next seed
+        assert env.layout_seed == seeds.start + 8
         env.close()
 
 

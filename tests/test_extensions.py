@@ -43,58 +43,20 @@ def test_a_new_online_algorithm_is_one_module_and_trains(tmp_path):
         raise AssertionError("a misspelt key of the new algorithm must be an error")
 
 
-class _SignEnv:
-    """A one-decision toy task in the suite contract: the goal's sign is in the proprio vector; the chunk succeeds
-    when its mean first action coordinate points the same way."""
-
-    def __init__(self, task, split="id", seed=None, image_size=16, cameras=("corner",), chunk=2, max_steps=2, **kw):
-        from rlvla.envs.splits import check_split
-
-        check_split(split)
-        self.split, self.size, self.chunk, self.next_seed = split, image_size, chunk, seed
-
-    def reset(self, seed=None, options=None):
-        import numpy as np
-
-        from rlvla.envs.splits import check_split_seed
-
-        seed = self.next_seed if seed is None else seed
-        check_split_seed(self.split, seed)
-        self.next_seed = seed + 1
-        self.goal = 1.0 if np.random.default_rng(seed).random() < 0.5 else -1.0
-        return self._obs(), {"success": False}
-
-    def _obs(self):
-        import numpy as np
-
-        return {"image": np.zeros((self.size, self.size, 3), np.uint8), "proprio": np.array([self.goal, 0, 0, 0], np.float32),
-                "instruction": "point the way"}  # fmt: skip
-
-    def step(self, action):
-        import numpy as np
-
-        success = bool(np.asarray(action)[:, 0].mean() * self.goal > 0.25)
-        return self._obs(), float(success), success, not success, {"success": success, "substeps": self.chunk,
-                                                                   "progress": float(success)}  # fmt: skip
-
-    def close(self):
-        pass
-
-
 def test_a_new_env_suite_is_one_record_and_trains(tmp_path):
-    """A toy suite registered in one call: its tasks resolve as 'toy/<task>', make_env builds them, and online RL
-    (through the collector) and evaluation run on them."""
+    """A toy suite registered in one call (``tests/toy_suite.py``): its tasks resolve as 'toy/<task>', make_env
+    builds them, and online RL (through the collector) and evaluation (in a spawned env worker) run on them."""
     from test_online import _mw_policy
+
+    from toy_suite import SignEnv
 
     from rlvla.collectors import evaluate
     from rlvla.configs import compose
-    from rlvla.envs import Suite, make_env, register_suite, resolve_tasks
+    from rlvla.envs import make_env, resolve_tasks
     from rlvla.policies import VLAPolicy
     from rlvla.runners.train import train
 
-    register_suite(Suite(name="toy", tasks=("sign",), make=_SignEnv, task_sets={"all": ("sign",)},
-                         instructions=lambda t: {"train": ["point the way"], "heldout": ["show the way"]}))  # fmt: skip
-    assert resolve_tasks("toy/all") == ("toy/sign",) and isinstance(make_env("toy/sign", seed=0), _SignEnv)
+    assert resolve_tasks("toy/all") == ("toy/sign",) and isinstance(make_env("toy/sign", seed=0), SignEnv)
     policy = _mw_policy()
     policy.cfg.tasks, policy.cfg.image_size, policy.cfg.chunk = ["toy/sign"], 16, 2
     policy = VLAPolicy(policy.cfg)
@@ -103,6 +65,41 @@ def test_a_new_env_suite_is_one_record_and_trains(tmp_path):
                    "algo.groups_per_task=2", "algo.envs_per_task=4", "algo.max_steps=2", "algo.dynamic_sampling=false", "algo.lr=1e-3"])  # fmt: skip
     summary = train(cfg, progress=False)
     assert summary["status"] == "done" and summary["tasks"] == ["toy/sign"] and summary["env_steps"] > 0
-    res = evaluate(VLAPolicy.from_pretrained(summary["policy"]), ["toy/sign"], ["id"], episodes=8, workers=0)
+    # one env worker process: it imports the suite's module before making the env (Suite.module)
+    res = evaluate(VLAPolicy.from_pretrained(summary["policy"]), ["toy/sign"], ["id"], episodes=8, workers=1)
     episodes = res["splits"]["id"]["per_episode"]
     assert [t for t, _, _ in episodes] == ["toy/sign"] * 8 and all(s >= 1_000_000 for _, s, _ in episodes)  # evaluation seeds
+
+
+def test_a_new_offline_method_is_one_module_and_trains(tmp_path):
+    """A toy offline method (behaviour cloning of successful episodes only) registered in one call, then trained by
+    `rlvla train`; it has only its own keys."""
+    from test_offline import GAUSS, TINY, _write
+
+    from rlvla.algos.offline import CONFIGS, register_offline
+    from rlvla.algos.offline.base import OfflineConfig, value_target
+    from rlvla.configs import compose
+    from rlvla.runners.train import train
+
+    @dataclass
+    class Config(OfflineConfig):
+        name: str = "toy_filtered_bc"
+        min_return: float = 0.5
+        """Imitate only frames of episodes whose return reaches this."""
+
+    def loss(algo, batch, step):
+        keep = (batch["mc_return"] >= algo.cfg.min_return).float()
+        bc, m = algo.policy.bc_loss(batch, weights=keep / keep.mean().clamp_min(1e-6))
+        return bc, {**m, "kept": float(keep.mean())}
+
+    register_offline(types.SimpleNamespace(Config=Config, loss=loss, configure=lambda pcfg, cfg: value_target(pcfg, "mc")))
+    assert CONFIGS["toy_filtered_bc"] is Config
+    data = _write(tmp_path / "data", episodes=8)
+    cfg = compose([*TINY, *GAUSS, "algo=toy_filtered_bc", "algo.min_return=0.1", f"data.path={data}",
+                   f"run_dir={tmp_path / 'run'}", "train.steps=3"])  # fmt: skip
+    summary = train(cfg, progress=False)
+    assert summary["status"] == "done" and summary["algo"] == "toy_filtered_bc" and summary["step"] == 3
+    from rlvla.runners.runlog import read_metrics
+
+    kept = [r["kept"] for r in read_metrics(tmp_path / "run")]
+    assert kept and all(0.0 < k < 1.0 for k in kept)  # the data mixes successes and failures: some frames filtered

@@ -27,10 +27,10 @@ def test_dense_is_the_suite_reward_over_its_scale():
     assert dense(2.5, 10.0) == 0.25
 
 
-def test_chunk_aggregation_discounts_offline_and_sums_online():
+def test_chunk_aggregation_discounted_within_the_chunk_or_summed():
     r = np.array([1.0, 0.0, 2.0, 4.0])
     assert chunk_rewards(r, 2, 0.5).tolist() == [1.0, 1.0, 4.0, 4.0]  # SMDP: r_i + 0.5 r_{i+1}
-    assert chunk_rewards(r, 2, 1.0).tolist() == [1.0, 2.0, 6.0, 4.0]  # per-decision discounting: a plain sum
+    assert chunk_rewards(r, 2, 1.0).tolist() == [1.0, 2.0, 6.0, 4.0]  # within=1: a plain sum (what the env returns online)
     assert episode_returns(r, 0.5).tolist() == [2.0, 2.0, 4.0, 4.0]  # G_t = r_t + 0.5 G_{t+1}
 
 

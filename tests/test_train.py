@@ -248,19 +248,25 @@ def test_checkpoints_are_fsynced_before_and_after_the_rename(tmp_path, monkeypat
 
     bb = BackboneConfig(dim=16, heads=2, layers=1, vision={"width": 4, "depth": 2}, language={"encoder": "none"})
     policy = make_policy(PolicyConfig(head=head_config("gaussian", hidden=16), chunk=2, action_dim=4, image_size=16, backbone=bb))
-    synced, real = [], os.fsync
+    synced, real, real_replace = [], os.fsync, os.replace
 
     def spy(fd):
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         return real(fd)
 
+    def replace_spy(src, dst):
+        synced.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst)
+
     monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setattr(os, "replace", replace_spy)
     final = Checkpoints(tmp_path).save(3, policy, {"x": torch.zeros(2)}, {"note": "t"})
     tmp = str(tmp_path / "checkpoints" / ".step_00000003.tmp")
     for f in ("policy/model.safetensors", "policy/config.json", "trainer.safetensors", "trainer.json", "policy", ""):
         assert os.path.join(tmp, f).rstrip("/") in synced, f"{f or 'the checkpoint directory'} was not fsynced"
-    renamed = synced.index(str(tmp_path / "checkpoints"))
-    assert renamed > synced.index(os.path.join(tmp, "policy/model.safetensors"))  # the publishing rename is made durable
+    publish = synced.index(("replace", tmp, str(final)))
+    assert synced.index(os.path.join(tmp, "policy/model.safetensors")) < publish  # contents durable before the rename
+    assert str(tmp_path / "checkpoints") in synced[publish + 1 :]  # and the rename itself made durable after it
     assert (final / "trainer.json").exists() and (tmp_path / "checkpoints" / "latest").read_text() == final.name
 
 

@@ -135,7 +135,8 @@ def compose(overrides: list[str]):
         msg = " ".join(str(e).split())
         unknown = re.search(r"Could not override '([\w.]+)'", msg)
         if unknown:
-            raise ValueError(_unknown_key(unknown.group(1), [o for o in overrides if _key(o) != unknown.group(1)])) from None
+            groups = [o for o in overrides if _key(o) in ("algo", "head")]  # the section as composed, without other keys
+            raise ValueError(_unknown_key(unknown.group(1), groups)) from None
         raise ValueError(f"bad config: {msg}; see `rlvla train --help` for the keys") from None
     cfg.overrides = [o for o in overrides if _key(o) != "overrides"]
     return cfg

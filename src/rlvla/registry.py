@@ -1,7 +1,7 @@
 """Folder registries: a package whose modules each define one thing (an algorithm), found by file name.
 
-``Registry("online algorithm", "rlvla.algos.online", shared={"pg", "explore"})`` imports every other module of the
-package on first use; a module registers under its ``Config.name``. :meth:`Registry.register` adds one from
+``Registry("online algorithm", "rlvla.algos.online", shared={"pg", "explore"})``; :meth:`Registry.discover` (called
+by the package's ``__init__``) imports every other module of the package, each registering under its ``Config.name``. :meth:`Registry.register` adds one from
 elsewhere (anything with the same attributes, e.g. a test's toy algorithm).
 """
 

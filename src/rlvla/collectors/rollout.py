@@ -90,7 +90,6 @@ class Rollout:
         return Batch({k: ([v[i] for i in idx.tolist()] if k == "task" else v[idx]) for k, v in self.batch.items()})
 
 
-
 @dataclass
 class RolloutSettings:
     """What the engine reads from a config. An online algorithm's config has some of these fields (a group method

@@ -29,6 +29,7 @@ from rlvla.envs.suites import (  # noqa: E402
     register_suite,
     resolve_task,
     resolve_tasks,
+    reward_scale,
     split_task,
 )
 from rlvla.envs.vector import VECTOR_MODES, choose_mode, env_fn, make_vector  # noqa: E402
@@ -39,7 +40,7 @@ TASKS, TASK_SETS, REWARD_SCALE = _METAWORLD.tasks, _METAWORLD.task_sets, _METAWO
 __all__ = [
     "DEFAULT_SUITE", "EVAL_ONLY_SPLITS", "EVAL_SEEDS", "REWARD_SCALE", "SPLITS", "Suite", "TASKS", "TASK_SETS",
     "TRAIN_SEEDS", "VECTOR_MODES", "available_suites", "check_split_seed", "choose_mode", "eval_seeds", "get_suite",
-    "make_env", "make_vec_env", "register_suite", "resolve_task", "resolve_tasks", "seed_role",
+    "make_env", "make_vec_env", "register_suite", "resolve_task", "resolve_tasks", "reward_scale", "seed_role",
     "split_task", "train_seeds",
 ]  # fmt: skip
 

@@ -4,8 +4,8 @@ A suite declares, behind one small :class:`Suite` record:
 
 - ``tasks`` and ``task_sets`` (named lists of its tasks);
 - ``make(task, split, seed, image_size, cameras, chunk, max_steps, **kwargs)``: a Gymnasium env whose observation
-  is ``{"image": (H, W, 3) uint8 (or "image.<camera>"), "proprio": (P,) float32, "instruction": str}``, whose
-  action is (chunk, A) in [-1, 1], and whose ``step`` info holds ``info_keys``: at least ``success`` (bool),
+  is ``{"image": (H, W, 3) uint8 (further cameras as "image_<camera>"), "proprio": (P,) float32, "instruction":
+  str}``, whose action is (chunk, A) in [-1, 1] ((A,) when chunk is 1), and whose ``step`` info holds ``info_keys``: at least ``success`` (bool),
   ``substeps`` (low-level steps the chunk ran) and ``progress`` (dense progress in [0, 1], the shaping potential);
   ``reset(seed=...)`` makes the layout a function of the seed and refuses seeds the split does not allow
   (:mod:`rlvla.envs.splits`);
@@ -105,6 +105,15 @@ def split_task(name: str) -> tuple[Suite, str]:
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ValueError(f"unknown task {name!r}{hint}; valid {suite.name} tasks: {', '.join(suite.tasks)}; "
                      f"task sets: {', '.join(suite.task_sets)}")  # fmt: skip
+
+
+def reward_scale(tasks) -> float:
+    """The dense-reward scale shared by ``tasks``' suites; an error if they differ (one dataset, one scale)."""
+    scales = {split_task(t)[0].reward_scale for t in tasks}
+    if len(scales) != 1:
+        raise ValueError(f"tasks {list(tasks)} come from suites with different reward scales {sorted(scales)}; "
+                         "train on one suite's tasks, or use algo.reward=sparse")  # fmt: skip
+    return scales.pop()
 
 
 def suite_module(name: str) -> str:

@@ -9,8 +9,8 @@ Conventions (a suite declares its dense reward's ``scale``; MetaWorld's lies in 
   optimal policy unchanged; over an episode it telescopes to ``gamma^T phi(s_T) - phi(s_0)`` (discounted).
 - **chunk aggregation**: a decision executes ``K`` low-level steps. Offline data treats the decision as an
   SMDP step whose next decision is discounted by ``gamma^K``, so the rewards inside the chunk are discounted per
-  step (``within=gamma``); online RL discounts per decision (``gamma`` between decisions), so the rewards inside a
-  chunk are summed (``within=1``). Both call :func:`chunk_rewards`; the difference is this one argument.
+  step (:func:`chunk_rewards` with ``within=gamma``); online RL discounts per decision (``gamma`` between
+  decisions), so a decision's env reward is the chunk's rewards summed, as the env returns it (``within=1``).
 """
 
 from __future__ import annotations
@@ -39,15 +39,15 @@ def chunk_rewards(rewards: np.ndarray, chunk: int, within: float) -> np.ndarray:
 
 def first_success(success: np.ndarray, episode: np.ndarray | None = None) -> np.ndarray:
     """Sparse reward: 1.0 at the first step of each episode where ``success`` holds (steps of one episode are
-    contiguous; ``episode`` gives each step's episode id, None = one episode)."""
+    contiguous; ``episode`` gives each step's episode id, None = one episode). Linear in the number of steps."""
     success = np.asarray(success, dtype=bool).reshape(-1)
     ep = np.zeros(len(success), dtype=np.int64) if episode is None else np.asarray(episode).reshape(-1)
-    out = np.zeros(len(success), dtype=np.float64)
-    for e in np.unique(ep):
-        hit = np.flatnonzero((ep == e) & success)
-        if len(hit):
-            out[hit[0]] = 1.0
-    return out
+    if len(success) == 0:
+        return np.zeros(0, dtype=np.float64)
+    starts = np.r_[0, np.flatnonzero(ep[1:] != ep[:-1]) + 1]
+    count = np.cumsum(success)  # successes so far, then made relative to each episode's start
+    before = np.repeat(count[starts] - success[starts], np.diff(np.r_[starts, len(success)]))
+    return (success & (count - before == 1)).astype(np.float64)
 
 
 def dense(env_reward, scale: float):

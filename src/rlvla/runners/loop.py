@@ -1,9 +1,9 @@
 """The one training loop: what every ``rlvla train`` run shares, whatever it learns from.
 
-A recipe (:mod:`rlvla.runners.recipes`: SFT and offline RL on a dataset, offline-to-online on a mixer of dataset
-and replay buffer, online RL on rollouts) supplies the steps::
+A recipe (:class:`Recipe`: ``DatasetRecipe`` in :mod:`.train` for SFT and offline RL, ``MixedRecipe`` in :mod:`.o2o`
+for offline-to-online, ``RolloutRecipe`` in :mod:`.rl` for online RL) supplies the steps::
 
-    recipe.begin(start)                  # once, inside the loop's signal handling (e.g. start env workers)
+    recipe.begin(start, logger)          # once, inside the loop's signal handling (e.g. start env workers)
     metrics = recipe.step(i, stop)       # draw step i's batch (a function of (seed, i)) and update on it
     tensors, meta = recipe.state()       # what a checkpoint needs besides the policy weights
     recipe.load_state(tensors, meta)     # the inverse, on resume (raises on a checkpoint it cannot continue)
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlvla.checkpoints import Checkpoints
+from rlvla.collectors import RolloutInterrupted
 from rlvla.errors import NonFiniteLossError, TrainingError
 from rlvla.io import atomic_write_bytes, atomic_write_json
 from rlvla.memory import TreePeak
@@ -45,9 +46,16 @@ def peak_rss_mb() -> float:
 
 
 def config_diffs(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What differs between a run's saved config and the resuming one, except fields that may change on resume and
+    fields the config no longer has (an older version's keys that the code cannot read any more)."""
     from rlvla.policies.config import diff_configs
 
-    return [d for d in diff_configs(old, new, prefix) if not d.startswith(RESUMABLE_CHANGES)]
+    def known(o, n):
+        if not (isinstance(o, dict) and isinstance(n, dict)):
+            return o
+        return {k: known(v, n[k]) for k, v in o.items() if k in n}
+
+    return [d for d in diff_configs(known(old, new), new, prefix) if not d.startswith(RESUMABLE_CHANGES)]
 
 
 @dataclass
@@ -93,7 +101,7 @@ class Recipe:
 
 
 class Progress:
-    def __init__(self, total: int, start: int, enabled: bool, label: str = "sft") -> None:
+    def __init__(self, total: int, start: int, enabled: bool, label: str) -> None:
         self.p = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -216,7 +224,7 @@ class Loop:
                 if out_of_time() and done < s.total:
                     status = "time_limit"
                     break
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RolloutInterrupted):  # a rollout stopped between decisions: the iteration is dropped
             if stop.force:
                 raise
             status = "interrupted"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from rlvla.data.schema import IMAGE_PREFIX, Batch
-from rlvla.envs import REWARD_SCALE
+from rlvla.envs import reward_scale
 from rlvla.rewards import episode_returns, step_rewards
 from rlvla.runners.loop import Loop, LoopSettings, Recipe, step_seed
 
@@ -37,7 +37,7 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return 0 if not self.data else int(self.data["chunk_reward"].shape[0])
 
-    def add_rollout(self, batch: Batch, gamma: float, chunk: int, reward: str) -> None:
+    def add_rollout(self, batch: Batch, gamma: float, chunk: int, reward: str, scale: float) -> None:
         """Append a rollout's decisions (episodes contiguous) as chunk transitions."""
         n = int(batch["next.reward"].shape[0])
         if n == 0:
@@ -45,7 +45,7 @@ class ReplayBuffer:
         ep = batch["episode_index"].numpy()
         succ = batch["next.success"].numpy().astype(bool)
         done = batch["next.done"].numpy().astype(bool)
-        r = step_rewards(reward, batch["next.reward"].numpy(), succ, ep, REWARD_SCALE)  # dense: the chunk's env reward
+        r = step_rewards(reward, batch["next.reward"].numpy(), succ, ep, scale)  # dense: the chunk's env reward
         disc = gamma**chunk
         mc, cond = np.zeros(n), np.zeros(n)
         ep_succ = np.zeros(n, bool)
@@ -122,15 +122,10 @@ class MixedRecipe(Recipe):
         self.t0 = time.perf_counter()
 
     def step(self, it: int, stop) -> dict:
-        from rlvla.collectors import RolloutInterrupted
-
         a, seed = self.a, self.loop.seed
         torch.manual_seed(step_seed(seed, 1_000_000 + it))  # rollout sampling: a function of (seed, it)
-        try:
-            ro = self.engine.collect(it, should_stop=lambda: stop.requested)
-        except RolloutInterrupted:
-            raise KeyboardInterrupt from None
-        self.buf.add_rollout(ro.batch, a.gamma, self.policy.cfg.chunk, a.reward)
+        ro = self.engine.collect(it, should_stop=lambda: stop.requested)
+        self.buf.add_rollout(ro.batch, a.gamma, self.policy.cfg.chunk, a.reward, reward_scale(self.policy.cfg.tasks))
         metrics = {}
         for u in range(a.online_updates):
             step = it * a.online_updates + u

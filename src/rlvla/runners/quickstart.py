@@ -122,7 +122,7 @@ def quickstart_main(args) -> int:
         sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft")
         rl_run = out / f"rl_{args.algo}"
         rl_over = [f"algo={args.algo}", f"init={sft['policy']}", f"run_dir={rl_run}", f"algo.iterations={args.rl_iterations}",
-                   f"train.time_limit_s={args.rl_budget}", *RL_DEFAULTS, *args.rl]  # fmt: skip
+                   f"train.time_limit_s={args.rl_budget}", *rl_defaults(args.algo), *args.rl]  # fmt: skip
         cfg = _compose(rl_over)
         # the SFT weights sampled as the RL run samples them at its start: the sampled comparison pairs one sampler
         explore = {"noise": float(cfg.algo.explore_noise), "steps_mode": str(cfg.algo.explore_steps),
@@ -155,13 +155,25 @@ def _compose(overrides: list[str]):
 
 
 def _check_args(args) -> None:
-    from rlvla.algos.online import ALGOS
+    """Bad options fail here, before minutes of collection and SFT: the head, the algorithm, the RL overrides."""
+    from rlvla.algos.online import CONFIGS
     from rlvla.policies import available_heads
 
     if args.head not in available_heads():
         raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
-    if args.algo not in ALGOS:
-        raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(ALGOS)}")
+    if args.algo not in CONFIGS:
+        raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(sorted(CONFIGS))}")
+    _compose([f"algo={args.algo}", *rl_defaults(args.algo), *args.rl])
+
+
+def rl_defaults(algo: str) -> list[str]:
+    """RL_DEFAULTS restricted to the keys ``algo``'s config has (group settings apply to group methods only)."""
+    import dataclasses
+
+    from rlvla.algos.online import CONFIGS
+
+    fields = {f.name for f in dataclasses.fields(CONFIGS[algo])}
+    return [o for o in RL_DEFAULTS if o.split("=", 1)[0].removeprefix("algo.") in fields]
 
 
 def _collect_stage(args, out: Path, tasks) -> Path:

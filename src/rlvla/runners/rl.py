@@ -20,7 +20,7 @@ import torch
 from rlvla.algos.online import PolicyGradient
 from rlvla.algos.online.explore import with_exploration
 from rlvla.checkpoints import resolve_checkpoint
-from rlvla.collectors import RolloutEngine, RolloutInterrupted, evaluate, torch_threads
+from rlvla.collectors import RolloutEngine, evaluate, torch_threads
 from rlvla.configs import section
 from rlvla.policies import VLAPolicy
 from rlvla.runners.loop import Loop, LoopSettings, Recipe, peak_rss_mb, prepare_run_dir, step_seed
@@ -47,10 +47,7 @@ class RolloutRecipe(Recipe):
         torch.manual_seed(step_seed(self.seed, it))
         t_it = time.perf_counter()
         with torch_threads(1 if self.one_thread else self.threads):
-            try:
-                ro = self.engine.collect(it, should_stop=lambda: stop.requested, need_values=self.algo.uses_value)
-            except RolloutInterrupted:
-                raise KeyboardInterrupt from None
+            ro = self.engine.collect(it, should_stop=lambda: stop.requested, need_values=self.algo.uses_value)
         t_up = time.perf_counter()
         metrics = {**ro.stats, **self.algo.update(ro, it)}
         self.env_steps += int(ro.stats["rollout/env_steps"])

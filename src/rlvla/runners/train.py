@@ -67,7 +67,7 @@ class DatasetRecipe(Recipe):
 def train(cfg, progress: bool = True, on_step=None) -> dict:
     """Run (or resume) the configured training: SFT, an offline method (then optionally online), or online RL.
     ``on_step(step, metrics)`` is called after each step."""
-    from rlvla.algos.offline import ALGOS as OFFLINE
+    from rlvla.algos.offline import CONFIGS as OFFLINE  # the live registry (a method registered at run time too)
 
     check_overrides(cfg)
     if cfg.algo.name != "sft" and cfg.algo.name not in OFFLINE:
@@ -96,6 +96,14 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     return Loop(cfg, recipe, policy, settings, fingerprint=fingerprint, progress=progress, on_step=on_step).run()
 
 
+def _dataset_reward_scale(dataset) -> float:
+    """The dense-reward scale of the suite the dataset was collected in (its episodes' ``env_task``)."""
+    from rlvla.envs import reward_scale
+
+    tasks = sorted({e["env_task"] for e in dataset.episodes if e.get("env_task")})
+    return reward_scale(tasks) if tasks else 1.0
+
+
 def _offline_setup(cfg, loop):
     """-> (policy, algorithm, dataset, fingerprint) for SFT or an offline method; ``init`` fixes the policy."""
     data_cfg, pcfg, offline = section(cfg, "data"), policy_config(cfg), cfg.algo.name != "sft"
@@ -104,7 +112,6 @@ def _offline_setup(cfg, loop):
     if offline:
         from rlvla.algos.offline.base import configure_policy, deployment_condition
         from rlvla.data.offline import OfflineChunks
-        from rlvla.envs import REWARD_SCALE
 
         if data_cfg.episodes_per_task:
             raise ValueError("data.episodes_per_task applies to sft only; offline algorithms use the whole dataset")
@@ -113,7 +120,7 @@ def _offline_setup(cfg, loop):
             pcfg = VLAPolicy.read_config(init)
         pcfg = configure_policy(pcfg, acfg)
         data = OfflineChunks(dataset, pcfg.chunk, pcfg.cameras, acfg.gamma, acfg.reward, getattr(acfg, "cond_gamma", 1.0),
-                             acfg.files_in_memory, image_size=pcfg.image_size, reward_scale=REWARD_SCALE)  # fmt: skip
+                             acfg.files_in_memory, image_size=pcfg.image_size, reward_scale=_dataset_reward_scale(dataset))  # fmt: skip
         fingerprint = {"episodes": data.episodes_total, "frames": len(data)}
         if pcfg.condition.kind != "none":
             pcfg.condition.value = deployment_condition(acfg, data)

@@ -252,10 +252,12 @@ class OfflineRL:
 
 
 def deployment_condition(cfg: OfflineConfig, data) -> float:
-    """The conditioning input used at test time (a conditioned method's ``deployment_condition``)."""
+    """The conditioning input used at test time: a conditioned method's ``deployment_condition``; 1 otherwise (a
+    method continuing a conditioned ``init`` policy keeps asking it for "better")."""
     from rlvla.algos.offline import method
 
-    return method(cfg.name).deployment_condition(cfg, data)
+    fn = getattr(method(cfg.name), "deployment_condition", None)
+    return 1.0 if fn is None else fn(cfg, data)
 
 
 def mc_advantage(algo, batch: Batch, zv, m: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -268,6 +268,9 @@ class PolicyGradient:
         from rlvla.algos.online import algorithm
 
         self.uses_value = bool(getattr(algorithm(cfg.name), "USES_VALUE", False))  # the algorithm trains a critic
+        if self.uses_value and not isinstance(cfg, CriticFields):
+            raise ValueError(f"{cfg.name} trains a critic (USES_VALUE) but its Config lacks CriticFields (value_lr, "
+                             "value_warmup, vf_coef, vf_clip, lam, advantage_norm); add them to its Config bases")  # fmt: skip
         self.has_trunk = hasattr(policy, "rl_features")
         self.frozen = cfg.freeze_backbone and self.has_trunk
         critic = policy.critic_parameters(self.frozen) if self.uses_value else []
@@ -277,7 +280,7 @@ class PolicyGradient:
         fixed_ids = {id(p) for p in self.fixed}
         self.actor_params = [p for p in policy.parameters() if p.requires_grad and id(p) not in critic_ids | fixed_ids]
         self.critic_params = [p for p in critic if p.requires_grad]
-        self.split = getattr(cfg, "value_lr", 0.0) > 0 and bool(self.critic_params)
+        self.split = self.uses_value and cfg.value_lr > 0 and bool(self.critic_params)
         if self.split:  # the critic's own lr; no weight decay on it, so the readout token's ACT half stays exact
             self.opt = make_adamw(self.actor_params, cfg.lr, weight_decay)
             self.opt.add_param_group({"params": self.critic_params, "lr": cfg.value_lr, "weight_decay": 0.0})
@@ -333,7 +336,7 @@ class PolicyGradient:
             out["train/explained_variance"] = core.explained_variance(batch["value"], returns)
             out["train/value_mean"] = float(batch["value"].mean())
             out["train/return_mean"] = float(returns.mean())
-        warmup = self.uses_value and iteration < cfg.value_warmup  # a critic algorithm has CriticFields
+        warmup = self.uses_value and iteration < cfg.value_warmup
         self.policy.eval()  # no augmentation/dropout: the ratio is exactly 1 at the first minibatch
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
         # features once per iteration: always for a frozen trunk, and in warm-up (only the critic learns)
