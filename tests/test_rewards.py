@@ -84,3 +84,18 @@ def test_a_new_reward_is_one_registered_function_and_trains(tmp_path):
     assert chunks.reward.min() == pytest.approx(-0.01) and chunks.reward.max() == pytest.approx(0.99)
     with pytest.raises(ValueError, match="unknown reward 'nope'"):
         train(compose([*TINY, *GAUSS, "algo=iql", "algo.reward=nope", f"data.path={data}", f"run_dir={tmp_path / 'x'}"]), progress=False)
+
+
+def test_first_success_matches_the_per_episode_definition_on_random_episodes():
+    """The linear-time version against the obvious loop (the first successful step of each contiguous episode)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        episode = np.sort(rng.integers(0, 6, n))
+        success = rng.random(n) < 0.3
+        expected = np.zeros(n)
+        for e in np.unique(episode):
+            hit = np.flatnonzero((episode == e) & success)
+            if len(hit):
+                expected[hit[0]] = 1.0
+        assert first_success(success, episode).tolist() == expected.tolist()

@@ -348,3 +348,19 @@ def test_a_key_the_algorithm_does_not_have_is_an_error_naming_the_valid_ones(ove
 
     with pytest.raises(ValueError, match=match):
         compose(overrides)
+
+
+def test_the_quickstart_rl_recipe_composes_for_every_online_algorithm():
+    """The recipe's group settings (progress score, refill rounds) apply to group methods only: `rlvla quickstart
+    --algo ppo` composed keys PPO does not have, and failed only after collection, SFT and evaluation."""
+    from types import SimpleNamespace
+
+    from rlvla.algos.online import CONFIGS
+    from rlvla.runners.quickstart import RL_DEFAULTS, _check_args, rl_defaults
+
+    for algo in CONFIGS:
+        _check_args(SimpleNamespace(head="flow", algo=algo, rl=[]))
+    assert rl_defaults("grpo") == list(RL_DEFAULTS)
+    assert not any(o.startswith(("algo.progress_score", "algo.max_refill_rounds")) for o in rl_defaults("ppo"))
+    with pytest.raises(ValueError, match="unknown key algo.nope"):
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=["algo.nope=1"]))
