@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from rlvla.envs import SPLITS, TASK_SETS, TASKS
+from rlvla.envs import DEFAULT_SUITE, SPLITS, TASK_SETS, TASKS, available_suites
 from rlvla.envs.render import CAMERAS
 
 
 def tasks_main(args) -> int:
     info = {"tasks": list(TASKS), "task_sets": {k: list(v) for k, v in TASK_SETS.items()}, "splits": list(SPLITS),
-            "cameras": list(CAMERAS)}  # fmt: skip
+            "cameras": list(CAMERAS), "suites": available_suites(), "default_suite": DEFAULT_SUITE}  # fmt: skip
     if args.json:
         print(json.dumps(info, indent=2))
     else:
