@@ -433,3 +433,20 @@ def test_dpo_runs_on_token_and_flow_heads(mixed, tmp_path, head):
     # at step 1 the policy is its reference: margin 0, loss log 2
     assert m[0]["reward_margin"] == pytest.approx(0.0, abs=1e-4) and m[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert all(math.isfinite(r["loss"]) for r in m)
+
+
+def test_offline_data_without_env_tasks_is_a_clear_error(tmp_path):
+    """The reward scale comes from the suite of the dataset's tasks: a dataset that records none is refused with a
+    one-line message (not trained with a guessed scale)."""
+    from rlvla.data.lerobot import LeRobotWriter
+    from rlvla.runners.collect import features
+
+    w = LeRobotWriter(tmp_path / "ds", features(("corner",), IMG))
+    n = 4
+    w.add_episode({"observation.images.corner": np.zeros((n, IMG, IMG, 3), np.uint8),
+                   "observation.state": np.zeros((n, 4), np.float32), "action": np.zeros((n, 4), np.float32),
+                   "next.reward": np.zeros(n, np.float32), "next.done": np.r_[np.zeros(n - 1, bool), True],
+                   "next.terminated": np.zeros(n, bool), "next.truncated": np.r_[np.zeros(n - 1, bool), True],
+                   "next.success": np.zeros(n, bool), "next.return": np.zeros(n, np.float32)}, "reach the goal")  # fmt: skip
+    with pytest.raises(ValueError, match="records no env_task per episode"):
+        _train(tmp_path / "ds", tmp_path / "run", *GAUSS, "algo=iql", "algo.reward=dense", "train.steps=1")

@@ -101,7 +101,9 @@ def _dataset_reward_scale(dataset) -> float:
     from rlvla.envs import reward_scale
 
     tasks = sorted({e["env_task"] for e in dataset.episodes if e.get("env_task")})
-    return reward_scale(tasks) if tasks else 1.0
+    if not tasks:
+        raise ValueError(f"dataset {dataset.root} records no env_task per episode; collect it with `rlvla collect`")
+    return reward_scale(tasks)
 
 
 def _offline_setup(cfg, loop):
