@@ -103,9 +103,10 @@ class MixedRecipe(Recipe):
     """Iteration ``i``: roll out the current policy, add the episodes to the buffer, then ``online_updates`` updates
     of the offline algorithm on batches mixed from the dataset and the buffer."""
 
-    def __init__(self, policy, algo, data, fingerprint: dict, run_dir) -> None:
-        self.policy, self.algo, self.data, self.fingerprint, self.run_dir = policy, algo, data, fingerprint, run_dir
+    def __init__(self, policy, algo, data, run_dir) -> None:
+        self.policy, self.algo, self.data, self.run_dir = policy, algo, data, run_dir
         self.a, self.loop = algo.cfg, algo.loop
+        self.scale = reward_scale(policy.cfg.tasks)  # the dense-reward scale of the policy's suite
         self.buf = ReplayBuffer(self.a.online_buffer, policy.cfg.cameras)
         self.n_on = int(round(self.loop.batch_size * self.a.online_ratio))
         self.engine, self.t0 = None, time.perf_counter()
@@ -125,7 +126,7 @@ class MixedRecipe(Recipe):
         a, seed = self.a, self.loop.seed
         torch.manual_seed(step_seed(seed, 1_000_000 + it))  # rollout sampling: a function of (seed, it)
         ro = self.engine.collect(it, should_stop=lambda: stop.requested)
-        self.buf.add_rollout(ro.batch, a.gamma, self.policy.cfg.chunk, a.reward, reward_scale(self.policy.cfg.tasks))
+        self.buf.add_rollout(ro.batch, a.gamma, self.policy.cfg.chunk, a.reward, self.scale)
         metrics = {}
         for u in range(a.online_updates):
             step = it * a.online_updates + u
@@ -163,7 +164,7 @@ class MixedRecipe(Recipe):
 
 def train_o2o(cfg, policy, algo, data, fingerprint: dict, progress: bool = True, on_step=None) -> dict:
     """The online phase (called by ``rlvla train`` when ``algo.online_iterations > 0``)."""
-    recipe = MixedRecipe(policy, algo, data, fingerprint, cfg.run_dir)
+    recipe = MixedRecipe(policy, algo, data, cfg.run_dir)
     settings = LoopSettings(total=algo.cfg.online_iterations, ckpt_every=1, time_limit_s=algo.loop.time_limit_s,
                             label=f"{algo.cfg.name}+online", unit="iteration",
                             nan_hint="Start a new run_dir with a lower algo.online_lr")  # fmt: skip
