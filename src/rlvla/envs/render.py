@@ -83,30 +83,53 @@ class FastRenderer:
         _register_exit_hook()
         self._cam_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, c) for c in self.cameras]
         self._decoys: list[tuple] = []
+        self._copies: list[tuple] = []
         _LIVE.add(self)
 
     def set_decoys(self, geoms) -> None:
-        """Visual-only geoms drawn into every rendered frame (decoy targets): ``{"type": "sphere" | "box" |
-        "cylinder", "pos": (3,), "size": (3,), "rgba": (4,)}`` each. They exist only in the rendered scene: the
-        physics, the observation's proprio and ``info`` never see them. ``[]`` removes them."""
+        """Visual-only geoms drawn into every rendered frame (decoy targets). Each is either a primitive,
+        ``{"type": "sphere" | "box" | "cylinder", "pos": (3,), "size": (3,), "rgba": (4,)}``, or a copy of parts of
+        the scene moved by an offset, ``{"copy": [(objtype, objid, rgba or None), ...], "offset": (3,)}``: every
+        scene geom drawn for that model element (``mujoco.mjtObj`` type and id: a geom or a site) is drawn again
+        at ``offset`` from where it is this frame, recoloured to ``rgba`` where given. They exist only in the
+        rendered scene: the physics, the observation's proprio and ``info`` never see them. ``[]`` removes them."""
         types = {"sphere": self._mujoco.mjtGeom.mjGEOM_SPHERE, "box": self._mujoco.mjtGeom.mjGEOM_BOX,
                  "cylinder": self._mujoco.mjtGeom.mjGEOM_CYLINDER}  # fmt: skip
-        out = []
+        prims, copies = [], []
         for g in geoms:
+            if "copy" in g:
+                parts = [(int(t), int(i), None if c is None else np.asarray(c, np.float32)) for t, i, c in g["copy"]]
+                copies.append((parts, np.asarray(g["offset"], np.float64)))
+                continue
             if g.get("type", "sphere") not in types:
                 raise ValueError(f"unknown decoy geom type {g.get('type')!r}; valid: {', '.join(types)}")
             size = np.zeros(3) + np.asarray(g["size"], np.float64)
-            out.append((types[g.get("type", "sphere")], size, np.asarray(g["pos"], np.float64),
-                        np.asarray(g.get("rgba", (1, 0, 0, 1)), np.float32)))  # fmt: skip
-        self._decoys = out
+            prims.append((types[g.get("type", "sphere")], size, np.asarray(g["pos"], np.float64),
+                          np.asarray(g.get("rgba", (1, 0, 0, 1)), np.float32)))  # fmt: skip
+        self._decoys, self._copies = prims, copies
 
     def _add_decoys(self) -> None:
         scene = self._renderer.scene
+        need = len(self._decoys) + sum(len(p) for p, _ in self._copies)
+        if scene.ngeom + need > scene.maxgeom:
+            raise RuntimeError(f"the rendered scene is full ({scene.maxgeom} geoms); draw fewer decoys")
         for gtype, size, pos, rgba in self._decoys:
-            if scene.ngeom >= scene.maxgeom:
-                raise RuntimeError(f"the rendered scene is full ({scene.maxgeom} geoms); draw fewer decoys")
             self._mujoco.mjv_initGeom(scene.geoms[scene.ngeom], gtype, size, pos, np.eye(3).flatten(), rgba)
             scene.ngeom += 1
+        if not self._copies:
+            return
+        drawn = {}
+        for i in range(scene.ngeom):
+            drawn.setdefault((int(scene.geoms[i].objtype), int(scene.geoms[i].objid)), []).append(i)
+        for parts, offset in self._copies:
+            for objtype, objid, rgba in parts:
+                for src in drawn.get((objtype, objid), ()):
+                    dst = scene.geoms[scene.ngeom]
+                    _copy_geom(scene.geoms[src], dst)
+                    dst.pos[:] = scene.geoms[src].pos + offset
+                    if rgba is not None:
+                        dst.rgba[:] = rgba
+                    scene.ngeom += 1
 
     def render(self, data) -> dict[str, np.ndarray]:
         out = {}
@@ -129,3 +152,21 @@ class FastRenderer:
 
     def __del__(self) -> None:
         self.close()
+
+
+_GEOM_FIELDS = ("type", "dataid", "objtype", "objid", "category", "matid", "texcoord", "segid", "emission", "specular",
+                "shininess", "reflectance", "camdist", "modelrbound", "transparent")  # fmt: skip
+
+
+def _copy_geom(src, dst) -> None:
+    import mujoco
+
+    f64 = np.float64
+    mujoco.mjv_initGeom(dst, int(src.type), np.asarray(src.size, f64), np.asarray(src.pos, f64),
+                        np.asarray(src.mat, f64).reshape(9), np.asarray(src.rgba, np.float32))  # clears the label  # fmt: skip
+    for name in _GEOM_FIELDS:
+        setattr(dst, name, getattr(src, name))
+    dst.size[:] = src.size
+    dst.pos[:] = src.pos
+    dst.mat[:] = src.mat
+    dst.rgba[:] = src.rgba

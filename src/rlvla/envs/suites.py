@@ -70,7 +70,7 @@ class Suite:
 
 
 _SUITES: dict[str, Suite] = {}
-_BUILTIN = {"metaworld": "rlvla.envs.metaworld"}
+_BUILTIN = {"metaworld": "rlvla.envs.metaworld", "grounded": "rlvla.envs.metaworld.grounded"}
 
 
 def register_suite(suite: Suite) -> Suite:
@@ -132,7 +132,8 @@ def resolve_task(name: str) -> str:
 
 
 def resolve_tasks(spec) -> tuple[str, ...]:
-    """Tasks from a task-set name (``"mt10"``, ``"<suite>/<set>"``), a comma-separated string or a list."""
+    """Tasks from a task-set name (``"mt10"``, ``"<suite>/<set>"``, a suite's name alone for all its tasks:
+    ``"grounded"``), a comma-separated string or a list."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[str] = []
     for item in items:
@@ -140,8 +141,11 @@ def resolve_tasks(spec) -> tuple[str, ...]:
         if not item:
             continue
         suite_name, _, set_name = item.rpartition("/")
+        if not suite_name and item not in get_suite(DEFAULT_SUITE).task_sets and item in available_suites():
+            suite_name, set_name = item, "all"  # a suite's name alone: all its tasks
         suite = get_suite(suite_name or DEFAULT_SUITE)
-        names = [canonical(suite, t) for t in suite.task_sets[set_name]] if set_name in suite.task_sets else [resolve_task(item)]
+        sets = {"all": suite.tasks, **suite.task_sets}
+        names = [canonical(suite, t) for t in sets[set_name]] if set_name in sets else [resolve_task(item)]
         out.extend(n for n in names if n not in out)
     if not out:
         raise ValueError(f"no tasks given; name tasks or a task set ({', '.join(get_suite(DEFAULT_SUITE).task_sets)})")

@@ -160,17 +160,24 @@ class MetaWorldVLAEnv(gym.Env):
             self._scene.perturb_visual(look_rng)
         elif self.split == "ood-camera":
             self._scene.perturb_cameras(look_rng, self._camera_ids)
-        pool = INSTRUCTIONS[self.task]["heldout" if self.split == "ood-language" else "train"]
-        self.instruction = pool[int(words_rng.integers(len(pool)))]
+        state, _ = self._mw.reset()
+        self.instruction = self._draw_instruction(words_rng)
         if options and "instruction" in options:
             self.instruction = str(options["instruction"])
-
-        state, _ = self._mw.reset()
         self._t = 0
         self._state = state
         self._check_finite(state, "observation")
         obs = self._observe()
         return obs, self._info(success=False)
+
+    def _draw_layout(self) -> np.ndarray:
+        """One MetaWorld ``rand_vec`` (object and goal positions) from the layout stream, by the split's rule."""
+        return S.sample_layout(self._layout_rng, self._rand_low, self._rand_high, self.split)
+
+    def _draw_instruction(self, rng: np.random.Generator) -> str:
+        """The episode's instruction (called after the layout is made): held-out phrasings on ``ood-language``."""
+        pool = INSTRUCTIONS[self.task]["heldout" if self.split == "ood-language" else "train"]
+        return pool[int(rng.integers(len(pool)))]
 
     # ------------------------------------------------------------------ stepping
     def step(self, action):
@@ -294,7 +301,7 @@ class MetaWorldVLAEnv(gym.Env):
 
 def _make_rand_vec_sampler(env: MetaWorldVLAEnv):
     def _get_state_rand_vec(mw_self):
-        vec = S.sample_layout(env._layout_rng, env._rand_low, env._rand_high, env.split)
+        vec = env._draw_layout()
         mw_self._last_rand_vec = vec
         return vec
 
