@@ -1,4 +1,5 @@
-"""Write docs/TASKS.md: per task, whether its randomised layout is visible at 64x64 from the corner camera."""
+"""Write docs/TASKS.md: per task, whether its randomised layout is visible at 64x64 from the corner camera; for the
+grounded suite, the scripted expert's success on id and ood-position and the pixels the target and decoys cover."""
 
 import sys
 import warnings
@@ -6,7 +7,8 @@ import warnings
 warnings.filterwarnings("ignore")
 
 from rlvla.envs import TASKS  # noqa: E402
-from rlvla.envs.metaworld.visibility import task_visibility  # noqa: E402
+from rlvla.envs.metaworld.grounded import COLOURS, GROUNDED, N_CANDIDATES  # noqa: E402
+from rlvla.envs.metaworld.visibility import expert_success, grounded_visibility, task_visibility  # noqa: E402
 
 MIN_MARKER_PX = 4  # a goal marker this many pixels is clearly visible at 64x64
 MIN_LAYOUT_PX = 4  # two layouts differing by this many pixels are told apart
@@ -30,7 +32,35 @@ for task in TASKS:
     rows.append(f"| {task} | {indep} | {v['goal_marker_px_min']} | {v['goal_marker_px_mean']:.1f} | {v['layout_change_px_min']} | {verdict} |")
     print(rows[-1], file=sys.stderr, flush=True)
 
+grounded = []
+for task in GROUNDED:
+    v = grounded_visibility(task)
+    ok = {split: expert_success(f"grounded/{task}", split, 50) for split in ("id", "ood-position")}
+    grounded.append(f"| grounded/{task} | {GROUNDED[task].kind} | {ok['id']:.2f} | {ok['ood-position']:.2f} | "
+                    f"{v['target_px_min']} / {v['target_px_mean']:.1f} | {v['decoy_px_min']} / {v['decoy_px_mean']:.1f} | "
+                    f"{100 * v['under_4px']:.0f}% |")  # fmt: skip
+    print(grounded[-1], file=sys.stderr, flush=True)
+
 doc = f"""# Tasks: what the pixels show
+
+## The grounded suite (`--tasks grounded`)
+
+Each episode shows {N_CANDIDATES} candidates, one in each of {", ".join(COLOURS)}: goal markers (radius 5 cm) for
+reach, push and pick-place, buttons for button-press-topdown. The instruction names the colour of the one that
+counts; the others are decoys drawn only in the image (recoloured copies of the target). All candidates (and the
+object) come from the same region by the split's rule and the target and colours are drawn uniformly, so a policy
+that ignores the image or the instruction is right about 1/{N_CANDIDATES} of the time.
+
+Measured by `python benchmarks/task_visibility.py`: the scripted expert (MetaWorld's policy for the base task,
+reading the real goal from `info`) on 50 evaluation episodes per split, and at reset on 20 training layouts the
+pixels (64x64, corner camera) that show each candidate's colour: those that change when it is painted black
+(min / mean; "< 4 px": the share of candidates shown by fewer than 4 pixels).
+
+| task | candidates are | expert id | expert ood-position | target px (min / mean) | decoy px (min / mean) | < 4 px |
+|---|---|---|---|---|---|---|
+""" + "\n".join(grounded) + f"""
+
+## MetaWorld v3
 
 Measured by `python benchmarks/task_visibility.py` (64x64, corner camera, 5 training layouts per task).
 A goal marker (green sphere, radius 4 cm) is drawn at every MetaWorld goal site.

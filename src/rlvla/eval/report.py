@@ -44,6 +44,16 @@ for SFT and RL on each split. Paired test: exact McNemar on episodes solved by o
 {% for r in sample_rows %}<tr class="sample-row" data-split="{{ r.split }}"><td>{{ r.split }}</td><td>{{ r.episodes }}</td>
 <td>{{ r.sft }}</td><td>{{ r.rl }}</td><td class="{{ r.cls }}">{{ r.delta }}</td><td>{{ r.test }}</td></tr>
 {% endfor %}</tbody></table>{% endif %}
+{% if baseline_rows %}<h3>Baselines: the same SFT with the image or the instruction blanked</h3>
+<table id="baseline-table">
+<thead><tr><th>split</th><th>episodes</th><th>VLA (SFT)</th>{% for b in baseline_names %}<th>{{ b }}</th><th>VLA - {{ b }} (paired test)</th>{% endfor %}<th>RL</th></tr></thead>
+<tbody>
+{% for r in baseline_rows %}<tr class="baseline-row" data-split="{{ r.split }}"><td>{{ r.split }}</td><td>{{ r.episodes }}</td><td>{{ r.sft }}</td>
+{% for c in r.cells %}<td>{{ c.rate }}</td><td class="{{ c.cls }}">{{ c.delta }} ({{ c.test }})</td>{% endfor %}<td>{{ r.rl }}</td></tr>
+{% endfor %}</tbody></table>
+<p class="note">Trained on the same demonstrations with the same steps and evaluated on the same episodes as the VLA.
+A VLA result counts where it beats both: the policy then uses what it sees and what it is told. Paired test: exact
+McNemar (VLA-only / baseline-only).</p>{% endif %}
 {% if per_task %}<h3>Per task (id)</h3><table id="task-table"><thead><tr><th>task</th><th>SFT</th><th>RL</th></tr></thead><tbody>
 {% for t in per_task %}<tr><td>{{ t.task }}</td><td>{{ t.sft }}</td><td>{{ t.rl }}</td></tr>{% endfor %}
 </tbody></table>{% endif %}
@@ -84,6 +94,27 @@ def comparison_rows(sft: dict, rl: dict) -> list[dict]:
             "test": f"{only_rl} / {only_sft}, p = {p:.3g}", "p": p,
             "disjoint_ci": b["ci95"][0] > a["ci95"][1],
         })  # fmt: skip
+    return rows
+
+
+def baseline_rows(summary: dict) -> list[dict]:
+    """Per split the baselines were evaluated on: the VLA's SFT rate, each baseline's rate and the VLA's paired
+    lead over it, and RL's rate."""
+    baselines = summary.get("baselines") or {}
+    if not baselines:
+        return []
+    vs = {name: {r["split"]: r for r in comparison_rows(res, summary["sft"])} for name, res in baselines.items()}
+    rows = []
+    for split, a in summary["sft"]["splits"].items():
+        if not all(split in v for v in vs.values()):
+            continue
+        cells = []
+        for name, res in baselines.items():
+            r = vs[name][split]
+            cells.append({"name": name, "rate": r["sft"], "delta": r["delta"], "cls": r["cls"], "test": r["test"],
+                          "delta_points": r["delta_points"], "p": r["p"]})  # fmt: skip
+        rows.append({"split": split, "episodes": vs[next(iter(vs))][split]["episodes"], "sft": _fmt(a), "cells": cells,
+                     "rl": _fmt(summary.get("rl", {}).get("splits", {}).get(split))})  # fmt: skip
     return rows
 
 
@@ -178,7 +209,8 @@ def write_report(out_dir, summary: dict, metrics: list[dict], gifs: dict[str, li
                                               ("peak_rss_mb", f"{summary.get('peak_rss_mb', 0):.0f}"), *cfg.items()])  # fmt: skip
     env = jinja2.Environment(autoescape=True)
     page = env.from_string(TEMPLATE).render(
-        title=title, rows=rows, sample_rows=sample_rows, headline=headline, per_task=per_task, curves=curves, gifs=gif_groups, run=run,
+        title=title, rows=rows, sample_rows=sample_rows, baseline_rows=baseline_rows(summary),
+        baseline_names=list(summary.get("baselines") or {}), headline=headline, per_task=per_task, curves=curves, gifs=gif_groups, run=run,
         subtitle=html.unescape(f"SFT checkpoint {summary['sft'].get('checkpoint', '?')} -> RL checkpoint "
                                f"{summary['rl'].get('checkpoint', '?')}"),
     )  # fmt: skip

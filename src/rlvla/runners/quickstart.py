@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from rlvla.data.lerobot import LeRobotDataset
-from rlvla.envs import SPLITS, TASK_SETS
+from rlvla.envs import SPLITS, resolve_tasks
 from rlvla.io import atomic_write_json
 from rlvla.runners.collect import CollectConfig, collect
 from rlvla.runners.loop import peak_rss_mb
@@ -105,21 +105,24 @@ def quickstart_main(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    tasks = TASK_SETS["quickstart"]
+    tasks = resolve_tasks(args.tasks)
     with TreePeak() as mem:  # whole process tree: this process and its env workers
         demos = _collect_stage(args, out, tasks)
         sft_run, sft_over = out / f"sft_{args.head}", _sft_overrides(args, demos, out)
         _check_recipe(sft_run, {"overrides": sft_over, "demos_per_task": args.episodes})
-        print(f"[2/5] SFT of the {args.head} head ({args.steps} steps, at most {args.budget:.0f} s)", flush=True)
+        print(f"[2/6] SFT of the {args.head} head ({args.steps} steps, at most {args.budget:.0f} s)", flush=True)
         sft = _train_stage("SFT", _compose(sft_over), sft_run)
         if sft is None:
             return 130
         print(f"      {sft['status']} at step {sft['step']} ({sft['samples_per_s']:.0f} samples/s)", flush=True)
         episodes = {"id": args.eval_episodes, **{s: args.ood_episodes for s in SPLITS if s != "id"}}
         sampled = {"id": args.sample_episodes} if args.sample_episodes else {}
-        print(f"[3/5] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes on id, "
+        print(f"[3/6] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes on id, "
               f"{args.ood_episodes} on the others, evaluation seeds)", flush=True)  # fmt: skip
         sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft")
+        baselines = _baselines_stage(args, out, demos, tasks, episodes)
+        if baselines is None:
+            return 130
         rl_run = out / f"rl_{args.algo}"
         rl_over = [f"algo={args.algo}", f"init={sft['policy']}", f"run_dir={rl_run}", f"algo.iterations={args.rl_iterations}",
                    f"train.time_limit_s={args.rl_budget}", *rl_defaults(args.algo), *args.rl]  # fmt: skip
@@ -130,19 +133,20 @@ def quickstart_main(args) -> int:
         sft_sample = (_eval_stage(sft["policy"], tasks, sampled, out / "eval_sft_sample.json", None, deterministic=False,
                                   explore=explore) if sampled else None)  # fmt: skip
         _check_recipe(rl_run, {"overrides": rl_over})
-        print(f"[4/5] online RL ({args.algo}, id split, training seeds; at most {args.rl_iterations} iterations / "
+        print(f"[5/6] online RL ({args.algo}, id split, training seeds; at most {args.rl_iterations} iterations / "
               f"{args.rl_budget:.0f} s)", flush=True)  # fmt: skip
         rl = _train_stage("RL", cfg, rl_run)
         if rl is None:
             return 130
         print(f"      {rl['status']} at iteration {rl['step']} ({rl['env_steps']} env steps, {rl['samples_per_s']:.0f} env steps/s)", flush=True)
-        print(f"[5/5] evaluating the RL policy on {', '.join(SPLITS)} (the same episodes)", flush=True)
+        print(f"[6/6] evaluating the RL policy on {', '.join(SPLITS)} (the same episodes)", flush=True)
         rl_eval = _eval_stage(rl["policy"], tasks, episodes, out / "eval_rl.json", out / "videos" / "rl")
         rl_sample = _eval_stage(rl["policy"], tasks, sampled, out / "eval_rl_sample.json", None, deterministic=False) if sampled else None
-    summary = {"sft": sft_eval, "rl": rl_eval, "sft_sample": sft_sample, "rl_sample": rl_sample, "headline": HEADLINE,
+    summary = {"sft": sft_eval, "rl": rl_eval, "baselines": baselines, "sft_sample": sft_sample, "rl_sample": rl_sample, "headline": HEADLINE,
                "wall_s": time.time() - t0, "peak_rss_mb": mem.peak_mb, "peak_rss_main_mb": peak_rss_mb(),
                "config": {"sft_overrides": sft_over, "rl_overrides": rl_over, "demos_per_task": args.episodes,
-                          "eval_episodes": episodes, "sample_episodes": sampled, "sft_steps": sft["step"],
+                          "tasks": list(tasks), "eval_episodes": episodes, "sample_episodes": sampled, "sft_steps": sft["step"],
+                          "baseline_steps": args.baseline_steps or args.steps, "baseline_splits": _baseline_splits(args),
                           "rl_iterations": rl["step"], "rl_env_steps": rl["env_steps"]}}  # fmt: skip
     _finish(out, summary, rl_run)
     return 0
@@ -161,6 +165,10 @@ def _check_args(args) -> None:
 
     if args.head not in available_heads():
         raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
+    resolve_tasks(args.tasks)
+    for split in _baseline_splits(args):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} in --baseline-splits; valid: {', '.join(SPLITS)}")
     if args.algo not in CONFIGS:
         raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(sorted(CONFIGS))}")
     _compose([f"algo={args.algo}", *rl_defaults(args.algo), *args.rl])
@@ -180,21 +188,50 @@ def _collect_stage(args, out: Path, tasks) -> Path:
     demos = out / "demos"
     if (demos / "meta" / "info.json").exists() and LeRobotDataset(demos).num_episodes > args.episodes * len(tasks):
         raise ValueError(f"{demos} holds more than {args.episodes} demos per task; pass a new --out")
-    print(f"[1/5] collecting {args.episodes} expert demonstrations per task for {', '.join(tasks)}", flush=True)
+    print(f"[1/6] collecting {args.episodes} expert demonstrations per task for {', '.join(tasks)}", flush=True)
     collect(CollectConfig(tasks=tasks, episodes=args.episodes, out=str(demos)))
     ds = LeRobotDataset(demos)
     print(f"      dataset: {ds.num_episodes} episodes, {len(ds)} frames, {len(ds.tasks)} instructions", flush=True)
     return demos
 
 
-def _sft_overrides(args, demos: Path, out: Path) -> list[str]:
-    return [f"head={args.head}", f"data.path={demos}", f"run_dir={out / f'sft_{args.head}'}", f"train.steps={args.steps}",
-            f"train.time_limit_s={args.budget}"]  # fmt: skip
+def _sft_overrides(args, demos: Path, out: Path, name: str = "", steps: int = 0) -> list[str]:
+    return [f"head={args.head}", f"data.path={demos}", f"run_dir={out / f'sft_{args.head}{name}'}",
+            f"train.steps={steps or args.steps}", f"train.time_limit_s={args.budget}"]  # fmt: skip
+
+
+# Baselines trained beside the VLA on the same demonstrations (DESIGN.md, "Measured facts"): the same network with
+# the image blanked, and with the instruction blanked. A VLA result counts where it beats both.
+BASELINES = {"blind": "image", "language_blind": "language"}
+
+
+def _baseline_splits(args) -> list[str]:
+    return [s.strip() for s in args.baseline_splits.split(",") if s.strip()]
+
+
+def _baselines_stage(args, out: Path, demos: Path, tasks, episodes: dict) -> dict | None:
+    """Train (or reuse) each baseline and evaluate it on the VLA's episodes of ``--baseline-splits``."""
+    splits = _baseline_splits(args)
+    if not splits:
+        return {}
+    steps = args.baseline_steps or args.steps
+    print(f"[4/6] baselines: the same SFT with the image blanked and with the instruction blanked ({steps} steps each), "
+          f"evaluated on the same {', '.join(splits)} episodes", flush=True)  # fmt: skip
+    results = {}
+    for name, ablate in BASELINES.items():
+        run = out / f"sft_{args.head}_{name}"
+        over = [*_sft_overrides(args, demos, out, f"_{name}", steps), f"policy.backbone.ablate=[{ablate}]"]
+        _check_recipe(run, {"overrides": over, "demos_per_task": args.episodes})
+        res = _train_stage(f"{name} SFT", _compose(over), run)
+        if res is None:
+            return None
+        results[name] = _eval_stage(res["policy"], tasks, {s: episodes[s] for s in splits}, out / f"eval_{name}.json", None)
+    return results
 
 
 def _finish(out: Path, summary: dict, rl_run: Path) -> None:
     """summary.json, report.html and the SFT-vs-RL table on stdout."""
-    from rlvla.eval.report import comparison_rows, write_report
+    from rlvla.eval.report import baseline_rows, comparison_rows, write_report
     from rlvla.runners.runlog import read_metrics
 
     atomic_write_json(out / "summary.json", summary)
@@ -204,5 +241,8 @@ def _finish(out: Path, summary: dict, rl_run: Path) -> None:
     print("split          SFT                 RL                  change  paired (RL-only/SFT-only)")
     for r in comparison_rows(summary["sft"], summary["rl"]):
         print(f"{r['split']:14s} {r['sft']:19s} {r['rl']:19s} {r['delta']:>6s}  {r['test']}")
+    for r in baseline_rows(summary):
+        print(f"{r['split']:14s} VLA (SFT) {r['sft']} vs " + "; ".join(
+            f"{c['name']} {c['rate']}: {c['delta']} ({c['test']})" for c in r["cells"]))  # fmt: skip
     print(f"wrote {report}, {out / 'summary.json'} and rollout GIFs in {out / 'videos'} ({summary['wall_s']:.0f} s, "
           f"peak RSS {summary['peak_rss_mb']:.0f} MB)", flush=True)  # fmt: skip

@@ -161,6 +161,8 @@ class MetaWorldVLAEnv(gym.Env):
         elif self.split == "ood-camera":
             self._scene.perturb_cameras(look_rng, self._camera_ids)
         state, _ = self._mw.reset()
+        for site in self._mw._target_site_config:  # MetaWorld moves its goal sites at the first step: draw them now
+            self._mw._set_pos_site(*site)
         self.instruction = self._draw_instruction(words_rng)
         if options and "instruction" in options:
             self.instruction = str(options["instruction"])

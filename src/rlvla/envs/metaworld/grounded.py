@@ -208,19 +208,36 @@ class GroundedEnv(MetaWorldVLAEnv):
     def target_colour(self) -> str:
         return self.colours[self.target_index]
 
-    def _show_candidates(self) -> None:
-        """Colour the real target and draw the decoys, each a recoloured copy of the target at its candidate."""
-        self._recolour(COLOURS[self.target_colour])
+    def _show_candidates(self, paint: dict | None = None) -> None:
+        """Colour the real target and draw the decoys, each a recoloured copy of the target at its candidate.
+        ``paint``: {candidate index: rgba} drawn instead of its colour (to measure the pixels it covers)."""
+        rgba = [(paint or {}).get(i, COLOURS[c]) for i, c in enumerate(self.colours)]
+        self._recolour(rgba[self.target_index])
         if self._renderer is None:
             return
         true = self._target_position()
         decoys = []
-        for i, (pos, colour) in enumerate(zip(self.candidates, self.colours)):
+        for i, pos in enumerate(self.candidates):
             if i == self.target_index:
                 continue
-            parts = [(t, j, COLOURS[colour] if paint else None) for t, j, paint in self._target_parts]
+            parts = [(t, j, rgba[i] if painted else None) for t, j, painted in self._target_parts]
             decoys.append({"copy": parts, "offset": pos - true})
         self._renderer.set_decoys(decoys)
+
+    def colour_pixels(self, threshold: int = 30) -> list[int]:
+        """Per candidate (in ``info["candidates"]`` order), the pixels of the first camera's image that show its
+        colour now: those that change when it is painted black."""
+        if self._renderer is None:
+            raise RuntimeError("colour_pixels needs a camera")
+        cam = self.cameras[0]
+        shown = self._renderer.render(self._mw.data)[cam].astype(int)
+        out = []
+        for i in range(N_CANDIDATES):
+            self._show_candidates({i: (0.0, 0.0, 0.0, 1.0)})
+            dark = self._renderer.render(self._mw.data)[cam].astype(int)
+            out.append(int((np.abs(shown - dark).sum(-1) > threshold).sum()))
+        self._show_candidates()
+        return out
 
     def _target_position(self) -> np.ndarray:
         """Where the real target is drawn (MetaWorld moves push's goal to the puck's height)."""

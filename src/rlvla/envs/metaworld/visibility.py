@@ -44,3 +44,41 @@ def task_visibility(task: str, seeds=None, image_size: int = 64, camera: str = "
             "layout_change_px_min": min(layout_px),
             # a goal that moves relative to the object must itself be seen; one fixed to the object need not
             "goal_independent": bool(np.max(np.std(rel, axis=0)) > 1e-3)}  # fmt: skip
+
+
+def grounded_visibility(task: str, seeds=None, image_size: int = 64, camera: str = "corner") -> dict:
+    """A grounded task at reset: the pixels that show the real target's colour and each decoy's (min and mean
+    over layouts), and how often some candidate shows fewer than 4 pixels (too small to read its colour)."""
+    seeds = list(seeds or train_seeds(20))
+    env = make_env(f"grounded/{task}", image_size=image_size, cameras=(camera,))
+    target, decoys = [], []
+    for s in seeds:
+        _, info = env.reset(seed=s)
+        px = env.colour_pixels()
+        k = info["target_index"]
+        target.append(px[k])
+        decoys.extend(p for i, p in enumerate(px) if i != k)
+    env.close()
+    return {"target_px_min": min(target), "target_px_mean": float(np.mean(target)), "decoy_px_min": min(decoys),
+            "decoy_px_mean": float(np.mean(decoys)),
+            "under_4px": float(np.mean([p < 4 for p in target + decoys]))}  # fmt: skip
+
+
+def expert_success(task: str, split: str, episodes: int) -> float:
+    """The suite's scripted expert on ``episodes`` evaluation layouts of ``split`` (no rendering)."""
+    from rlvla.envs import eval_seeds, split_task
+
+    suite, name = split_task(task)
+    env = make_env(task, split=split, cameras=())
+    expert = suite.expert(name)
+    wins = 0
+    for s in eval_seeds(episodes):
+        _, info = env.reset(seed=s)
+        expert.begin_episode()
+        done = False
+        while not done:
+            _, _, term, trunc, info = env.step(expert.act(info))
+            done = term or trunc
+        wins += bool(info["success"])
+    env.close()
+    return wins / episodes

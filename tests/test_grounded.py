@@ -1,0 +1,118 @@
+"""The grounded suite: candidates the image shows and the instruction picks, decoys only in pixels, exchangeable
+candidates (a blind or instruction-blind choice is right 1/N of the time), language with held-out paraphrases."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from rlvla.envs import make_env, resolve_tasks, train_seeds
+from rlvla.envs.metaworld.grounded import COLOURS, GROUNDED, N_CANDIDATES, instructions, paraphrases
+from rlvla.envs.metaworld.visibility import expert_success
+
+TASKS = tuple(GROUNDED)
+
+
+def _force_target(env, k: int) -> None:
+    """Make the next reset's layout exactly the seed's, but with candidate ``k`` the real one."""
+    draw = type(env)._draw_layout
+
+    def forced():
+        vec = draw(env)
+        env.target_index = k
+        target = env.candidates[k]
+        return np.concatenate([vec[:3], target]) if env.spec.kind == "goal" else target
+
+    env._draw_layout = forced
+
+
+def test_the_suite_is_a_task_set_everywhere():
+    assert resolve_tasks("grounded") == tuple(f"grounded/{t}" for t in TASKS)
+    assert resolve_tasks("grounded/push,reach-v3") == ("grounded/push", "reach-v3")
+    with pytest.raises(ValueError, match="unknown task 'grounded/pushh'.*did you mean push"):
+        resolve_tasks("grounded/pushh")
+    kinds = {GROUNDED[t].kind for t in TASKS}
+    assert {"reach", "push", "pick-place"} <= set(TASKS) and kinds == {"goal", "object"}  # one articulated task
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_decoys_look_exactly_like_the_target(task, one_thread):
+    """Swapping which candidate is real leaves the first image unchanged (to 3 pixels): nothing but the
+    instruction says which one counts. Hiding the decoys changes it: they are drawn."""
+    env = make_env(f"grounded/{task}", image_size=64)
+    images = []
+    for k in range(N_CANDIDATES):
+        _force_target(env, k)
+        obs, info = env.reset(seed=3)
+        assert info["target_index"] == k and np.allclose(info["goal_pos"][:2], info["candidates"][k][:2], atol=0.12)
+        images.append(obs["image"].astype(int))
+    for k in (1, 2):
+        assert (np.abs(images[0] - images[k]).sum(-1) > 30).sum() <= 3
+    env._renderer.set_decoys([])
+    bare = env._renderer.render(env._mw.data)[env.cameras[0]].astype(int)
+    assert (np.abs(bare - images[-1]).sum(-1) > 30).sum() >= 8
+    env.close()
+
+
+def test_decoys_never_enter_the_observation():
+    env = make_env("grounded/push", image_size=32)
+    obs, info = env.reset(seed=0)
+    assert set(obs) == {"image", "proprio", "instruction"} and obs["proprio"].shape == (4,)
+    assert info["candidates"].shape == (N_CANDIDATES, 3) and info["target_colour"] in obs["instruction"]
+    assert info["colours"][info["target_index"]] == info["target_colour"] and sorted(info["colours"]) == sorted(COLOURS)
+    env.close()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_candidates_are_exchangeable(task):
+    """Over many layouts the real goal is the candidate nearest the centre, nearest the object, or the left-most
+    one about 1/N of the time: no position rule beats chance, so the image alone cannot tell (and the instruction
+    alone cannot place it)."""
+    env = make_env(f"grounded/{task}", cameras=())
+    n = 450
+    hits = np.zeros(3)
+    for s in train_seeds(n):
+        _, info = env.reset(seed=s)
+        c, k = info["candidates"], info["target_index"]
+        centre = (np.asarray(env.spec.low) + np.asarray(env.spec.high)) / 2
+        # (for buttons the object is the real button: nearest-object is then the truth itself, not a rule)
+        near_obj = np.argmin(np.linalg.norm(c[:, :2] - info["obj_pos"][:2], axis=1)) if env.spec.kind == "goal" else k + 1
+        hits += [np.argmin(np.linalg.norm(c[:, :2] - centre[:2], axis=1)) == k, near_obj == k, np.argmin(c[:, 0]) == k]
+        gaps = np.linalg.norm(c[:, None, :2] - c[None, :, :2], axis=-1)[np.triu_indices(N_CANDIDATES, 1)]
+        assert gaps.min() >= env.spec.min_sep - 1e-6
+    env.close()
+    rate = hits / n
+    if env.spec.kind == "object":
+        rate[1] = 1 / N_CANDIDATES
+    assert np.all(np.abs(rate - 1 / N_CANDIDATES) < 0.075), rate  # ~3.4 standard errors
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("split", ["id", "ood-position"])
+def test_the_expert_reads_the_real_goal(task, split):
+    assert expert_success(f"grounded/{task}", split, 4) == 1.0
+
+
+def test_language_has_ten_phrasings_and_heldout_paraphrases():
+    for task in TASKS:
+        spec = GROUNDED[task]
+        assert len(spec.train) >= 10 and len(spec.heldout) >= 3
+        words = {t: set(re.findall(r"[a-z]+", t)) - {"c"} for t in spec.train + spec.heldout}
+        for h in spec.heldout:
+            # differs in wording, not only in word order: each held-out phrasing has words no training phrasing has
+            assert all(words[h] != words[t] for t in spec.train)
+            assert words[h] - set().union(*(words[t] for t in spec.train)), h
+            assert "{c}" in h  # the colour is named, with the same words as in training
+        inst = instructions(task)
+        assert len(inst["train"]) == len(spec.train) * len(COLOURS) and not set(inst["train"]) & set(inst["heldout"])
+        assert all(re.fullmatch(r"[a-z0-9 ,.'-]{1,80}", s) for s in inst["train"] + inst["heldout"])
+
+
+def test_paraphrases_keep_the_colour():
+    same = paraphrases("grounded/push", "push the puck to the blue target")
+    assert len(same) == len(GROUNDED["push"].train) and all("blue" in s for s in same)
+    assert "slide the puck onto the blue marker" in same
+    assert paraphrases("grounded/push", "the blue dot is where the puck has to end up")  # a held-out one maps too
+    assert paraphrases("grounded/push", "push the puck to the purple target") == []
