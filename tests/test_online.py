@@ -725,19 +725,29 @@ def test_rl_config_errors_are_one_line(tmp_path):
 
 
 def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
-    """demos -> SFT -> eval -> GRPO -> eval -> report.html + summary.json, then a rerun reuses every stage."""
+    """demos -> SFT -> eval -> baselines -> GRPO -> eval -> report.html + summary.json, then a rerun reuses every
+    stage."""
     import json
     import subprocess
     import sys
 
     out = tmp_path / "qs"
-    cmd = [sys.executable, "-m", "rlvla.cli", "quickstart", f"--out={out}", "--episodes=1", "--steps=4", "--budget=30",
-           "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--rl-iterations=1", "--rl", "algo.group_size=2",
+    cmd = [sys.executable, "-m", "rlvla.cli", "quickstart", f"--out={out}", "--tasks=grounded/reach,grounded/push",
+           "--episodes=1", "--steps=4", "--budget=30", "--baseline-steps=2", "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--rl-iterations=1", "--rl", "algo.group_size=2",
            "algo.groups_per_task=1", "algo.envs_per_task=1", "algo.max_steps=16"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) >= {"sft", "rl", "sft_sample", "rl_sample", "headline", "wall_s", "peak_rss_mb", "config"}
+    assert set(summary) >= {"sft", "rl", "baselines", "sft_sample", "rl_sample", "headline", "wall_s", "peak_rss_mb", "config"}
+    # the baselines: the same demos, the image or the instruction blanked, evaluated on the VLA's episodes
+    assert sorted(summary["baselines"]) == ["blind", "language_blind"]
+    for name, ablate in (("blind", "image"), ("language_blind", "language")):
+        res = summary["baselines"][name]
+        assert sorted(res["splits"]) == ["id", "ood-position"]
+        assert [tuple(e[:2]) for e in res["splits"]["id"]["per_episode"]] == [tuple(e[:2]) for e in summary["sft"]["splits"]["id"]["per_episode"]]
+        cfg = json.loads((out / f"sft_flow_{name}" / "policy" / "config.json").read_text())
+        assert cfg["policy"]["backbone"]["ablate"] == [ablate]
+    assert {e[0] for e in summary["sft"]["splits"]["id"]["per_episode"]} == {"grounded/reach", "grounded/push"}
     splits = ["id", "ood-position", "ood-visual", "ood-camera", "ood-language"]
     for key in ("sft", "rl"):
         assert sorted(summary[key]["splits"]) == sorted(splits)
@@ -753,10 +763,11 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
     assert summary["rl"]["checkpoint"] != summary["sft"]["checkpoint"]
     html = (out / "report.html").read_text()
     assert html.count('class="split-row"') == 5 and html.count('class="sample-row"') == 1 and "learning_curves.png" in html
+    assert html.count('class="baseline-row"') == 2 and "language_blind" in html
     assert "rl_diagnostics.png" in html
     assert (out / "report_files" / "learning_curves.png").exists() and list((out / "videos" / "rl").glob("id_*.gif"))
     assert "change" in r.stdout and "wrote" in r.stdout
     # a rerun reuses every finished stage
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stdout.count("already finished") == 2 and r2.stdout.count("reusing") == 4, r2.stdout
+    assert r2.stdout.count("already finished") == 4 and r2.stdout.count("reusing") == 6, r2.stdout

@@ -623,3 +623,27 @@ def test_deterministic_diffusion_follows_the_ddim_ode_not_the_posterior_mean():
         eps = h._eps(chain[:, 0], h.timesteps[0].expand(64), z)
         mean, sigma = ddim_step_moments(chain[:, 0], eps, h.ab_t[0], h.ab_prev[0], 0.0, True)
     assert float(sigma) == 0.0 and torch.allclose(chain[:, 1], mean, atol=1e-6)
+
+
+def test_spatial_softmax_keypoints_are_the_expected_positions():
+    """Known answer: a map peaked at one pixel puts its keypoint there (x right, y down, in [-1, 1]); a flat map
+    puts it at the centre. A policy with keypoints trains end to end (gradients reach the keypoint maps)."""
+    from rlvla.policies.encoders import SpatialSoftmax
+
+    sp = SpatialSoftmax(2, 2, 8)
+    with torch.no_grad():
+        sp.maps.weight.zero_()
+        sp.maps.bias.zero_()
+        sp.maps.weight[0, 0, 0, 0] = 60.0
+    x = torch.zeros(1, 2, 16, 16)
+    x[0, 0, 3, 12] = 1.0
+    kp = sp.keypoints(x)
+    assert torch.allclose(kp[0, 0], torch.tensor([-1 + 12 * 2 / 15, -1 + 3 * 2 / 15]), atol=1e-4)
+    assert torch.allclose(kp[0, 1], torch.zeros(2), atol=1e-6)  # channel 1 has a flat map
+    policy = tiny_policy("gaussian-tanh", keypoints=4)
+    loss, _ = policy.bc_loss(as_batch(env_obs(3, seed=1), torch.rand(3, K, A) * 2 - 1))
+    loss.backward()
+    grad = policy.backbone.vision.spatial.maps.weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="vision.keypoints must be >= 0 and needs encoder=cnn"):
+        backbone(keypoints=4, encoder="efficientnet")

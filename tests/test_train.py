@@ -359,8 +359,47 @@ def test_the_quickstart_rl_recipe_composes_for_every_online_algorithm():
     from rlvla.runners.quickstart import RL_DEFAULTS, _check_args, rl_defaults
 
     for algo in CONFIGS:
-        _check_args(SimpleNamespace(head="flow", algo=algo, rl=[]))
+        _check_args(SimpleNamespace(head="flow", algo=algo, rl=[], tasks="grounded", baseline_splits="id,ood-position"))
     assert rl_defaults("grpo") == list(RL_DEFAULTS)
     assert not any(o.startswith(("algo.progress_score", "algo.max_refill_rounds")) for o in rl_defaults("ppo"))
     with pytest.raises(ValueError, match="unknown key algo.nope"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=["algo.nope=1"]))
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=["algo.nope=1"], tasks="grounded", baseline_splits="id"))
+    with pytest.raises(ValueError, match="unknown split 'ood-pos' in --baseline-splits"):
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], tasks="grounded", baseline_splits="id,ood-pos"))
+    with pytest.raises(ValueError, match="unknown task 'grounded/nope'"):
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], tasks="grounded/nope", baseline_splits="id"))
+
+
+def test_paraphrase_augmentation_swaps_only_same_meaning_instructions(tmp_path):
+    """data.paraphrase: a sample's instruction becomes another training phrasing of the same meaning (the same
+    task and, in the grounded suite, the same colour); batches stay a pure function of (seed, step)."""
+    from rlvla.data.chunks import ChunkDataset
+    from rlvla.data.lerobot import LeRobotDataset
+    from rlvla.envs.metaworld.grounded import paraphrases
+    from rlvla.envs.metaworld.instructions import INSTRUCTIONS
+    from rlvla.runners.train import _paraphrase_pools
+
+    root = tmp_path / "ds"
+    w = LeRobotWriter(root, features(("corner",), 16), episode_meta={"env_task": "string"})
+    said = {"grounded/push": "push the puck to the red target", "reach-v3": "reach the goal"}
+    for e, (task, text) in enumerate(said.items()):
+        n = 30
+        frames = {"observation.images.corner": np.zeros((n, 16, 16, 3), np.uint8), "observation.state": np.zeros((n, 4), np.float32),
+                  "action": np.zeros((n, 4), np.float32), "next.reward": np.zeros(n, np.float32),
+                  "next.done": np.r_[np.zeros(n - 1, bool), True], "next.terminated": np.r_[np.zeros(n - 1, bool), True],
+                  "next.truncated": np.zeros(n, bool), "next.success": np.r_[np.zeros(n - 1, bool), True],
+                  "next.return": np.zeros(n, np.float32)}  # fmt: skip
+        w.add_episode(frames, text, meta={"env_task": task})
+    ds = LeRobotDataset(root)
+    data = ChunkDataset(ds, 2, ("corner",), image_size=16)
+    plain = data.batch(np.arange(60))["task"]
+    data.set_paraphrases(_paraphrase_pools(ds, data.episodes), 0.5, seed=0)
+    got = data.batch(np.arange(60))["task"]
+    assert got == data.batch(np.arange(60))["task"] and got != plain
+    push = set(got[:30]) - {said["grounded/push"]}
+    reach = set(got[30:]) - {said["reach-v3"]}
+    assert push and all("red" in s for s in push) and push <= set(paraphrases("grounded/push", said["grounded/push"]))
+    assert reach and reach <= set(INSTRUCTIONS["reach-v3"]["train"])
+    assert 8 <= sum(a != b for a, b in zip(got, plain)) <= 30  # about half of 60, less the draws of the same string
+    with pytest.raises(ValueError, match="data.paraphrase must be in"):
+        data.set_paraphrases({}, 1.5, seed=0)

@@ -33,6 +33,9 @@ class DataConfig:
     """A LeRobot v3.0 dataset directory (make one with ``rlvla collect``)."""
     episodes_per_task: int = 0
     """Use only the first N episodes of each task (0: all) - the few-demo setting."""
+    paraphrase: float = 0.0
+    """SFT: probability that a sample's instruction is replaced by another training phrasing of the same meaning
+    (the env suite's paraphrases; instruction augmentation for language that generalises)."""
 
 
 @dataclass

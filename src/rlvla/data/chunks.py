@@ -75,6 +75,14 @@ class ChunkDataset:
                 out.append(i)
         return out
 
+    def set_paraphrases(self, pools: dict[str, list[str]], prob: float, seed: int) -> None:
+        """Instruction augmentation: each sample's instruction is replaced, with probability ``prob``, by one of
+        ``pools[instruction]`` (phrasings that mean the same), drawn from a generator seeded by the batch's frames
+        (so batches stay a pure function of (seed, step))."""
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"data.paraphrase must be in [0, 1], got {prob}")
+        self._pools, self._pool_prob, self._pool_seed = pools, prob, seed
+
     def __len__(self) -> int:
         return int(self.data["action"].shape[0])
 
@@ -103,4 +111,10 @@ class ChunkDataset:
         b["action"] = self.data["action"][self.chunk_index[idx]]  # (B, K, A)
         b["action_is_pad"] = self.is_pad[idx]
         b["task"] = [self.tasks[t] for t in self.data["task_index"][idx].tolist()]
+        pools = getattr(self, "_pools", None)
+        if pools and self._pool_prob > 0:
+            rng = np.random.default_rng([self._pool_seed, *idx[:8].tolist()])
+            swap = rng.random(len(b["task"])) < self._pool_prob
+            pick = rng.random(len(b["task"]))
+            b["task"] = [pools[t][int(u * len(pools[t]))] if s and t in pools else t for t, s, u in zip(b["task"], swap, pick)]
         return b.validate(["observation.state", "action"])

@@ -11,7 +11,8 @@ A suite declares, behind one small :class:`Suite` record:
   (:mod:`rlvla.envs.splits`);
 - ``reward_scale``: its dense reward divided by this lies in [0, 1] per step (:mod:`rlvla.rewards`);
 - ``instructions(task) -> {"train": [...], "heldout": [...]}`` and optionally ``expert(task, **cfg)`` (a scripted
-  policy for demonstrations);
+  policy for demonstrations) and ``paraphrases(task, instruction)`` (the training phrasings that mean the same: SFT's
+  instruction augmentation, ``data.paraphrase``);
 - ``module``: the importable module that registers it, so spawned env workers can find it.
 
 Task names: ``"<suite>/<task>"`` everywhere; the default suite's tasks also by their bare names (``"push-v3"`` =
@@ -57,6 +58,8 @@ class Suite:
     reward_scale: float = 1.0
     instructions: Callable[[str], dict] | None = None
     expert: Callable[..., Any] | None = None
+    paraphrases: Callable[[str, str], list[str]] | None = None
+    """(task, instruction) -> the training phrasings that mean the same (instruction augmentation); [] if unknown."""
     info_keys: tuple[str, ...] = INFO_KEYS
     default_max_steps: int = 200
     module: str = ""
@@ -114,6 +117,18 @@ def reward_scale(tasks) -> float:
         raise ValueError(f"tasks {list(tasks)} come from suites with different reward scales {sorted(scales)}; "
                          "train on one suite's tasks, or use algo.reward=sparse")  # fmt: skip
     return scales.pop()
+
+
+def paraphrase_pools(pairs) -> dict[str, list[str]]:
+    """{instruction: its training paraphrases} for (env task, instruction) pairs, from each task's suite; pairs
+    whose suite offers none are left out."""
+    out = {}
+    for task, instruction in pairs:
+        suite, name = split_task(task)
+        same = suite.paraphrases(name, instruction) if suite.paraphrases else []
+        if same:
+            out[instruction] = sorted(set(same))
+    return out
 
 
 def suite_module(name: str) -> str:

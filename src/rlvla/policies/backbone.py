@@ -48,7 +48,8 @@ class Backbone(nn.Module):
         self.vision = make_vision_encoder(bb.vision, LANGUAGE_DIM)
         self.patch_proj = nn.Linear(self.vision.out_channels, d)
         n_side = -(-cfg.image_size // self.vision.stride)
-        self.patch_pos = nn.Parameter(torch.randn(1, len(cfg.cameras) * n_side * n_side, d) * 0.02)
+        per_cam = n_side * n_side + getattr(self.vision, "extra_tokens", 0)  # patches (+ keypoint tokens)
+        self.patch_pos = nn.Parameter(torch.randn(1, len(cfg.cameras) * per_cam, d) * 0.02)
         self.proprio_proj = nn.Sequential(nn.Linear(cfg.proprio_dim, d), nn.LayerNorm(d))
         self.readouts = nn.Parameter(torch.randn(1, 2, d) * 0.02)
         self.type_emb = nn.Parameter(torch.randn(1, 2, d) * 0.02)  # instruction, proprio

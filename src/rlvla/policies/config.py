@@ -34,12 +34,17 @@ class VisionConfig:
     """FiLM-condition every conv layer on the instruction embedding (RT-1)."""
     random_shift: int = 4
     """Training-time augmentation: pad by this many pixels and crop back at a random offset (DrQ); 0 = off."""
+    keypoints: int = 0
+    """cnn: spatial-softmax keypoint tokens (expected x, y of learned, FiLM-conditioned feature maps at stride 4)
+    added to the patch tokens; 0 = off. Precise positions from pixels (where a coloured target is)."""
 
     def __post_init__(self) -> None:
         if self.encoder not in VISION_ENCODERS:
             raise ValueError(f"unknown vision encoder {self.encoder!r}; valid: {', '.join(VISION_ENCODERS)}")
         if self.width < 1 or not 1 <= self.depth <= 6 or not 1 <= self.stages <= 6 or self.random_shift < 0:
             raise ValueError(f"invalid vision config {self}: need width >= 1, 1 <= depth <= 6, 1 <= stages <= 6")
+        if self.keypoints < 0 or (self.keypoints and self.encoder != "cnn"):
+            raise ValueError(f"vision.keypoints must be >= 0 and needs encoder=cnn (got {self.keypoints}, {self.encoder})")
 
 
 @dataclass

@@ -95,8 +95,34 @@ class FiLM(nn.Module):
         return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
 
 
+class SpatialSoftmax(nn.Module):
+    """Keypoints from a feature map (Levine et al. 2016; Diffusion Policy): a 1x1 conv to ``k`` maps, a softmax
+    over each map's pixels, and the expected (x, y) in [-1, 1] -> ``k`` tokens of ``channels`` (each keypoint's
+    coordinates through a shared linear map, plus its own learned embedding). Where the map is FiLM-conditioned on
+    the instruction, a keypoint can follow "the blue one": a precise location the coarse patch grid lacks."""
+
+    def __init__(self, in_channels: int, k: int, channels: int) -> None:
+        super().__init__()
+        self.maps = nn.Conv2d(in_channels, k, 1)
+        self.coord = nn.Linear(2, channels)
+        self.embed = nn.Parameter(torch.randn(1, k, channels) * 0.02)
+
+    def keypoints(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, k, 2) expected (x, y) positions in [-1, 1]."""
+        m = self.maps(x)
+        b, k, h, w = m.shape
+        p = torch.softmax(m.flatten(2), -1).reshape(b, k, h, w)
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+        return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.coord(self.keypoints(x)) + self.embed
+
+
 class SmallCNN(nn.Module):
-    """``depth`` stride-2 3x3 conv layers with GroupNorm + SiLU, FiLM after each (optional)."""
+    """``depth`` stride-2 3x3 conv layers with GroupNorm + SiLU, FiLM after each (optional); with ``keypoints``,
+    spatial-softmax keypoint tokens from the stride-4 feature map follow the patch tokens."""
 
     def __init__(self, cfg: VisionConfig, cond_dim: int) -> None:
         super().__init__()
@@ -106,15 +132,22 @@ class SmallCNN(nn.Module):
         self.films = nn.ModuleList(FiLM(cond_dim, c) for c in chans[1:]) if cfg.film else None
         self.out_channels = chans[-1]
         self.stride = 2**cfg.depth
+        self.kp_layer = min(1, cfg.depth - 1)  # stride 4: 16x16 at 64x64
+        self.spatial = SpatialSoftmax(chans[self.kp_layer + 1], cfg.keypoints, self.out_channels) if cfg.keypoints else None
+        self.extra_tokens = cfg.keypoints
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = x - 0.5
+        kp = None
         for i, conv in enumerate(self.convs):
             x = self.norms[i](conv(x))
             if self.films is not None:
                 x = self.films[i](x, cond)
             x = F.silu(x)
-        return x.flatten(2).transpose(1, 2)  # (B, N, C)
+            if self.spatial is not None and i == self.kp_layer:
+                kp = self.spatial(x)
+        out = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        return out if kp is None else torch.cat([out, kp], 1)
 
 
 class EfficientNetEncoder(nn.Module):

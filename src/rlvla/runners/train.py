@@ -106,6 +106,14 @@ def _dataset_reward_scale(dataset) -> float:
     return reward_scale(tasks)
 
 
+def _paraphrase_pools(dataset, episodes) -> dict[str, list[str]]:
+    from rlvla.envs.suites import paraphrase_pools
+
+    pairs = {(dataset.episodes[i]["env_task"], t) for i in episodes if dataset.episodes[i].get("env_task")
+             for t in dataset.episodes[i].get("tasks", [])}  # fmt: skip
+    return paraphrase_pools(sorted(pairs))
+
+
 def _offline_setup(cfg, loop):
     """-> (policy, algorithm, dataset, fingerprint) for SFT or an offline method; ``init`` fixes the policy."""
     data_cfg, pcfg, offline = section(cfg, "data"), policy_config(cfg), cfg.algo.name != "sft"
@@ -128,6 +136,8 @@ def _offline_setup(cfg, loop):
             pcfg.condition.value = deployment_condition(acfg, data)
     else:
         data = ChunkDataset(dataset, pcfg.chunk, pcfg.cameras, data_cfg.episodes_per_task, image_size=pcfg.image_size)
+        if data_cfg.paraphrase > 0:
+            data.set_paraphrases(_paraphrase_pools(dataset, data.episodes), data_cfg.paraphrase, loop.seed)
         fingerprint = {"episodes": len(data.episodes), "frames": len(data)}
     if not data.env_tasks:
         raise ValueError(f"dataset {data_cfg.path} records no env_task per episode; collect it with `rlvla collect`")

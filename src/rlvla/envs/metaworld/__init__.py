@@ -23,9 +23,14 @@ def expert(task: str, config=None, seed=None):
     return ScriptedExpert(task, config, seed=seed)
 
 
+def paraphrases(task: str, instruction: str) -> list[str]:
+    """Every training instruction of a task means the same."""
+    return list(INSTRUCTIONS[task]["train"])
+
+
 SUITE = register_suite(Suite(
     name="metaworld", tasks=TASKS, make=make, task_sets=TASK_SETS, reward_scale=REWARD_SCALE,
-    instructions=INSTRUCTIONS.__getitem__, expert=expert,
+    instructions=INSTRUCTIONS.__getitem__, expert=expert, paraphrases=paraphrases,
     info_keys=("success", "substeps", "progress", "substep_rewards", "near_object", "grasp_success", "obj_to_target"),
     default_max_steps=DEFAULT_MAX_STEPS, module=__name__,
 ))  # fmt: skip

@@ -95,9 +95,9 @@ _BUTTON_HELDOUT = (
 )  # fmt: skip
 
 GROUNDED: dict[str, GroundedTask] = {
-    "reach": GroundedTask("reach-v3", "goal", (-0.25, 0.7, 0.08), (0.25, 0.9, 0.28), 0.12, _REACH_TRAIN, _REACH_HELDOUT),
+    "reach": GroundedTask("reach-v3", "goal", (-0.25, 0.7, 0.15), (0.25, 0.9, 0.15), 0.12, _REACH_TRAIN, _REACH_HELDOUT),
     "push": GroundedTask("push-v3", "goal", (-0.25, 0.75, 0.02), (0.25, 0.9, 0.02), 0.10, _PUSH_TRAIN, _PUSH_HELDOUT),
-    "pick-place": GroundedTask("pick-place-v3", "goal", (-0.25, 0.75, 0.08), (0.25, 0.9, 0.28), 0.12, _PICK_TRAIN,
+    "pick-place": GroundedTask("pick-place-v3", "goal", (-0.25, 0.75, 0.15), (0.25, 0.9, 0.15), 0.12, _PICK_TRAIN,
                                _PICK_HELDOUT),
     "button-press-topdown": GroundedTask("button-press-topdown-v3", "object", (-0.4, 0.7, 0.115), (0.4, 0.9, 0.115),
                                          0.2, _BUTTON_TRAIN, _BUTTON_HELDOUT),
@@ -272,7 +272,7 @@ def expert(task: str, config=None, seed=None):
 
 SUITE = register_suite(Suite(
     name="grounded", tasks=TASKS, make=make, task_sets={"all": TASKS}, reward_scale=REWARD_SCALE,
-    instructions=instructions, expert=expert,
+    instructions=instructions, expert=expert, paraphrases=paraphrases,
     info_keys=("success", "substeps", "progress", "substep_rewards", "candidates", "target_index", "target_colour"),
     default_max_steps=DEFAULT_MAX_STEPS, module=__name__,
 ))  # fmt: skip
