@@ -27,6 +27,9 @@ def _collect_args(sub) -> None:
     c.add_argument("--seed-offset", type=int, default=0, help="first training layout seed")
     c.add_argument("--policy", default="", help="record rollouts of this policy checkpoint instead of the expert")
     c.add_argument("--deterministic", action="store_true", help="--policy: deterministic samples (default: random)")
+    c.add_argument("--camera-every", type=int, default=1,
+                   help="a new image every k steps, the last repeated between (a camera slower than control; "
+                   "k = the policy's chunk renders only the frames its decisions see)")
     c.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     c.add_argument("--quiet", action="store_true")
 

@@ -295,26 +295,38 @@ class LeRobotWriter:
         self._write_meta()
         return ep_index
 
-    def _write_meta(self) -> None:
-        meta = self.root / "meta"
-        # Episodes: the fixed LeRobot columns, extra metadata columns, then per-episode stats.
-        cols: dict[str, list] = {}
-        for row in self.episodes:
-            for k in row:
-                cols.setdefault(k, [])
-        for row in self.episodes:
-            for k in cols:
-                cols[k].append(row.get(k))
-        for i, st in enumerate(self.episode_stats):
+    def _meta_rows(self) -> None:
+        """Bring the episodes table's columns and the running aggregate stats up to date with ``self.episodes``
+        (one new row per episode: writing stays linear in the dataset's size, not quadratic)."""
+        if not hasattr(self, "_cols"):
+            self._cols: dict[str, list] = {}
+            self._agg: dict = {}
+        cols = self._cols
+        done = len(next(iter(cols.values()))) if cols else 0
+        for i in range(done, len(self.episodes)):
+            row, st = self.episodes[i], self.episode_stats[i]
+            cells = dict(row)
             for feat, d in st.items():
                 for s, v in d.items():
-                    cols.setdefault(f"stats/{feat}/{s}", [None] * len(self.episodes))[i] = np.asarray(v).tolist()
+                    cells[f"stats/{feat}/{s}"] = np.asarray(v).tolist()
+            for k in cells:
+                cols.setdefault(k, [None] * i)
+            for k, v in cols.items():
+                v.append(cells.get(k))
+            self._agg = aggregate_stats([self._agg, st] if self._agg else [st])
+
+    def _write_meta(self) -> None:
+        meta = self.root / "meta"
+        self._meta_rows()
+        # Episodes: the fixed LeRobot columns, extra metadata columns, then per-episode stats.
+        names = [k for k in self._cols if not k.startswith("stats/")] + [k for k in self._cols if k.startswith("stats/")]
+        cols = {k: self._cols[k] for k in names}
         cols["meta/episodes/chunk_index"] = [0] * len(self.episodes)
         cols["meta/episodes/file_index"] = [0] * len(self.episodes)
         atomic_write_table(meta / "episodes" / "chunk-000" / "file-000.parquet", pa.table(cols))
         tasks = pa.table({"task_index": pa.array(range(len(self.tasks)), pa.int64()), "task": self.tasks})
         atomic_write_table(meta / "tasks.parquet", tasks)
-        atomic_write_json(meta / "stats.json", _to_jsonable(aggregate_stats(self.episode_stats)))
+        atomic_write_json(meta / "stats.json", _to_jsonable(self._agg))
         atomic_write_json(meta / "info.json", self.info)  # the commit point: written last
 
 

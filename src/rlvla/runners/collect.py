@@ -44,12 +44,14 @@ class CollectConfig:
     workers: int = 0  # 0: one per core
     policy: str = ""  # a policy checkpoint: its rollouts instead of the expert's
     deterministic: bool = False  # policy rollouts: the head's deterministic sample instead of a random one
+    camera_every: int = 1  # a new image every k steps, the last repeated between (envs' camera_every)
 
     @property
     def source(self) -> str:
         if self.policy:
             return f"policy:{self.policy}" + (":deterministic" if self.deterministic else "")
-        return f"expert:noise={self.noise_std:g}:failure={self.failure_prob:g}"
+        camera = f":camera_every={self.camera_every}" if self.camera_every != 1 else ""
+        return f"expert:noise={self.noise_std:g}:failure={self.failure_prob:g}{camera}"
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
@@ -58,6 +60,8 @@ class CollectConfig:
             raise ValueError("collect needs at least one camera")
         if self.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.camera_every < 1:
+            raise ValueError(f"--camera-every must be >= 1, got {self.camera_every}")
         if self.seed_offset < 0 or TRAIN_SEEDS.start + self.seed_offset + 100 * self.episodes >= VALIDATION_SEEDS.start:
             raise ValueError(
                 f"seed offset {self.seed_offset} leaves the training seed range; demonstrations are only collected "
@@ -120,11 +124,11 @@ def _run_episode(job: dict) -> dict:
     """Run one expert episode (in a worker); return its frames and metadata."""
     from rlvla.envs import make_env, split_task
 
-    key = (job["task"], job["image_size"], tuple(job["cameras"]), job["max_steps"])
+    every = job.get("camera_every", 1)
+    key = (job["task"], job["image_size"], tuple(job["cameras"]), job["max_steps"], every)
     if key not in _ENVS:
-        _ENVS[key] = make_env(
-            job["task"], image_size=job["image_size"], cameras=tuple(job["cameras"]), max_steps=job["max_steps"]
-        )
+        _ENVS[key] = make_env(job["task"], image_size=job["image_size"], cameras=tuple(job["cameras"]), max_steps=job["max_steps"],
+                              **({"camera_every": every} if every != 1 else {}))  # fmt: skip
     env = _ENVS[key]
     if job["policy"]:
         expert = _PolicyActor(job["policy"], job["deterministic"], job["seed"])
@@ -195,6 +199,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                         "task": t, "seed": seed, "image_size": cfg.image_size, "cameras": list(cfg.cameras),
                         "max_steps": cfg.max_steps, "noise_std": cfg.noise_std, "failure_prob": cfg.failure_prob,
                         "policy": cfg.policy, "deterministic": cfg.deterministic, "source": cfg.source,
+                        "camera_every": cfg.camera_every,
                     }  # fmt: skip
 
     total = len(cfg.tasks) * cfg.episodes - resumed
@@ -259,7 +264,7 @@ def collect_main(args) -> int:
         tasks=args.tasks, episodes=args.episodes, out=args.out, image_size=args.image_size,
         cameras=tuple(c for c in args.cameras.split(",") if c), max_steps=args.max_steps, noise_std=args.noise,
         failure_prob=args.failure_prob, seed_offset=args.seed_offset, workers=args.workers,
-        policy=args.policy, deterministic=args.deterministic,
+        policy=args.policy, deterministic=args.deterministic, camera_every=args.camera_every,
     )  # fmt: skip
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     s = collect(cfg, progress=not args.quiet)

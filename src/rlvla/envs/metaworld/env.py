@@ -17,6 +17,10 @@ and stops early at termination; ``info["substep_rewards"]`` (length ``chunk``, z
 ``info["substeps"]`` (how many ran) keep the per-action rewards, and ``info["progress"]`` is the dense reward of
 the last one on the common scale (reward / ``REWARD_SCALE``, in [0, 1]): the potential for shaping.
 
+``camera_every=k``: a camera slower than the control loop (as on most robots): a new image every ``k`` low-level
+steps (counted from the reset), the last one repeated in between; proprio is always current. Collection uses it to
+render a quarter of the frames for chunk-4 policies, which see a fresh image at every decision.
+
 ``terminated`` is True on success (``terminate_on_success``); ``truncated`` when ``max_steps`` low-level
 actions have run. They are never merged.
 
@@ -65,6 +69,7 @@ class MetaWorldVLAEnv(gym.Env):
         goal_marker: bool = True,
         full_state: bool = False,
         render_mode: str | None = None,
+        camera_every: int = 1,
     ) -> None:
         ensure_gl_backend()
         self._check_args(task, split, seed, image_size, cameras, chunk, max_steps, render_mode)
@@ -73,6 +78,9 @@ class MetaWorldVLAEnv(gym.Env):
         self.terminate_on_success = bool(terminate_on_success)
         self.render_mode = render_mode
         self.full_state = bool(full_state)
+        if int(camera_every) < 1:
+            raise ValueError(f"camera_every must be >= 1, got {camera_every}")
+        self.camera_every = int(camera_every)
         self._base_seed = seed
         self._task_index = TASKS.index(self.task)
         self._build_sim(goal_marker)
@@ -210,7 +218,7 @@ class MetaWorldVLAEnv(gym.Env):
                 truncated = True
                 break
         self._state = state
-        obs = self._observe()
+        obs = self._observe(render=self._t % self.camera_every == 0)
         info = self._info(success=success)
         info["substep_rewards"] = rewards
         info["substeps"] = n
@@ -221,10 +229,11 @@ class MetaWorldVLAEnv(gym.Env):
         return obs, float(rewards[:n].sum()), terminated, truncated, info
 
     # ------------------------------------------------------------------ helpers
-    def _observe(self) -> dict:
+    def _observe(self, render: bool = True) -> dict:
         obs = {}
         if self._renderer is not None:
-            self._last_images = self._renderer.render(self._mw.data)
+            if render or not self._last_images:
+                self._last_images = self._renderer.render(self._mw.data)
             obs["image"] = self._last_images[self.cameras[0]]
             for cam in self.cameras[1:]:
                 obs[f"image_{cam}"] = self._last_images[cam]
