@@ -403,3 +403,33 @@ def test_paraphrase_augmentation_swaps_only_same_meaning_instructions(tmp_path):
     assert 8 <= sum(a != b for a, b in zip(got, plain)) <= 30  # about half of 60, less the draws of the same string
     with pytest.raises(ValueError, match="data.paraphrase must be in"):
         data.set_paraphrases({}, 1.5, seed=0)
+
+
+def test_auxiliary_goal_loss_trains_and_stays_out_of_the_policy(dataset, tmp_path):
+    """algo.aux_goal: the action readout also predicts the episode's recorded goal (training only). A dataset
+    without goals is refused with one line; with goals the auxiliary loss falls and the deployed weights are the
+    policy's own (the auxiliary readout lives in the trainer state)."""
+    from rlvla.runners.train import train
+    from safetensors.torch import load_file
+
+    with pytest.raises(ValueError, match="algo.aux_goal needs a dataset that records each episode's goal_pos"):
+        train(_cfg(dataset, tmp_path / "nogoal", "algo.aux_goal=1.0", "train.steps=2"), progress=False)
+    root = tmp_path / "ds"
+    w = LeRobotWriter(root, features(("corner",), 64), episode_meta={"env_task": "string"})
+    rng = np.random.default_rng(0)
+    for e in range(4):
+        n = 10
+        frames = {"observation.images.corner": np.full((n, 64, 64, 3), 40 * e, np.uint8),
+                  "observation.state": rng.normal(size=(n, 4)).astype(np.float32), "action": np.zeros((n, 4), np.float32),
+                  "next.reward": np.zeros(n, np.float32), "next.done": np.r_[np.zeros(n - 1, bool), True],
+                  "next.terminated": np.r_[np.zeros(n - 1, bool), True], "next.truncated": np.zeros(n, bool),
+                  "next.success": np.r_[np.zeros(n - 1, bool), True], "next.return": np.zeros(n, np.float32)}  # fmt: skip
+        w.add_episode(frames, "reach", meta={"env_task": "reach-v3", "goal_pos": [0.1 * e, 0.8, 0.2]})
+    run = tmp_path / "aux"
+    out = train(_cfg(root, run, "algo.aux_goal=1.0", "train.steps=40"), progress=False)
+    assert out["status"] == "done"
+    from rlvla.runners.runlog import read_metrics
+
+    aux = [r["aux_goal_loss"] for r in read_metrics(run)]
+    assert np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])  # the goal (one per image brightness) is learnt
+    assert not any(k.startswith("aux") for k in load_file(str(run / "policy" / "model.safetensors")))

@@ -68,6 +68,14 @@ class LoopConfig:
 @dataclass
 class SFTConfig:
     name: str = "sft"
+    aux_goal: float = 0.0
+    """Weight of an auxiliary loss: predict the episode's goal position (recorded in the simulator by ``rlvla
+    collect``; a training-only target, never a policy input) from the action readout, as Levine et al. (2016)
+    pretrain visuomotor keypoints on object poses; 0 = off."""
+
+    def __post_init__(self) -> None:
+        if self.aux_goal < 0:
+            raise ValueError(f"algo.aux_goal must be >= 0, got {self.aux_goal}")
 
 
 @dataclass

@@ -43,6 +43,11 @@ class ChunkDataset:
         if not cols:
             raise ValueError(f"dataset {dataset.root} has no episodes to train on")
         self.data = {k: torch.from_numpy(np.concatenate(v)) for k, v in cols.items()}
+        goals = [dataset.episodes[i].get("goal_pos") for i in eps]
+        if all(g is not None and len(g) == 3 and np.all(np.isfinite(g)) for g in goals):
+            # the simulator's goal of each frame's episode (training-only auxiliary target; never a policy input)
+            per_frame = np.concatenate([np.tile(np.asarray(g, np.float32), (len(e), 1)) for g, e in zip(goals, cols["action"])])
+            self.data["aux.goal"] = torch.from_numpy(per_frame)
         self.tasks = list(dataset.tasks)
         self.episodes = eps
         self.env_tasks = sorted({dataset.episodes[i].get("env_task", "") for i in eps} - {""})

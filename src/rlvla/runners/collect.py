@@ -139,6 +139,7 @@ def _run_episode(job: dict) -> dict:
         expert = suite.expert(task, ExpertConfig(noise_std=job["noise_std"], failure_prob=job["failure_prob"]), seed=job["seed"])
         expert.begin_episode()
     obs, info = env.reset(seed=job["seed"])
+    goal = [float(x) for x in np.asarray(info.get("goal_pos", np.full(3, np.nan)), np.float64).reshape(-1)[:3]]
     cams = env.cameras
     buf: dict[str, list] = {k: [] for k in features(cams, job["image_size"])}
     done = False
@@ -160,7 +161,7 @@ def _run_episode(job: dict) -> dict:
     meta = {
         "env_task": job["task"], "split": "id", "layout_seed": job["seed"], "success": bool(info["success"]),
         "expert_noise_std": float(job["noise_std"]), "failure_injected": bool(getattr(expert, "fails", False)),
-        "source": job["source"],
+        "source": job["source"], "goal_pos": goal,  # the simulator's goal: analysis and auxiliary targets only
     }  # fmt: skip
     return {"frames": frames, "task": env.instruction, "meta": meta}
 

@@ -17,25 +17,42 @@ from rlvla.errors import NonFiniteLossError
 
 class SFT:
     def __init__(self, policy, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_steps: int = 100,
-                 grad_clip: float = 1.0) -> None:  # fmt: skip
+                 grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
         self.lr = lr
         self.warmup = warmup_steps
         self.grad_clip = grad_clip
-        self.opt = make_adamw(policy.parameters(), lr, weight_decay)
+        self.aux_goal = float(aux_goal)
+        # the auxiliary goal readout is trainer state (saved with the optimiser for resume), not part of the policy
+        self.aux = torch.nn.Linear(policy.backbone.dim, 3).to(policy.device) if self.aux_goal > 0 else None
+        self.goal_stats = goal_stats  # (mean, std) of the goals: the target is standardised
+        params = list(policy.parameters()) + (list(self.aux.parameters()) if self.aux is not None else [])
+        self.opt = make_adamw(params, lr, weight_decay)
+
+    def _loss(self, batch) -> tuple[torch.Tensor, dict]:
+        if self.aux is None:
+            return self.policy.bc_loss(batch)
+        if "aux.goal" not in batch:
+            raise ValueError("algo.aux_goal needs a dataset that records each episode's goal_pos; re-collect it with `rlvla collect`")
+        z, _ = self.policy.encode(batch)
+        loss, metrics = self.policy.bc_loss(batch, z=z)
+        mean, std = self.goal_stats
+        target = (torch.as_tensor(batch["aux.goal"]).float().to(z.device) - mean) / std
+        aux = torch.nn.functional.mse_loss(self.aux(z), target)
+        return loss + self.aux_goal * aux, {**metrics, "aux_goal_loss": float(aux.detach())}
 
     def update(self, batch, step: int) -> dict:
         self.policy.train()
         lr = self.lr * warmup_cosine(step, self.steps, self.warmup)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        loss, metrics = self.policy.bc_loss(batch)
+        loss, metrics = self._loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {float(loss.detach())} at step {step}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.policy.parameters() if p.grad is not None]
+        params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
         gnorm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else float("inf"))
         if not torch.isfinite(gnorm):
             raise NonFiniteLossError(f"gradient norm is {float(gnorm)} at step {step}")
@@ -43,8 +60,13 @@ class SFT:
         return {**metrics, "loss": float(loss.detach()), "grad_norm": float(gnorm), "lr": lr}
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """Training state apart from the deployable weights: optimiser tensors + JSON metadata."""
-        return optimizer_tensors(self.opt)
+        """Training state apart from the deployable weights: optimiser tensors (+ the auxiliary readout) + JSON metadata."""
+        tensors, meta = optimizer_tensors(self.opt)
+        if self.aux is not None:
+            tensors.update({f"aux_goal.{k}": v.detach().clone() for k, v in self.aux.state_dict().items()})
+        return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        load_optimizer_tensors(self.opt, tensors, meta)
+        if self.aux is not None:
+            self.aux.load_state_dict({k.removeprefix("aux_goal."): v for k, v in tensors.items() if k.startswith("aux_goal.")})
+        load_optimizer_tensors(self.opt, {k: v for k, v in tensors.items() if not k.startswith("aux_goal.")}, meta)
