@@ -408,3 +408,26 @@ def test_decoy_geoms_are_drawn_and_touch_nothing_else():
     with pytest.raises(ValueError, match="unknown decoy geom type 'cone'"):
         renderer.set_decoys([{"type": "cone", "pos": goal, "size": 0.02}])
     env.close()
+
+
+def test_camera_every_renders_every_kth_step_and_repeats_between():
+    """camera_every=4: a fresh image at reset and at steps 4, 8, ... (counted in render calls); in between the
+    last image is repeated while proprio moves on."""
+    from rlvla.envs import make_env
+
+    env = make_env("reach-v3", image_size=32, camera_every=4)
+    calls = []
+    real = env._renderer.render
+    env._renderer.render = lambda data: calls.append(1) or real(data)
+    obs0, _ = env.reset(seed=0)
+    images, props = [obs0["image"]], [obs0["proprio"]]
+    for _ in range(8):
+        obs, *_ = env.step(np.array([1.0, 0.0, 0.0, 0.0], np.float32))
+        images.append(obs["image"])
+        props.append(obs["proprio"])
+    env.close()
+    assert len(calls) == 3  # reset, step 4, step 8
+    assert all(images[i] is images[0] for i in (1, 2, 3)) and images[4] is not images[3]
+    assert not np.array_equal(images[4], images[0]) and not np.allclose(props[1], props[0])
+    with pytest.raises(ValueError, match="camera_every must be >= 1"):
+        make_env("reach-v3", image_size=32, camera_every=0)

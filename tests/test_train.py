@@ -409,8 +409,9 @@ def test_auxiliary_goal_loss_trains_and_stays_out_of_the_policy(dataset, tmp_pat
     """algo.aux_goal: the action readout also predicts the episode's recorded goal (training only). A dataset
     without goals is refused with one line; with goals the auxiliary loss falls and the deployed weights are the
     policy's own (the auxiliary readout lives in the trainer state)."""
-    from rlvla.runners.train import train
     from safetensors.torch import load_file
+
+    from rlvla.runners.train import train
 
     with pytest.raises(ValueError, match="algo.aux_goal needs a dataset that records each episode's goal_pos"):
         train(_cfg(dataset, tmp_path / "nogoal", "algo.aux_goal=1.0", "train.steps=2"), progress=False)

@@ -119,7 +119,8 @@ def _eval_args(sub) -> None:
 def _quickstart_args(sub) -> None:
     q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
     q.add_argument("--out", default="runs/quickstart")
-    q.add_argument("--tasks", default="grounded", help="task set or tasks (comma-separated); default: the grounded suite")
+    q.add_argument("--tasks", default="quickstart",
+                   help="task set or tasks (comma-separated), e.g. grounded (the suite where vision and language are both needed)")
     q.add_argument("--episodes", type=int, default=2, help="demonstrations per task (few: SFT is not saturated)")
     q.add_argument("--head", default="flow", help="action head: token, diffusion, flow, gaussian")
     q.add_argument("--steps", type=int, default=1500, help="SFT optimiser steps")
@@ -129,8 +130,9 @@ def _quickstart_args(sub) -> None:
     q.add_argument("--sample-episodes", type=int, default=40,
                    help="id episodes evaluating the sampling (exploring) policy before and after RL (0: skip)")
     q.add_argument("--baseline-steps", type=int, default=0, help="SFT steps of the blind and instruction-blind baselines (0: --steps)")
-    q.add_argument("--baseline-splits", default="id,ood-position",
-                   help="splits the baselines are evaluated on (the VLA's episodes; empty: no baselines)")
+    q.add_argument("--baseline-splits", default="",
+                   help="train blind and instruction-blind baselines on the same demos and evaluate them on these splits "
+                   "(the VLA's episodes), e.g. id,ood-position; empty (default): no baselines")
     q.add_argument("--algo", default="grpo", help="online RL algorithm: grpo, ppo, rloo, reinforce_pp")
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
     q.add_argument("--rl-budget", type=float, default=500.0, help="RL wall-clock limit (s); the whole quickstart, set-up included, must fit in 20 minutes")

@@ -1,10 +1,12 @@
 """`rlvla quickstart`: the main job on the embedded default benchmark.
 
-Recipe: collect scripted-expert demonstrations for the quickstart task set (LeRobot v3.0) -> supervised
-fine-tuning of a VLA policy (flow head by default) -> evaluation on evaluation seeds on ``id`` and every OOD
-split -> online RL from the SFT policy (GRPO by default, ``id`` split, training seeds) -> the same evaluation ->
-``report.html`` (learning curves, SFT-vs-RL table with intervals and paired tests, GIFs before and after) and
-``summary.json`` (``{"sft", "rl", "wall_s", "peak_rss_mb", "config"}``; ``peak_rss_mb`` is the peak resident memory
+Recipe: collect scripted-expert demonstrations for the task set (``--tasks``, default the quickstart set; LeRobot
+v3.0) -> supervised fine-tuning of a VLA policy (flow head by default) -> evaluation on evaluation seeds on ``id`` and
+every OOD split -> with ``--baseline-splits``, the same SFT with the image blanked and with the instruction blanked,
+evaluated on the VLA's episodes of those splits -> online RL from the SFT policy (GRPO by default, ``id`` split,
+training seeds) -> the same evaluation -> ``report.html`` (learning curves, SFT-vs-RL table with intervals and
+paired tests, the baselines' table, GIFs before and after) and ``summary.json`` (``{"sft", "rl", "baselines":
+{"blind", "language_blind"}, "wall_s", "peak_rss_mb", "config"}``; ``peak_rss_mb`` is the peak resident memory
 of the whole process tree, env workers included, sampled every 0.5 s during this invocation). Every stage resumes: rerunning the
 command after an interruption continues where it stopped; a finished stage is reused.
 """

@@ -162,9 +162,8 @@ def _offline_setup(cfg, loop):
                              "(re-collect it with `rlvla collect`)")  # fmt: skip
         sft = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats)
         return policy, sft, data, fingerprint
-    from rlvla.algos.offline.base import OfflineRL
-
     from rlvla.algos.offline import method
+    from rlvla.algos.offline.base import OfflineRL
 
     wants_ref = getattr(method(acfg.name), "NEEDS_REFERENCE", False) and init is not None
     reference = VLAPolicy.from_pretrained(init, map_location=loop.device).to(loop.device) if wants_ref else None
