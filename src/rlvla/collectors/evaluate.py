@@ -202,7 +202,7 @@ class _SplitRun:
                 continue
             if c["frames"] is not None:
                 tag = "success" if c["success"] else "failure"
-                _save_gif(c["frames"], Path(self.video_dir) / f"{self.split}_{c['task']}_{c['seed']}_{tag}.gif")
+                _save_gif(c["frames"], Path(self.video_dir) / f"{self.split}_{c['task'].replace('/', '-')}_{c['seed']}_{tag}.gif")
             self.results.append(c)
             if self.bar is not None:
                 self.bar[0].update(self.bar[1], advance=1)
