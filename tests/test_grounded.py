@@ -67,11 +67,11 @@ def test_decoys_never_enter_the_observation():
 
 @pytest.mark.parametrize("task", TASKS)
 def test_candidates_are_exchangeable(task):
-    """Over many layouts the real goal is the candidate nearest the centre, nearest the object, or the left-most
+    """Over 300 layouts the real goal is the candidate nearest the centre, nearest the object, or the left-most
     one about 1/N of the time: no position rule beats chance, so the image alone cannot tell (and the instruction
     alone cannot place it)."""
     env = make_env(f"grounded/{task}", cameras=())
-    n = 450
+    n = 300
     hits = np.zeros(3)
     for s in train_seeds(n):
         _, info = env.reset(seed=s)
@@ -86,13 +86,13 @@ def test_candidates_are_exchangeable(task):
     rate = hits / n
     if env.spec.kind == "object":
         rate[1] = 1 / N_CANDIDATES
-    assert np.all(np.abs(rate - 1 / N_CANDIDATES) < 0.075), rate  # ~3.4 standard errors
+    assert np.all(np.abs(rate - 1 / N_CANDIDATES) < 0.09), rate  # ~3.3 standard errors
 
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("split", ["id", "ood-position"])
 def test_the_expert_reads_the_real_goal(task, split):
-    assert expert_success(f"grounded/{task}", split, 4) == 1.0
+    assert expert_success(f"grounded/{task}", split, 3) == 1.0
 
 
 def test_language_has_ten_phrasings_and_heldout_paraphrases():
