@@ -37,7 +37,7 @@ class SFT:
             raise ValueError("algo.aux_goal needs a dataset that records each episode's goal_pos; re-collect it with `rlvla collect`")
         z, _ = self.policy.encode(batch)
         loss, metrics = self.policy.bc_loss(batch, z=z)
-        mean, std = self.goal_stats
+        mean, std = (t.to(z.device) for t in self.goal_stats)
         target = (torch.as_tensor(batch["aux.goal"]).float().to(z.device) - mean) / std
         aux = torch.nn.functional.mse_loss(self.aux(z), target)
         return loss + self.aux_goal * aux, {**metrics, "aux_goal_loss": float(aux.detach())}
