@@ -9,7 +9,7 @@ import sys
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlvla", description="RL post-training of vision-language-action policies")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_collect_args, _bench_args, _tasks_args, _train_args, _eval_args, _quickstart_args, _report_args):
+    for add in (_collect_args, _bench_args, _tasks_args, _train_args, _eval_args, _quickstart_args, _report_args, _reward_eval_args):
         add(sub)
     return p
 
@@ -30,6 +30,10 @@ def _collect_args(sub) -> None:
     c.add_argument("--camera-every", type=int, default=1,
                    help="a new image every k steps, the last repeated between (a camera slower than control; "
                    "k = the policy's chunk renders only the frames its decisions see)")
+    c.add_argument("--run-to-limit", action="store_true",
+                   help="episodes go on to --max-steps after a success (MetaWorld's convention; success frames for reward models)")
+    c.add_argument("--seeds", default="train", choices=["train", "eval"],
+                   help="eval: layouts from evaluation seeds, for held-out test sets (nothing trains on such a dataset)")
     c.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     c.add_argument("--quiet", action="store_true")
 
@@ -148,6 +152,14 @@ def _report_args(sub) -> None:
     r.add_argument("--curves", default="", help="a training run whose learning curves (metrics.jsonl) go below the table")
 
 
+def _reward_eval_args(sub) -> None:
+    r = sub.add_parser("reward-eval", help="score a held-out dataset with a reward model: AUC, Spearman, false successes")
+    r.add_argument("model", help="reward model dir or its training run dir (rlvla train algo=reward_model)")
+    r.add_argument("data", help="a dataset (held-out: rlvla collect --seeds eval --run-to-limit --failure-prob ...)")
+    r.add_argument("--out", default="", help="write the results as JSON here")
+    r.add_argument("--json", action="store_true")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -183,6 +195,10 @@ def main(argv=None) -> int:
             from rlvla.runners.evaluate import eval_main
 
             return eval_main(args)
+        if args.cmd == "reward-eval":
+            from rlvla.runners.reward import reward_eval_main
+
+            return reward_eval_main(args)
         if args.cmd == "report":
             from rlvla.runners.report import report_main
 

@@ -32,6 +32,7 @@ class ChunkDataset:
                     f"dataset {dataset.root} has {shape[0]}x{shape[1]} images from {c!r}; the policy expects "
                     f"{image_size}x{image_size} (set policy.image_size={shape[0]} or re-collect with --image-size {image_size})"
                 )
+        dataset.check_trainable()
         eps = self._select(dataset, episodes_per_task)
         cols: dict[str, list[np.ndarray]] = {}
         for i in eps:

@@ -394,6 +394,14 @@ class LeRobotDataset:
     def num_episodes(self) -> int:
         return len(self.episodes)
 
+    def check_trainable(self) -> None:
+        """Refuse a dataset collected on evaluation seeds (``rlvla collect --seeds eval``): such a set is for held-out
+        scoring only, so that no model trains on the layouts it is evaluated on."""
+        held = sum(1 for e in self.episodes if e.get("seeds") == "eval")
+        if held:
+            raise DatasetError(f"dataset {self.root} holds {held} episodes on evaluation seeds (collected with --seeds eval); "
+                               "it is a held-out test set: train on a dataset collected on training seeds")  # fmt: skip
+
     @property
     def stats(self) -> dict:
         return {

@@ -40,6 +40,7 @@ class OfflineChunks:
                  cond_gamma: float = 1.0, files_in_memory: int = 2, image_size: int | None = None,
                  reward_scale: float = 10.0) -> None:  # fmt: skip
         get_reward(reward)  # an unknown name fails here, naming the registered ones
+        dataset.check_trainable()
         if not 0 < gamma <= 1 or not 0 < cond_gamma <= 1:
             raise ValueError(f"gamma and cond_gamma must be in (0, 1], got {gamma}, {cond_gamma}")
         if files_in_memory < 1 or chunk < 1:

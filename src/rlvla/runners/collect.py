@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rlvla.data.lerobot import LeRobotWriter
-from rlvla.envs import TRAIN_SEEDS, resolve_tasks
+from rlvla.envs import EVAL_SEEDS, TRAIN_SEEDS, resolve_tasks
 from rlvla.envs.render import check_cameras
 from rlvla.envs.splits import VALIDATION_SEEDS
 from rlvla.envs.suites import ExpertConfig
@@ -45,13 +45,16 @@ class CollectConfig:
     policy: str = ""  # a policy checkpoint: its rollouts instead of the expert's
     deterministic: bool = False  # policy rollouts: the head's deterministic sample instead of a random one
     camera_every: int = 1  # a new image every k steps, the last repeated between (envs' camera_every)
+    run_to_limit: bool = False  # episodes run to max_steps after a success (MetaWorld's convention) instead of ending
+    seeds: str = "train"  # "eval": evaluation seeds, for held-out test sets that nothing may train on
 
     @property
     def source(self) -> str:
         if self.policy:
             return f"policy:{self.policy}" + (":deterministic" if self.deterministic else "")
         camera = f":camera_every={self.camera_every}" if self.camera_every != 1 else ""
-        return f"expert:noise={self.noise_std:g}:failure={self.failure_prob:g}{camera}"
+        limit = ":run_to_limit" if self.run_to_limit else ""
+        return f"expert:noise={self.noise_std:g}:failure={self.failure_prob:g}{camera}{limit}"
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
@@ -62,7 +65,12 @@ class CollectConfig:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
         if self.camera_every < 1:
             raise ValueError(f"--camera-every must be >= 1, got {self.camera_every}")
-        if self.seed_offset < 0 or TRAIN_SEEDS.start + self.seed_offset + 100 * self.episodes >= VALIDATION_SEEDS.start:
+        if self.seeds not in ("train", "eval"):
+            raise ValueError(f"--seeds must be train or eval, got {self.seeds!r}")
+        if self.seeds == "eval":
+            if self.seed_offset < 0 or EVAL_SEEDS.start + self.seed_offset + 100 * self.episodes >= EVAL_SEEDS.stop:
+                raise ValueError(f"seed offset {self.seed_offset} leaves the evaluation seed range [{EVAL_SEEDS.start}, {EVAL_SEEDS.stop})")
+        elif self.seed_offset < 0 or TRAIN_SEEDS.start + self.seed_offset + 100 * self.episodes >= VALIDATION_SEEDS.start:
             raise ValueError(
                 f"seed offset {self.seed_offset} leaves the training seed range; demonstrations are only collected "
                 f"on training seeds [{TRAIN_SEEDS.start}, {VALIDATION_SEEDS.start}) (the seeds above are for validation)"
@@ -125,10 +133,14 @@ def _run_episode(job: dict) -> dict:
     from rlvla.envs import make_env, split_task
 
     every = job.get("camera_every", 1)
-    key = (job["task"], job["image_size"], tuple(job["cameras"]), job["max_steps"], every)
+    to_limit = bool(job.get("run_to_limit", False))
+    key = (job["task"], job["image_size"], tuple(job["cameras"]), job["max_steps"], every, to_limit)
     if key not in _ENVS:
+        extra = {"camera_every": every} if every != 1 else {}
+        if to_limit:
+            extra["terminate_on_success"] = False
         _ENVS[key] = make_env(job["task"], image_size=job["image_size"], cameras=tuple(job["cameras"]), max_steps=job["max_steps"],
-                              **({"camera_every": every} if every != 1 else {}))  # fmt: skip
+                              **extra)  # fmt: skip
     env = _ENVS[key]
     if job["policy"]:
         expert = _PolicyActor(job["policy"], job["deterministic"], job["seed"])
@@ -139,6 +151,7 @@ def _run_episode(job: dict) -> dict:
         expert = suite.expert(task, ExpertConfig(noise_std=job["noise_std"], failure_prob=job["failure_prob"]), seed=job["seed"])
         expert.begin_episode()
     obs, info = env.reset(seed=job["seed"])
+    ever = False
     goal = [float(x) for x in np.asarray(info.get("goal_pos", np.full(3, np.nan)), np.float64).reshape(-1)[:3]]
     cams = env.cameras
     buf: dict[str, list] = {k: [] for k in features(cams, job["image_size"])}
@@ -156,10 +169,12 @@ def _run_episode(job: dict) -> dict:
         buf["next.terminated"].append(term)
         buf["next.truncated"].append(trunc)
         buf["next.success"].append(info["success"])
+        ever = ever or bool(info["success"])
     buf["next.return"] = episode_returns(np.asarray(buf["next.reward"], dtype=np.float64), RETURN_GAMMA)
     frames = {k: np.asarray(v) for k, v in buf.items()}
     meta = {
-        "env_task": job["task"], "split": "id", "layout_seed": job["seed"], "success": bool(info["success"]),
+        "env_task": job["task"], "split": "id", "layout_seed": job["seed"], "success": ever,
+        "seeds": job.get("seeds", "train"),
         "expert_noise_std": float(job["noise_std"]), "failure_injected": bool(getattr(expert, "fails", False)),
         "source": job["source"], "goal_pos": goal,  # the simulator's goal: analysis and auxiliary targets only
     }  # fmt: skip
@@ -177,11 +192,15 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
             feats.pop("next.return")
     writer = LeRobotWriter(cfg.out, features=feats, fps=80)
     done_per_task: dict[str, int] = {t: 0 for t in cfg.tasks}
-    next_seed: dict[str, int] = {t: TRAIN_SEEDS.start + cfg.seed_offset for t in cfg.tasks}
+    first = (EVAL_SEEDS if cfg.seeds == "eval" else TRAIN_SEEDS).start + cfg.seed_offset
+    next_seed: dict[str, int] = {t: first for t in cfg.tasks}
     for e in writer.episodes:
         t = e.get("env_task")
         if t in done_per_task:
             # older datasets have no source column: their episodes are the plain expert's
+            if (e.get("seeds") or "train") != cfg.seeds:
+                raise ValueError(f"{cfg.out} holds episodes on {e.get('seeds') or 'train'} seeds; a dataset keeps training and "
+                                 f"evaluation seeds apart: collect --seeds {cfg.seeds} into another directory")  # fmt: skip
             if (e.get("source") or "expert:noise=0:failure=0") == cfg.source:
                 done_per_task[t] += 1
             next_seed[t] = max(next_seed[t], int(e["layout_seed"]) + 1)
@@ -200,7 +219,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                         "task": t, "seed": seed, "image_size": cfg.image_size, "cameras": list(cfg.cameras),
                         "max_steps": cfg.max_steps, "noise_std": cfg.noise_std, "failure_prob": cfg.failure_prob,
                         "policy": cfg.policy, "deterministic": cfg.deterministic, "source": cfg.source,
-                        "camera_every": cfg.camera_every,
+                        "camera_every": cfg.camera_every, "run_to_limit": cfg.run_to_limit, "seeds": cfg.seeds,
                     }  # fmt: skip
 
     total = len(cfg.tasks) * cfg.episodes - resumed
@@ -266,6 +285,7 @@ def collect_main(args) -> int:
         cameras=tuple(c for c in args.cameras.split(",") if c), max_steps=args.max_steps, noise_std=args.noise,
         failure_prob=args.failure_prob, seed_offset=args.seed_offset, workers=args.workers,
         policy=args.policy, deterministic=args.deterministic, camera_every=args.camera_every,
+        run_to_limit=args.run_to_limit, seeds=args.seeds,
     )  # fmt: skip
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     s = collect(cfg, progress=not args.quiet)

@@ -70,6 +70,10 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
     from rlvla.algos.offline import CONFIGS as OFFLINE  # the live registry (a method registered at run time too)
 
     check_overrides(cfg)
+    if cfg.algo.name == "reward_model":
+        from rlvla.runners.reward import train_reward_model
+
+        return train_reward_model(cfg, progress=progress, on_step=on_step)
     if cfg.algo.name != "sft" and cfg.algo.name not in OFFLINE:
         from rlvla.runners.rl import train_online
 

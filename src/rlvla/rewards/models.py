@@ -1,0 +1,338 @@
+"""Learned reward models: image + instruction -> a score that can stand in for the simulator's reward.
+
+Kinds (``RewardModelConfig.kind``):
+
+- ``success``: a success classifier, ``P(the image shows the instructed task done)``; binary cross-entropy on
+  frames labelled by the simulator (:class:`rlvla.data.frames.LabelledFrames`), batches balanced between success
+  frames and others.
+- ``progress``: task progress in [0, 1] (VLAC / GVL style): regression on the time index of successful episodes
+  (``t / t_success``); frames of failed episodes only have to stay below ``failure_cap`` (a failure never
+  finished, whatever its time index).
+- ``preference``: a per-frame utility trained with the Bradley-Terry model on trajectory pairs (Christiano et al.
+  2017): ``P(a > b) = sigmoid(mean_t u(a_t) - mean_t u(b_t))`` over ``frames`` frames sampled from each.
+
+The network is a small FiLM-conditioned CNN per camera (shared weights; :class:`rlvla.policies.encoders.SmallCNN`)
+on the frozen MiniLM instruction embedding, mean- and max-pooled, then an MLP. Saved like a policy: ``config.json``
+(format ``rlvla-reward-model``: kind, tasks, cameras, image size, network) and ``model.safetensors``. A model is
+refused for tasks, cameras or image sizes it was not trained on (:meth:`RewardModel.check_compatible`).
+
+The loop it serves::
+
+    model = RewardModel(RewardModelConfig(kind="success", tasks=[...], cameras=["corner"], image_size=64))
+    trainer = RewardModelTrainer(model, steps=2000, lr=3e-4)
+    metrics = trainer.update(frames, step, seed)      # one AdamW step
+    p = model.score(images, instructions)             # (B,) in [0, 1] (success, progress) or a utility
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlvla.errors import CheckpointError, NonFiniteLossError
+from rlvla.policies.config import VisionConfig
+from rlvla.policies.encoders import LANGUAGE_DIM, SmallCNN, embed_instructions, random_shift
+
+FORMAT = "rlvla-reward-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+KINDS = ("success", "progress", "preference")
+
+
+@dataclass
+class RewardModelConfig:
+    kind: str = "success"
+    tasks: list[str] = field(default_factory=list)
+    """Env tasks the model was trained on (set from the dataset)."""
+    cameras: list[str] = field(default_factory=lambda: ["corner"])
+    image_size: int = 64
+    width: int = 16
+    depth: int = 4
+    hidden: int = 256
+    random_shift: int = 4
+    """Training-time DrQ shift (pixels); none when scoring."""
+    language: str = "minilm"
+    """The frozen sentence encoder (``none``: instruction-blind)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown reward model kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if not self.cameras or self.image_size < 8 or self.hidden < 1 or self.random_shift < 0:
+            raise ValueError(f"invalid reward model config {self}: need cameras, image_size >= 8, hidden >= 1")
+        if self.language not in ("minilm", "none"):
+            raise ValueError(f"unknown language encoder {self.language!r}; valid: minilm, none")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RewardModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown reward model config keys {unknown}")
+        return cls(**d)
+
+
+class RewardModel(nn.Module):
+    def __init__(self, cfg: RewardModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vision = SmallCNN(VisionConfig(width=cfg.width, depth=cfg.depth, film=cfg.language != "none", random_shift=0),
+                               LANGUAGE_DIM)  # fmt: skip
+        c = self.vision.out_channels
+        self.lang = nn.Linear(LANGUAGE_DIM, cfg.hidden)
+        self.head = nn.Sequential(nn.Linear(2 * c * len(cfg.cameras) + cfg.hidden, cfg.hidden), nn.SiLU(),
+                                  nn.Linear(cfg.hidden, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 1))  # fmt: skip
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _embed(self, instructions: list[str]) -> torch.Tensor:
+        if self.cfg.language == "none":
+            return torch.zeros(len(instructions), LANGUAGE_DIM, device=self.device)
+        return embed_instructions(list(instructions)).to(self.device)
+
+    def forward(self, images: dict, instructions: list[str], augment: bool = False) -> torch.Tensor:
+        """``images``: camera -> uint8 ``(B, H, W, 3)`` (tensor or array); -> raw outputs ``(B,)`` (a logit for
+        success and progress, the utility for preference)."""
+        emb = self._embed(instructions)
+        feats = []
+        for cam in self.cfg.cameras:
+            if cam not in images:
+                raise ValueError(f"reward model needs images from camera {cam!r}; got {sorted(images)}")
+            x = torch.as_tensor(np.asarray(images[cam]) if not torch.is_tensor(images[cam]) else images[cam]).to(self.device)
+            if x.ndim != 4 or tuple(x.shape[1:]) != (self.cfg.image_size, self.cfg.image_size, 3):
+                raise ValueError(f"reward model expects {self.cfg.image_size}x{self.cfg.image_size}x3 images from {cam!r}, got "
+                                 f"{tuple(x.shape[1:])}")  # fmt: skip
+            x = x.permute(0, 3, 1, 2).float() / 255.0
+            if augment and self.cfg.random_shift:
+                x = random_shift(x, self.cfg.random_shift)
+            tok = self.vision(x, emb)  # (B, N, C)
+            feats += [tok.mean(1), tok.amax(1)]
+        return self.head(torch.cat(feats + [F.silu(self.lang(emb))], -1)).squeeze(-1)
+
+    @torch.no_grad()
+    def score(self, images: dict, instructions: list[str], batch: int = 256) -> torch.Tensor:
+        """The model's reward for each frame ``(B,)``: success probability, progress in [0, 1], or utility."""
+        was = self.training
+        self.eval()
+        out = []
+        n = len(instructions)
+        for k in range(0, n, batch):
+            raw = self.forward({c: v[k : k + batch] for c, v in images.items()}, instructions[k : k + batch])
+            out.append(raw if self.cfg.kind == "preference" else torch.sigmoid(raw))
+        self.train(was)
+        return torch.cat(out).float().cpu() if out else torch.zeros(0)
+
+    # ------------------------------------------------------------------ compatibility
+    def check_compatible(self, tasks, cameras, image_size: int) -> None:
+        """Refuse (one line) a use on tasks, cameras or image sizes the model was not trained on."""
+        missing = sorted(set(tasks) - set(self.cfg.tasks))
+        if missing:
+            raise ValueError(f"reward model was trained on {self.cfg.tasks}, not on {missing}; train one on data of these tasks")
+        absent = [c for c in self.cfg.cameras if c not in list(cameras)]
+        if absent:
+            raise ValueError(f"reward model reads camera(s) {absent}, which this run does not render (it has {list(cameras)})")
+        if int(image_size) != self.cfg.image_size:
+            raise ValueError(f"reward model was trained on {self.cfg.image_size}x{self.cfg.image_size} images; this run renders "
+                             f"{image_size}x{image_size}")  # fmt: skip
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, path) -> Path:
+        """``config.json`` + ``model.safetensors``, written to a temporary directory and renamed into place."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS),
+                  metadata={"format": FORMAT})  # fmt: skip
+        (tmp / CONFIG).write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "model": self.cfg.to_dict()}, indent=2))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    @staticmethod
+    def read_config(path) -> RewardModelConfig:
+        path = _resolve(path)
+        f = path / CONFIG
+        if not f.exists():
+            raise CheckpointError(f"{path}: no {CONFIG}; not a reward model (train one with `rlvla train algo=reward_model`)")
+        try:
+            meta = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{f}: corrupt JSON ({e}); restore the model or train it again") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise CheckpointError(f"{f}: not a reward model (format {fmt!r}; a policy is not a reward model)")
+        if meta.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{f}: reward model format version {meta.get('version')} is not supported (expected {FORMAT_VERSION})")
+        try:
+            return RewardModelConfig.from_dict(meta["model"])
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{f}: invalid reward model config: {e}") from None
+
+    @classmethod
+    def from_pretrained(cls, path, map_location: str = "cpu") -> "RewardModel":
+        model = cls(cls.read_config(path))
+        model.load_weights(path, map_location)
+        return model.eval()
+
+    def load_weights(self, path, map_location: str = "cpu") -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = _resolve(path)
+        other = self.read_config(path)
+        if {k: v for k, v in other.to_dict().items() if k != "tasks"} != {k: v for k, v in self.cfg.to_dict().items() if k != "tasks"}:
+            raise CheckpointError(f"{path}: reward model was saved with a different config; load it with RewardModel.from_pretrained")
+        f = path / WEIGHTS
+        if not f.exists():
+            raise CheckpointError(f"{f}: weights file is missing; the reward model is incomplete")
+        try:
+            state = load_file(str(f), device=map_location)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{f}: corrupt weights ({str(e).splitlines()[0]}); restore the file or train again") from None
+        try:
+            self.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{f}: weights do not match the config ({str(e).splitlines()[0][:200]})") from None
+
+
+def _resolve(path) -> Path:
+    """A model directory from itself, a training run directory (its final weights) or a checkpoint step."""
+    from rlvla.checkpoints import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{e}; train a reward model with `rlvla train algo=reward_model data.path=... run_dir=...`") from None
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def success_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy: ``logits`` and ``labels`` (B,)."""
+    return F.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+def progress_loss(logits: torch.Tensor, progress: torch.Tensor, failure_cap: float) -> torch.Tensor:
+    """``progress`` (B,): a target in [0, 1], or NaN for a failed episode's frame, which is penalised only above
+    ``failure_cap`` (squared hinge). Squared error on sigmoid(logits) for the others."""
+    p = torch.sigmoid(logits)
+    known = torch.isfinite(progress)
+    err = torch.where(known, p - torch.nan_to_num(progress), F.relu(p - failure_cap))
+    return (err**2).mean()
+
+
+def bradley_terry_loss(u_win: torch.Tensor, u_lose: torch.Tensor) -> torch.Tensor:
+    """``-log sigmoid(mean u(winner) - mean u(loser))`` over pairs; ``u_*`` ``(P, T)`` per-frame utilities."""
+    return -F.logsigmoid(u_win.mean(-1) - u_lose.mean(-1)).mean()
+
+
+@dataclass
+class RewardTrainConfig:
+    """``algo=reward_model`` in ``rlvla train`` (loop settings in ``train.*``, data in ``data.path``)."""
+
+    name: str = "reward_model"
+    kind: str = "success"
+    """success (classifier), progress (regressor) or preference (Bradley-Terry)."""
+    cameras: list[str] = field(default_factory=list)
+    """Cameras to read (default: the dataset's first)."""
+    width: int = 16
+    depth: int = 4
+    hidden: int = 256
+    random_shift: int = 4
+    language: str = "minilm"
+    failure_cap: float = 0.8
+    """progress: frames of failed episodes are penalised above this."""
+    pair_frames: int = 8
+    """preference: frames sampled from each trajectory of a pair."""
+
+    def __post_init__(self) -> None:
+        RewardModelConfig(kind=self.kind, width=self.width, depth=self.depth, hidden=self.hidden, random_shift=self.random_shift,
+                          language=self.language)  # validates  # fmt: skip
+        if not 0 < self.failure_cap <= 1 or self.pair_frames < 1:
+            raise ValueError(f"need failure_cap in (0, 1] and pair_frames >= 1 (got {self.failure_cap}, {self.pair_frames})")
+
+
+class RewardModelTrainer:
+    """One AdamW step per call on a batch drawn from :class:`LabelledFrames` for ``(seed, step)``."""
+
+    def __init__(self, model: RewardModel, cfg: RewardTrainConfig, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4,
+                 warmup_steps: int = 100, grad_clip: float = 1.0) -> None:  # fmt: skip
+        from rlvla.algos.optim import make_adamw
+
+        self.model, self.cfg, self.steps, self.lr, self.warmup, self.grad_clip = model, cfg, steps, lr, warmup_steps, grad_clip
+        self.opt = make_adamw(list(model.parameters()), lr, weight_decay)
+
+    def loss(self, frames, step: int, seed: int, batch_size: int) -> tuple[torch.Tensor, dict]:
+        m, kind = self.model, self.cfg.kind
+        if kind == "preference":
+            pairs = max(1, batch_size // (2 * self.cfg.pair_frames))
+            win, lose = frames.preference_pairs(step, pairs, self.cfg.pair_frames, seed)
+            idx = np.r_[win.reshape(-1), lose.reshape(-1)]
+            f = frames.frames(idx)
+            u = m(f["images"], f["instruction"], augment=True).view(2, pairs, self.cfg.pair_frames)
+            loss = bradley_terry_loss(u[0], u[1])
+            return loss, {"pair_accuracy": float((u[0].mean(-1) > u[1].mean(-1)).float().mean())}
+        if kind == "success":
+            idx = frames.balanced_indices(step, batch_size, seed)
+            f = frames.frames(idx)
+            logits = m(f["images"], f["instruction"], augment=True)
+            labels = torch.from_numpy(frames.success[idx]).to(logits.device)
+            acc = float(((logits > 0) == labels).float().mean())
+            return success_loss(logits, labels), {"accuracy": acc}
+        idx = frames.uniform_indices(step, batch_size, seed)
+        f = frames.frames(idx)
+        logits = m(f["images"], f["instruction"], augment=True)
+        target = torch.from_numpy(frames.progress[idx]).float().to(logits.device)
+        return progress_loss(logits, target, self.cfg.failure_cap), {}
+
+    def update(self, frames, step: int, seed: int, batch_size: int) -> dict:
+        from rlvla.algos.optim import warmup_cosine
+
+        self.model.train()
+        lr = self.lr * warmup_cosine(step, self.steps, self.warmup)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        loss, metrics = self.loss(frames, step, seed, batch_size)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"reward model loss is {float(loss.detach())} at step {step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip if self.grad_clip > 0 else float("inf"))
+        if not torch.isfinite(gnorm):
+            raise NonFiniteLossError(f"reward model gradient norm is {float(gnorm)} at step {step}")
+        self.opt.step()
+        return {**metrics, "loss": float(loss.detach()), "grad_norm": float(gnorm), "lr": lr}
+
+    def state(self) -> tuple[dict, dict]:
+        from rlvla.algos.optim import optimizer_tensors
+
+        return optimizer_tensors(self.opt)
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        from rlvla.algos.optim import load_optimizer_tensors
+
+        load_optimizer_tensors(self.opt, tensors, meta)
