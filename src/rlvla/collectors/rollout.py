@@ -75,6 +75,27 @@ class Rollout:
     batch: Batch
     episodes: list[dict]
     stats: dict
+    final: Batch | None = None
+    """Each episode's observation after its last decision (images, state, task; one row per episode)."""
+
+    def next_observations(self) -> Batch:
+        """The observation each decision led to ``(N, ...)``: the next decision's, or the episode's final one."""
+        b, n = self.batch, len(self)
+        ep = b["episode_index"]
+        last = torch.ones(n, dtype=torch.bool)
+        last[:-1] = ep[1:] != ep[:-1]
+        nxt = torch.clamp(torch.arange(n) + 1, max=n - 1)
+        rows = torch.cumsum(last.long(), 0) - 1  # a decision's episode position among the episodes (contiguous)
+        out = Batch()
+        for k in [k for k in b if k.startswith(IMAGE_PREFIX)] + ["observation.state"]:
+            v = b[k][nxt].clone()
+            v[last] = self.final[k][rows[last]]
+            out[k] = v
+        task = [b["task"][i] for i in nxt.tolist()]
+        for i in torch.nonzero(last).flatten().tolist():
+            task[i] = self.final["task"][int(rows[i])]
+        out["task"] = task
+        return out
 
     def __len__(self) -> int:
         return int(self.batch["next.reward"].shape[0]) if "next.reward" in self.batch else 0
@@ -395,5 +416,12 @@ class RolloutEngine:
         b["next_value"] = torch.tensor([nv for *_, nv in steps], dtype=torch.float32)
         for k in sorted(steps[0][0]["extras"]):
             b[f"extras.{k}"] = torch.stack([s["extras"][k] for s, *_ in steps])
-        return Rollout(b.validate(), episodes, stats)
+        eps = [e for g in groups for e in g]
+        final = Batch()
+        for cam in self.cams:
+            key = f"image_{cam}" if f"image_{cam}" in eps[0].final_obs else "image"
+            final[IMAGE_PREFIX + cam] = torch.from_numpy(np.stack([e.final_obs[key] for e in eps]))
+        final["observation.state"] = torch.from_numpy(np.stack([e.final_obs["proprio"] for e in eps]).astype(np.float32))
+        final["task"] = [str(e.final_obs["instruction"]) for e in eps]
+        return Rollout(b.validate(), episodes, stats, final)
 

@@ -35,6 +35,9 @@ class RolloutRecipe(Recipe):
         self.workers = None if algo_cfg.workers < 0 else algo_cfg.workers
         self.engine, self.resume_engine = None, None
         self.env_steps = self.env_steps_start = 0
+        from rlvla.collectors.relabel import RewardRelabeller
+
+        self.relabel = RewardRelabeller(policy, tasks, algo_cfg, seed)
 
     def begin(self, start: int, logger) -> None:
         self.engine = RolloutEngine(self.policy, self.tasks, self.cfg, seed=self.seed, workers=self.workers)
@@ -49,7 +52,8 @@ class RolloutRecipe(Recipe):
         with torch_threads(1 if self.one_thread else self.threads):
             ro = self.engine.collect(it, should_stop=lambda: stop.requested, need_values=self.algo.uses_value)
         t_up = time.perf_counter()
-        metrics = {**ro.stats, **self.algo.update(ro, it)}
+        extra = self.relabel(ro, it)  # learned reward and exploration bonus (nothing when neither is set)
+        metrics = {**ro.stats, **extra, **self.algo.update(ro, it)}
         self.env_steps += int(ro.stats["rollout/env_steps"])
         metrics.update({"time/update_s": time.perf_counter() - t_up, "time/iteration_s": time.perf_counter() - t_it,
                         "env_steps": self.env_steps, "peak_rss_mb": peak_rss_mb()})  # fmt: skip
@@ -70,11 +74,13 @@ class RolloutRecipe(Recipe):
 
     def state(self) -> tuple[dict, dict]:
         tensors, meta = self.algo.state()
+        rt, rm = self.relabel.state()
         engine = self.engine.state() if self.engine is not None else self.resume_engine
-        return tensors, {**meta, "env_steps": self.env_steps, "init": str(self.init), "engine": engine}
+        return {**tensors, **rt}, {**meta, **rm, "env_steps": self.env_steps, "init": str(self.init), "engine": engine}
 
     def load_state(self, tensors: dict, meta: dict) -> None:
         self.algo.load_state(tensors, meta)
+        self.relabel.load_state(tensors, meta)
         self.env_steps = self.env_steps_start = int(meta.get("env_steps", 0))
         self.resume_engine = meta.get("engine")
 

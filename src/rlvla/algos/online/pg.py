@@ -145,6 +145,19 @@ class DecisionRewardFields:
     """Weight of potential-based shaping with the env's dense progress (``info["progress"]``) as potential."""
     env_reward: float = 0.0
     """Weight of the environment's own (dense) reward per decision."""
+    reward: str = ""
+    """A learned reward model (``rlvla train algo=reward_model``; its dir or run dir) scoring the observation each
+    decision leads to: a ``success`` model pays ``reward_weight`` once, at the first decision it scores above
+    ``reward_threshold``; a ``progress`` or ``preference`` model is a potential (shaping ``gamma phi(s') - phi(s)``
+    times ``reward_weight``). Alone (``success_bonus=0``) or beside the simulator's success bonus."""
+    reward_weight: float = 1.0
+    reward_threshold: float = 0.5
+    bonus: str = ""
+    """Exploration bonus on the policy's readout of the next observation: ``rnd`` (random network distillation)
+    or ``count`` (SimHash counts); empty: none."""
+    bonus_coef: float = 0.05
+    bonus_anneal: int = 0
+    """Iterations over which the bonus weight decays linearly to 0 (0: constant)."""
 
 
 @dataclass
@@ -191,6 +204,13 @@ def check_group_fields(cfg) -> None:
         raise ValueError(f"replay is a fraction of each round's groups, in [0, 1]; got {cfg.replay}")
     if cfg.group_size < 2:
         raise ValueError(f"{cfg.name} needs group_size >= 2 (rollouts per initial state), got {cfg.group_size}")
+
+
+def check_reward_fields(cfg) -> None:
+    if cfg.bonus not in ("", "rnd", "count"):
+        raise ValueError(f"unknown exploration bonus {cfg.bonus!r}; valid: rnd, count (or empty: none)")
+    if cfg.bonus_coef < 0 or cfg.bonus_anneal < 0 or cfg.reward_weight < 0 or not 0 < cfg.reward_threshold < 1:
+        raise ValueError("need bonus_coef, bonus_anneal, reward_weight >= 0 and reward_threshold in (0, 1)")
 
 
 def check_critic_fields(cfg) -> None:

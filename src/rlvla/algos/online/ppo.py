@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from rlvla.algos import core
-from rlvla.algos.online.pg import CriticFields, DecisionRewardFields, OnlineConfig, check_critic_fields
+from rlvla.algos.online.pg import CriticFields, DecisionRewardFields, OnlineConfig, check_critic_fields, check_reward_fields
 
 USES_VALUE = True
 
@@ -29,6 +29,7 @@ class Config(DecisionRewardFields, CriticFields, OnlineConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_critic_fields(self)
+        check_reward_fields(self)
 
 
 def advantages(batch, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from rlvla.algos import core
-from rlvla.algos.online.pg import DecisionRewardFields, OnlineConfig
+from rlvla.algos.online.pg import DecisionRewardFields, OnlineConfig, check_reward_fields
 
 USES_VALUE = False
 
@@ -16,6 +16,10 @@ USES_VALUE = False
 class Config(DecisionRewardFields, OnlineConfig):
     name: str = "reinforce_pp"
     group_size: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_reward_fields(self)
 
 
 def advantages(batch, cfg: Config) -> tuple[torch.Tensor, None]:
