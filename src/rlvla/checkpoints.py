@@ -100,3 +100,62 @@ def resolve_checkpoint(path) -> Path:
     if latest is not None:
         return latest / "policy"
     raise FileNotFoundError(f"{p} holds no policy (config.json + model.safetensors), training run, or checkpoint")
+
+
+def save_model_dir(path, state: dict, meta: dict, weights: str = "model.safetensors", config: str = "config.json") -> Path:
+    """A model directory (``config.json`` + safetensors weights) written under a temporary name, fsynced and
+    renamed into place: a crash leaves the old copy or the new one, never a mix."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / weights), metadata={"format": str(meta.get("format", ""))})
+    (tmp / config).write_text(json.dumps(meta, indent=2))
+    fsync_tree(tmp)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_model_config(path, fmt: str, version: int, what: str, hint: str, config: str = "config.json") -> tuple[Path, dict]:
+    """-> (model dir, its metadata) of a ``fmt`` model dir, training run dir or checkpoint; one-line errors for a
+    missing, corrupt or foreign config. ``what``: the model's name in messages; ``hint``: how to make one."""
+    try:
+        path = resolve_checkpoint(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{e}; {hint}") from None
+    f = path / config
+    try:
+        meta = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f}: corrupt JSON ({e}); restore the {what} or train it again") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{f}: not a {what} (format {got!r}); {hint}")
+    if meta.get("version") != version:
+        raise CheckpointError(f"{f}: {what} format version {meta.get('version')} is not supported (expected {version})")
+    return path, meta
+
+
+def load_model_weights(module, path, what: str, map_location: str = "cpu", weights: str = "model.safetensors") -> None:
+    """Load safetensors weights into ``module``; one-line errors for missing, corrupt or mismatched weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    f = Path(path) / weights
+    if not f.exists():
+        raise CheckpointError(f"{f}: weights file is missing; the {what} is incomplete")
+    try:
+        state = load_file(str(f), device=map_location)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{f}: corrupt weights ({str(e).splitlines()[0]}); restore the file or train again") from None
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{f}: weights do not match the {what}'s config ({str(e).splitlines()[0][:200]})") from None

@@ -9,7 +9,7 @@ import sys
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlvla", description="RL post-training of vision-language-action policies")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_collect_args, _bench_args, _tasks_args, _train_args, _eval_args, _quickstart_args, _report_args, _reward_eval_args):
+    for add in (_collect_args, _bench_args, _tasks_args, _train_args, _eval_args, _quickstart_args, _report_args, _reward_eval_args, _wm_eval_args):
         add(sub)
     return p
 
@@ -160,6 +160,15 @@ def _reward_eval_args(sub) -> None:
     r.add_argument("--json", action="store_true")
 
 
+def _wm_eval_args(sub) -> None:
+    w = sub.add_parser("wm-eval", help="a world model's open-loop prediction error at 1, 5 and 10 decisions on a dataset")
+    w.add_argument("model", help="world model dir or its training run dir (rlvla train algo=world_model)")
+    w.add_argument("data", help="a dataset (held-out: rlvla collect --seeds eval ...)")
+    w.add_argument("--sequences", type=int, default=256, help="windows of 10 decisions scored")
+    w.add_argument("--out", default="", help="write the results as JSON here")
+    w.add_argument("--json", action="store_true")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -195,6 +204,10 @@ def main(argv=None) -> int:
             from rlvla.runners.evaluate import eval_main
 
             return eval_main(args)
+        if args.cmd == "wm-eval":
+            from rlvla.runners.world_model import wm_eval_main
+
+            return wm_eval_main(args)
         if args.cmd == "reward-eval":
             from rlvla.runners.reward import reward_eval_main
 

@@ -117,12 +117,13 @@ def register() -> None:
     from rlvla.algos.online import CONFIGS as ONLINE
     from rlvla.policies.heads import available_heads, head_config_class
     from rlvla.rewards.models import RewardTrainConfig
+    from rlvla.worldmodels.model import WorldModelTrainConfig
 
     cs = ConfigStore.instance()
     if "train" not in _STORED:
         cs.store(name="train", node=TrainConfig)
         _STORED.add("train")
-    for name, node in {"sft": SFTConfig, "reward_model": RewardTrainConfig, **ONLINE, **OFFLINE}.items():
+    for name, node in {"sft": SFTConfig, "reward_model": RewardTrainConfig, "world_model": WorldModelTrainConfig, **ONLINE, **OFFLINE}.items():
         if f"algo/{name}" not in _STORED:
             cs.store(group="algo", name=name, node=node)
             _STORED.add(f"algo/{name}")
@@ -203,10 +204,10 @@ def check_overrides(cfg) -> None:
         if bad:
             raise ValueError(f"init={cfg.init} fixes the policy (its config replaces head and policy.*), so {' '.join(bad)} "
                              "would be ignored; drop it, or train a new policy with algo=sft")  # fmt: skip
-    if name == "reward_model":
+    if name in ("reward_model", "world_model"):
         bad = [o for k, o in keys.items() if k == "head" or k.startswith("policy.") or k == "init" or k.startswith("eval.")]
         if bad:
-            raise ValueError(f"algo=reward_model trains a reward model (its network in algo.*: width, depth, hidden, ...), so "
+            raise ValueError(f"algo={name} trains a {name.replace('_', ' ')} (its network in algo.*: width, hidden, ...), so "
                              f"{' '.join(bad)} would be ignored")  # fmt: skip
     if name in ONLINE:
         bad = [o for k, o in keys.items() if k.startswith("data.") or (k.startswith("train.") and k[6:] not in ONLINE_TRAIN_KEYS)]

@@ -73,7 +73,9 @@ class Suite:
 
 
 _SUITES: dict[str, Suite] = {}
-_BUILTIN = {"metaworld": "rlvla.envs.metaworld", "grounded": "rlvla.envs.metaworld.grounded"}
+# "wm": imagined envs of a learned world model (make_env("wm/<task>", world_model=DIR)); the module is named, not
+# imported, here: envs know nothing of learning code until a world-model env is asked for
+_BUILTIN = {"metaworld": "rlvla.envs.metaworld", "grounded": "rlvla.envs.metaworld.grounded", "wm": "rlvla.worldmodels.env"}
 
 
 def register_suite(suite: Suite) -> Suite:

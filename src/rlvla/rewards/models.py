@@ -26,9 +26,6 @@ The loop it serves::
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +43,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 KINDS = ("success", "progress", "preference")
+HINT = "train a reward model with `rlvla train algo=reward_model data.path=... run_dir=...` (a policy is not a reward model)"
 
 
 @dataclass
@@ -151,47 +149,23 @@ class RewardModel(nn.Module):
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path) -> Path:
         """``config.json`` + ``model.safetensors``, written to a temporary directory and renamed into place."""
-        from safetensors.torch import save_file
+        from rlvla.checkpoints import save_model_dir
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS),
-                  metadata={"format": FORMAT})  # fmt: skip
-        (tmp / CONFIG).write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "model": self.cfg.to_dict()}, indent=2))
-        fd = os.open(tmp, os.O_RDONLY)
+        return save_model_dir(path, self.state_dict(), {"format": FORMAT, "version": FORMAT_VERSION, "model": self.cfg.to_dict()})
+
+    @staticmethod
+    def _read(path) -> tuple[Path, RewardModelConfig]:
+        from rlvla.checkpoints import read_model_config
+
+        path, meta = read_model_config(path, FORMAT, FORMAT_VERSION, "reward model", HINT)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+            return path, RewardModelConfig.from_dict(meta["model"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path / CONFIG}: invalid reward model config: {e}") from None
 
     @staticmethod
     def read_config(path) -> RewardModelConfig:
-        path = _resolve(path)
-        f = path / CONFIG
-        if not f.exists():
-            raise CheckpointError(f"{path}: no {CONFIG}; not a reward model (train one with `rlvla train algo=reward_model`)")
-        try:
-            meta = json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{f}: corrupt JSON ({e}); restore the model or train it again") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
-            fmt = meta.get("format") if isinstance(meta, dict) else None
-            raise CheckpointError(f"{f}: not a reward model (format {fmt!r}; a policy is not a reward model)")
-        if meta.get("version") != FORMAT_VERSION:
-            raise CheckpointError(f"{f}: reward model format version {meta.get('version')} is not supported (expected {FORMAT_VERSION})")
-        try:
-            return RewardModelConfig.from_dict(meta["model"])
-        except (ValueError, TypeError) as e:
-            raise CheckpointError(f"{f}: invalid reward model config: {e}") from None
+        return RewardModel._read(path)[1]
 
     @classmethod
     def from_pretrained(cls, path, map_location: str = "cpu") -> "RewardModel":
@@ -200,34 +174,12 @@ class RewardModel(nn.Module):
         return model.eval()
 
     def load_weights(self, path, map_location: str = "cpu") -> None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from rlvla.checkpoints import load_model_weights
 
-        path = _resolve(path)
-        other = self.read_config(path)
+        path, other = self._read(path)
         if {k: v for k, v in other.to_dict().items() if k != "tasks"} != {k: v for k, v in self.cfg.to_dict().items() if k != "tasks"}:
             raise CheckpointError(f"{path}: reward model was saved with a different config; load it with RewardModel.from_pretrained")
-        f = path / WEIGHTS
-        if not f.exists():
-            raise CheckpointError(f"{f}: weights file is missing; the reward model is incomplete")
-        try:
-            state = load_file(str(f), device=map_location)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{f}: corrupt weights ({str(e).splitlines()[0]}); restore the file or train again") from None
-        try:
-            self.load_state_dict(state)
-        except RuntimeError as e:
-            raise CheckpointError(f"{f}: weights do not match the config ({str(e).splitlines()[0][:200]})") from None
-
-
-def _resolve(path) -> Path:
-    """A model directory from itself, a training run directory (its final weights) or a checkpoint step."""
-    from rlvla.checkpoints import resolve_checkpoint
-
-    try:
-        return resolve_checkpoint(path)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{e}; train a reward model with `rlvla train algo=reward_model data.path=... run_dir=...`") from None
+        load_model_weights(self, path, "reward model", map_location)
 
 
 # ---------------------------------------------------------------------------------------------- losses

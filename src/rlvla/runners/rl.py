@@ -35,12 +35,24 @@ class RolloutRecipe(Recipe):
         self.workers = None if algo_cfg.workers < 0 else algo_cfg.workers
         self.engine, self.resume_engine = None, None
         self.env_steps = self.env_steps_start = 0
+        self.real_steps = self.real_steps_start = 0
         from rlvla.collectors.relabel import RewardRelabeller
 
         self.relabel = RewardRelabeller(policy, tasks, algo_cfg, seed)
 
     def begin(self, start: int, logger) -> None:
-        self.engine = RolloutEngine(self.policy, self.tasks, self.cfg, seed=self.seed, workers=self.workers)
+        if self.cfg.world_model:  # imagined rollouts: one batched forward pass per decision, in this process
+            from functools import partial
+
+            from rlvla.worldmodels.env import ImaginedPool, load_world_model
+
+            self.wm = load_world_model(self.cfg.world_model)
+            pc = self.policy.cfg
+            self.wm.check_compatible(self.tasks, pc.cameras, pc.image_size, pc.chunk, pc.action_dim)
+            self.engine = RolloutEngine(self.policy, self.tasks, self.cfg, seed=self.seed, workers=0,
+                                        make_pool=partial(ImaginedPool, world_model=self.wm))  # fmt: skip
+        else:
+            self.engine = RolloutEngine(self.policy, self.tasks, self.cfg, seed=self.seed, workers=self.workers)
         self.engine.load_state(self.resume_engine)
         self.one_thread = self.engine.pool.workers > 0  # idle OpenMP threads would starve the env workers
         if self.cfg.eval_every and start == 0:
@@ -55,6 +67,9 @@ class RolloutRecipe(Recipe):
         extra = self.relabel(ro, it)  # learned reward and exploration bonus (nothing when neither is set)
         metrics = {**ro.stats, **extra, **self.algo.update(ro, it)}
         self.env_steps += int(ro.stats["rollout/env_steps"])
+        real = getattr(self.engine.pool, "real_steps", None)  # imagined rollouts: only their starts were real
+        self.real_steps = real + self.real_steps_start if real is not None else self.env_steps
+        metrics["rollout/real_env_steps"] = self.real_steps
         metrics.update({"time/update_s": time.perf_counter() - t_up, "time/iteration_s": time.perf_counter() - t_it,
                         "env_steps": self.env_steps, "peak_rss_mb": peak_rss_mb()})  # fmt: skip
         if self.cfg.eval_every and (it + 1) % self.cfg.eval_every == 0:
@@ -76,12 +91,14 @@ class RolloutRecipe(Recipe):
         tensors, meta = self.algo.state()
         rt, rm = self.relabel.state()
         engine = self.engine.state() if self.engine is not None else self.resume_engine
-        return {**tensors, **rt}, {**meta, **rm, "env_steps": self.env_steps, "init": str(self.init), "engine": engine}
+        return {**tensors, **rt}, {**meta, **rm, "env_steps": self.env_steps, "real_env_steps": self.real_steps, "init": str(self.init),
+                                   "engine": engine}  # fmt: skip
 
     def load_state(self, tensors: dict, meta: dict) -> None:
         self.algo.load_state(tensors, meta)
         self.relabel.load_state(tensors, meta)
         self.env_steps = self.env_steps_start = int(meta.get("env_steps", 0))
+        self.real_steps = self.real_steps_start = int(meta.get("real_env_steps", 0))
         self.resume_engine = meta.get("engine")
 
     def describe(self, m: dict) -> str:
@@ -89,7 +106,8 @@ class RolloutRecipe(Recipe):
                 f"{m['rollout/env_steps_per_s']:.0f} steps/s")  # fmt: skip
 
     def summary(self, steps: int, wall_s: float) -> dict:
-        return {"env_steps": self.env_steps, "init": str(self.init), "tasks": self.tasks,
+        return {"env_steps": self.env_steps, "real_env_steps": self.real_steps, "imagined": bool(self.cfg.world_model),
+                "init": str(self.init), "tasks": self.tasks,
                 "samples_per_s": (self.env_steps - self.env_steps_start) / max(wall_s, 1e-9)}  # fmt: skip
 
     def close(self) -> None:

@@ -74,6 +74,10 @@ def train(cfg, progress: bool = True, on_step=None) -> dict:
         from rlvla.runners.reward import train_reward_model
 
         return train_reward_model(cfg, progress=progress, on_step=on_step)
+    if cfg.algo.name == "world_model":
+        from rlvla.runners.world_model import train_world_model
+
+        return train_world_model(cfg, progress=progress, on_step=on_step)
     if cfg.algo.name != "sft" and cfg.algo.name not in OFFLINE:
         from rlvla.runners.rl import train_online
 

@@ -115,6 +115,10 @@ class OnlineConfig:
     """Checkpoint every N iterations (and at the end or on Ctrl-C)."""
     tasks: list[str] = field(default_factory=list)
     """Tasks to train on (default: the initial policy's tasks). Always the ``id`` split on training seeds."""
+    world_model: str = ""
+    """Roll out in a learned world model (``rlvla train algo=world_model``; its dir or run dir) instead of the
+    simulator: each episode starts from a real reset (one rendered frame) and every decision after it is imagined.
+    Held-out evaluation (``eval_every``) and ``rlvla eval`` always run in the simulator."""
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:

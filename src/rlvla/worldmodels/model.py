@@ -1,0 +1,282 @@
+"""A latent world model over decisions: image + proprio + instruction, conditioned on action chunks.
+
+Network (one camera):
+
+- encoder: four stride-2 convs (GroupNorm, SiLU) -> a linear map to a ``latent``-d vector (LayerNorm'd);
+- decoder: the mirror image (transposed convs) -> the image in [0, 1];
+- dynamics: an MLP on ``[z, proprio, action chunk (K x A), instruction]`` -> the latent's change, the next
+  proprio, and two heads for the decision: its success logit and the dense progress at its end (a logit).
+
+Training (:class:`WorldModelTrainer`, ``rlvla train algo=world_model``) rolls the dynamics ``horizon`` decisions
+open loop from the encoded first observation and compares every predicted step with what happened: the decoded
+image (squared error), the latent (against the encoding of the real observation, stop-gradient), the proprio,
+success (cross-entropy) and progress (squared error), plus the reconstruction of the first image. Open-loop
+training is what imagination needs: the model is used on its own predictions.
+
+Saved like a policy: ``config.json`` (format ``rlvla-world-model``: tasks, camera, image size, chunk, action and
+proprio dims, network) + ``model.safetensors``; refused for tasks, cameras, image sizes or chunk sizes it was not
+trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlvla.errors import CheckpointError, NonFiniteLossError
+from rlvla.policies.encoders import LANGUAGE_DIM, embed_instructions
+
+FORMAT = "rlvla-world-model"
+FORMAT_VERSION = 1
+HINT = "train a world model with `rlvla train algo=world_model data.path=... run_dir=...`"
+
+
+@dataclass
+class WorldModelConfig:
+    tasks: list[str] = field(default_factory=list)
+    camera: str = "corner"
+    image_size: int = 64
+    chunk: int = 4
+    action_dim: int = 4
+    proprio_dim: int = 4
+    latent: int = 256
+    width: int = 32
+    hidden: int = 512
+    language: str = "minilm"
+    reward_scale: float = 10.0
+    """The suite's dense-reward scale (imagined rewards are progress x scale, as the simulator's)."""
+
+    def __post_init__(self) -> None:
+        if self.image_size % 16 or self.image_size < 16:
+            raise ValueError(f"world model image_size must be a multiple of 16, got {self.image_size}")
+        if min(self.chunk, self.action_dim, self.proprio_dim, self.latent, self.width, self.hidden) < 1:
+            raise ValueError(f"invalid world model config {self}")
+        if self.language not in ("minilm", "none"):
+            raise ValueError(f"unknown language encoder {self.language!r}; valid: minilm, none")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WorldModelConfig":
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown world model config keys {unknown}")
+        return cls(**d)
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        chans = [3, w, 2 * w, 4 * w, 4 * w]
+        enc = []
+        for i in range(4):
+            enc += [nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1), nn.GroupNorm(8, chans[i + 1]), nn.SiLU()]
+        self.enc = nn.Sequential(*enc, nn.Flatten())
+        self.side = cfg.image_size // 16
+        flat = chans[-1] * self.side**2
+        self.to_latent = nn.Sequential(nn.Linear(flat, cfg.latent), nn.LayerNorm(cfg.latent, elementwise_affine=False))
+        self.from_latent = nn.Linear(cfg.latent, flat)
+        dec = []
+        for cin, cout in ((4 * w, 4 * w), (4 * w, 2 * w), (2 * w, w), (w, w)):  # side -> 16 x side
+            dec += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.GroupNorm(8, cout), nn.SiLU()]
+        self.dec = nn.Sequential(*dec, nn.Conv2d(w, 3, 3, padding=1))
+        self.lang = nn.Linear(LANGUAGE_DIM, 64)
+        inp = cfg.latent + cfg.proprio_dim + cfg.chunk * cfg.action_dim + 64
+        self.dyn = nn.Sequential(nn.Linear(inp, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.hidden), nn.SiLU(),
+                                 nn.Linear(cfg.hidden, cfg.latent + cfg.proprio_dim + 2))  # fmt: skip
+        nn.init.zeros_(self.dyn[-1].weight)
+        nn.init.zeros_(self.dyn[-1].bias)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ pieces
+    def embed(self, instructions: list[str]) -> torch.Tensor:
+        if self.cfg.language == "none":
+            return torch.zeros(len(instructions), LANGUAGE_DIM, device=self.device)
+        return embed_instructions(list(instructions)).to(self.device)
+
+    def encode(self, images) -> torch.Tensor:
+        """uint8 ``(B, S, S, 3)`` -> latents ``(B, latent)``."""
+        x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images).to(self.device)
+        s = self.cfg.image_size
+        if x.ndim != 4 or tuple(x.shape[1:]) != (s, s, 3):
+            raise ValueError(f"world model expects {s}x{s}x3 images from {self.cfg.camera!r}, got {tuple(x.shape[1:])}")
+        return self.to_latent(self.enc(x.permute(0, 3, 1, 2).float() / 255.0 - 0.5))
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> images before the squashing ``(B, 3, S, S)``; ``sigmoid`` gives [0, 1]."""
+        return self.dec(self.from_latent(z).view(len(z), -1, self.side, self.side))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> uint8 images ``(B, S, S, 3)``."""
+        return (torch.sigmoid(self.decode_logits(z)) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+    def step(self, z: torch.Tensor, proprio: torch.Tensor, actions: torch.Tensor, lang: torch.Tensor):
+        """One decision: ``actions`` (B, K, A), ``lang`` (B, 384) -> (z', proprio', success logit, progress logit)."""
+        c = self.cfg
+        if actions.shape[1:] != (c.chunk, c.action_dim):
+            raise ValueError(f"world model steps in chunks of {c.chunk} x {c.action_dim} actions, got {tuple(actions.shape[1:])}")
+        out = self.dyn(torch.cat([z, proprio, actions.flatten(1).clamp(-1, 1), F.silu(self.lang(lang))], -1))
+        dz, dp, succ, prog = out.split([c.latent, c.proprio_dim, 1, 1], -1)
+        return F.layer_norm(z + dz, (c.latent,)), proprio + dp, succ[:, 0], prog[:, 0]
+
+    # ------------------------------------------------------------------ compatibility and files
+    def check_compatible(self, tasks, cameras, image_size: int, chunk: int, action_dim: int | None = None) -> None:
+        c = self.cfg
+        missing = sorted(set(tasks) - set(c.tasks))
+        if missing:
+            raise ValueError(f"world model was trained on {c.tasks}, not on {missing}; train one on data of these tasks")
+        if c.camera not in list(cameras):
+            raise ValueError(f"world model predicts camera {c.camera!r}, which this policy does not read (it reads {list(cameras)})")
+        if int(image_size) != c.image_size:
+            raise ValueError(f"world model predicts {c.image_size}x{c.image_size} images; this policy reads {image_size}x{image_size}")
+        if int(chunk) != c.chunk or (action_dim is not None and int(action_dim) != c.action_dim):
+            raise ValueError(f"world model steps in chunks of {c.chunk} x {c.action_dim} actions; this policy acts in "
+                             f"{chunk} x {action_dim}")  # fmt: skip
+
+    def save_pretrained(self, path) -> Path:
+        from rlvla.checkpoints import save_model_dir
+
+        return save_model_dir(path, self.state_dict(), {"format": FORMAT, "version": FORMAT_VERSION, "model": self.cfg.to_dict()})
+
+    @staticmethod
+    def _read(path) -> tuple[Path, WorldModelConfig]:
+        from rlvla.checkpoints import read_model_config
+
+        path, meta = read_model_config(path, FORMAT, FORMAT_VERSION, "world model", HINT)
+        try:
+            return path, WorldModelConfig.from_dict(meta["model"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path / 'config.json'}: invalid world model config: {e}") from None
+
+    @staticmethod
+    def read_config(path) -> WorldModelConfig:
+        return WorldModel._read(path)[1]
+
+    @classmethod
+    def from_pretrained(cls, path, map_location: str = "cpu") -> "WorldModel":
+        model = cls(cls.read_config(path))
+        model.load_weights(path, map_location)
+        return model.eval()
+
+    def load_weights(self, path, map_location: str = "cpu") -> None:
+        from rlvla.checkpoints import load_model_weights
+
+        path, other = self._read(path)
+        if {k: v for k, v in other.to_dict().items() if k != "tasks"} != {k: v for k, v in self.cfg.to_dict().items() if k != "tasks"}:
+            raise CheckpointError(f"{path}: world model was saved with a different config; load it with WorldModel.from_pretrained")
+        load_model_weights(self, path, "world model", map_location)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio (dB) per image of uint8 ``(B, S, S, 3)`` pairs."""
+    mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(255.0**2 / mse)
+
+
+@dataclass
+class WorldModelTrainConfig:
+    """``algo=world_model`` in ``rlvla train`` (loop settings in ``train.*``, data in ``data.path``)."""
+
+    name: str = "world_model"
+    camera: str = ""
+    """Camera to model (default: the dataset's first)."""
+    chunk: int = 4
+    """Low-level steps per decision (the policy's chunk)."""
+    horizon: int = 5
+    """Decisions rolled open loop per training sequence."""
+    latent: int = 256
+    width: int = 32
+    hidden: int = 512
+    language: str = "minilm"
+    latent_coef: float = 1.0
+    success_coef: float = 0.1
+    progress_coef: float = 1.0
+    proprio_coef: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1 or self.horizon < 1 or self.latent < 1 or self.width < 8 or self.hidden < 1:
+            raise ValueError(f"invalid world model settings: chunk, horizon >= 1, width >= 8 (got {self})")
+        if self.language not in ("minilm", "none"):
+            raise ValueError(f"unknown language encoder {self.language!r}; valid: minilm, none")
+        if min(self.latent_coef, self.success_coef, self.progress_coef, self.proprio_coef) < 0:
+            raise ValueError("world model loss weights must be >= 0")
+
+
+def rollout_loss(model: WorldModel, batch: dict, cfg: WorldModelTrainConfig) -> tuple[torch.Tensor, dict]:
+    """Open-loop prediction loss of a batch of :class:`rlvla.data.sequences.DecisionSequences`."""
+    img = batch["image"].to(model.device)  # (B, H+1, S, S, 3)
+    b, h1 = img.shape[:2]
+    h = h1 - 1
+    target = img.permute(0, 1, 4, 2, 3).float() / 255.0
+    z_all = model.encode(img.flatten(0, 1)).view(b, h1, -1)
+    lang = model.embed(batch["instruction"])
+    proprio = batch["proprio"].to(model.device)
+    z, p = z_all[:, 0], proprio[:, 0]
+    zs, ps, succ, prog = [], [], [], []
+    for k in range(h):
+        z, p, s, g = model.step(z, p, batch["action"][:, k].to(model.device), lang)
+        zs.append(z)
+        ps.append(p)
+        succ.append(s)
+        prog.append(g)
+    zs, ps, succ, prog = torch.stack(zs, 1), torch.stack(ps, 1), torch.stack(succ, 1), torch.stack(prog, 1)
+    dec = model.decode_logits(torch.cat([z_all[:, :1], zs], 1).flatten(0, 1)).view(b, h1, 3, *target.shape[-2:])
+    image = F.binary_cross_entropy_with_logits(dec, target)  # per-pixel, on [0, 1] intensities
+    mse = F.mse_loss(torch.sigmoid(dec[:, 1:]), target[:, 1:])
+    latent = F.mse_loss(zs, z_all[:, 1:].detach())
+    prop = F.mse_loss(ps, proprio[:, 1:])
+    success = F.binary_cross_entropy_with_logits(succ, batch["success"].float().to(model.device))
+    progress = F.mse_loss(torch.sigmoid(prog), batch["progress"].float().clamp(0, 1).to(model.device))
+    loss = image + cfg.latent_coef * latent + cfg.proprio_coef * prop + cfg.success_coef * success + cfg.progress_coef * progress
+    return loss, {"image_loss": float(image.detach()), "image_mse": float(mse.detach()), "latent_loss": float(latent.detach()),
+                  "proprio_loss": float(prop.detach()), "success_loss": float(success.detach()),
+                  "progress_loss": float(progress.detach())}  # fmt: skip
+
+
+class WorldModelTrainer:
+    def __init__(self, model: WorldModel, cfg: WorldModelTrainConfig, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4,
+                 warmup_steps: int = 100, grad_clip: float = 1.0) -> None:  # fmt: skip
+        from rlvla.algos.optim import make_adamw
+
+        self.model, self.cfg, self.steps, self.lr, self.warmup, self.grad_clip = model, cfg, steps, lr, warmup_steps, grad_clip
+        self.opt = make_adamw(list(model.parameters()), lr, weight_decay)
+
+    def update(self, batch: dict, step: int) -> dict:
+        from rlvla.algos.optim import warmup_cosine
+
+        self.model.train()
+        lr = self.lr * warmup_cosine(step, self.steps, self.warmup)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        loss, metrics = rollout_loss(self.model, batch, self.cfg)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"world model loss is {float(loss.detach())} at step {step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip if self.grad_clip > 0 else float("inf"))
+        if not torch.isfinite(gnorm):
+            raise NonFiniteLossError(f"world model gradient norm is {float(gnorm)} at step {step}")
+        self.opt.step()
+        return {**metrics, "loss": float(loss.detach()), "grad_norm": float(gnorm), "lr": lr}
+
+    def state(self) -> tuple[dict, dict]:
+        from rlvla.algos.optim import optimizer_tensors
+
+        return optimizer_tensors(self.opt)
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        from rlvla.algos.optim import load_optimizer_tensors
+
+        load_optimizer_tensors(self.opt, tensors, meta)
