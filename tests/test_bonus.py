@@ -194,3 +194,28 @@ def test_reward_and_bonus_settings_are_checked():
         CONFIGS["ppo"](bonus="rdn")
     with pytest.raises(ValueError, match="reward_threshold in \\(0, 1\\)"):
         CONFIGS["reinforce_pp"](reward_threshold=1.5)
+
+
+def test_group_methods_score_episodes_by_the_learned_reward():
+    from test_online import ToyPool, algo_cfg, toy_policy
+
+    from rlvla.algos.online import CONFIGS
+    from rlvla.collectors import RolloutEngine
+    from rlvla.collectors.relabel import RewardRelabeller
+
+    policy = toy_policy("gaussian")
+    cfg = algo_cfg("grpo", dynamic_sampling=False, groups_per_task=4, envs_per_task=8)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
+        ro = eng.collect(0)
+    sim = ro.batch["score"].clone()
+    rl = RewardRelabeller(policy, ["toy"], cfg)
+    rl.model = _StubModel("success", 0.9)
+    rewards = ro.batch["next.reward"].clone()
+    m = rl(ro, 0)
+    assert (sim < 1).any() and torch.equal(ro.batch["score"], torch.ones(len(ro)))  # every episode called a success
+    assert torch.equal(ro.batch["next.reward"], rewards) and m["reward/false_success"] == 1.0
+    rl.model = _StubModel("progress", 0.3)
+    rl(ro, 1)
+    assert torch.allclose(ro.batch["score"], torch.full((len(ro),), 0.3))
+    with pytest.raises(ValueError, match="needs algo.dynamic_sampling=false, algo.progress_score=0 and algo.replay=0"):
+        CONFIGS["grpo"](reward="some/model")

@@ -4,7 +4,9 @@
 Each decision is scored on the observation it led to (:meth:`Rollout.next_observations`):
 
 - a ``success`` reward model pays ``reward_weight`` once per episode, at the first decision whose next
-  observation it scores above ``reward_threshold``;
+  observation it scores above ``reward_threshold``; for a group method (no per-decision rewards) the episode's
+  outcome score becomes 1 where the model called a success, else 0 (a progress or preference model: the episode's
+  highest score);
 - a ``progress`` or ``preference`` model is a potential: ``reward_weight * (gamma * phi(s') - phi(s))``
   (``phi(s') = 0`` after a termination), so it cannot change which policy is optimal for the rest of the reward;
 - ``rnd`` / ``count`` bonuses on the policy's action readout of the next observation, weighted by
@@ -38,6 +40,7 @@ class RewardRelabeller:
 
             self.model = RewardModel.from_pretrained(cfg.reward).to(policy.device)
             self.model.check_compatible(tasks, policy.cfg.cameras, policy.cfg.image_size)
+        self.group = not hasattr(cfg, "success_bonus")  # group methods score whole episodes
         kind = getattr(cfg, "bonus", "")
         dim = policy.backbone.dim
         self.bonus = RND(dim, seed=seed) if kind == "rnd" else SimHashCount(dim, seed=seed) if kind == "count" else None
@@ -64,7 +67,9 @@ class RewardRelabeller:
             s_next = self._scores(nxt).double()
             if not torch.isfinite(s_next).all():
                 raise NonFiniteLossError(f"the reward model predicted a non-finite reward at iteration {iteration}")
-            if self.model.cfg.kind == "success":
+            if self.group:
+                self._score_episodes(ro, s_next, m, iteration)
+            elif self.model.cfg.kind == "success":
                 above = s_next > cfg.reward_threshold
                 learned = torch.zeros_like(total)
                 said = {}
@@ -73,12 +78,8 @@ class RewardRelabeller:
                     if e not in said:
                         said[e] = i
                         learned[i] = cfg.reward_weight
-                sim = {i: bool(d["success"]) for i, d in enumerate(ro.episodes)}
-                fails = [e for e, ok in sim.items() if not ok]
-                false = sum(1 for e in fails if e in said) / len(fails) if fails else 0.0
-                m.update({"reward/model_success": len(said) / max(1, len(sim)), "reward/false_success": false,
-                          "reward/model_mean": float(s_next.mean())})  # fmt: skip
-                self._watch(false, iteration)
+                self._false_successes(ro, set(said), m, iteration)
+                m["reward/model_mean"] = float(s_next.mean())
             else:
                 s_now = self._scores(b).double()
                 if not torch.isfinite(s_now).all():
@@ -86,8 +87,9 @@ class RewardRelabeller:
                 term = b["next.terminated"].double()
                 learned = cfg.reward_weight * (cfg.gamma * s_next * (1 - term) - s_now)
                 m["reward/model_mean"] = float(s_next.mean())
-            total = total + learned
-            m["reward/learned_mean"] = float(learned.mean())
+            if not self.group:
+                total = total + learned
+                m["reward/learned_mean"] = float(learned.mean())
         if self.bonus is not None:
             with torch.no_grad():
                 was = self.policy.training
@@ -106,6 +108,25 @@ class RewardRelabeller:
             raise NonFiniteLossError(f"non-finite rewards after the learned reward / bonus at iteration {iteration}")
         b["next.reward"] = total.float()
         return m
+
+    def _score_episodes(self, ro, s_next: torch.Tensor, m: dict, iteration: int) -> None:
+        """Group methods: each episode's outcome score from the model (see the module docstring)."""
+        ep = ro.batch["episode_index"]
+        n = len(ro.episodes)
+        best = torch.full((n,), -float("inf"), dtype=torch.float64).scatter_reduce(0, ep, s_next, "amax")
+        if self.model.cfg.kind == "success":
+            score = (best > self.cfg.reward_threshold).double()
+            self._false_successes(ro, set(torch.nonzero(score > 0).flatten().tolist()), m, iteration)
+        else:
+            score = best
+        ro.batch["score"] = score[ep].float()
+        m.update({"reward/model_mean": float(s_next.mean()), "reward/score_mean": float(score.mean())})
+
+    def _false_successes(self, ro, said: set, m: dict, iteration: int) -> None:
+        fails = [e for e, d in enumerate(ro.episodes) if not d["success"]]
+        false = sum(1 for e in fails if e in said) / len(fails) if fails else 0.0
+        m.update({"reward/model_success": len(said) / max(1, len(ro.episodes)), "reward/false_success": false})
+        self._watch(false, iteration)
 
     def _watch(self, false: float, iteration: int) -> None:
         if self.first_false is None:

@@ -199,9 +199,20 @@ class GroupFields:
     replay: float = 0.0
     """Fraction of each round's groups that replay layouts whose latest group had mixed outcomes (prioritised
     layout replay; 0: fresh layouts only). See :mod:`rlvla.collectors.rollout`."""
+    reward: str = ""
+    """A learned reward model (its dir or run dir) that scores episodes instead of the simulator: a ``success``
+    model scores 1 where it calls any of the episode's observations a success (above ``reward_threshold``), a
+    ``progress`` or ``preference`` model the episode's highest score. Needs ``dynamic_sampling=false``,
+    ``progress_score=0`` and ``replay=0``: those select and score episodes by the simulator's outcome."""
+    reward_threshold: float = 0.5
 
 
 def check_group_fields(cfg) -> None:
+    if cfg.reward and (cfg.dynamic_sampling or cfg.progress_score or cfg.replay):
+        raise ValueError(f"algo.reward with {cfg.name} needs algo.dynamic_sampling=false, algo.progress_score=0 and algo.replay=0: "
+                         "they select and score episodes by the simulator's outcome, which the learned reward replaces")  # fmt: skip
+    if not 0 < cfg.reward_threshold < 1:
+        raise ValueError(f"reward_threshold must be in (0, 1), got {cfg.reward_threshold}")
     if not 0.0 <= cfg.progress_score < 1.0:
         raise ValueError(f"progress_score must be in [0, 1) so that every success outranks every failure; got {cfg.progress_score}")
     if not 0.0 <= cfg.replay <= 1.0:
