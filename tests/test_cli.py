@@ -35,7 +35,7 @@ def test_tasks_lists_choices():
     r = rlvla("tasks", "--json")
     info = json.loads(r.stdout)
     assert len(info["tasks"]) == 50 and "mt10" in info["task_sets"] and "ood-camera" in info["splits"]
-    assert info["suites"] == ["grounded", "metaworld"] and info["default_suite"] == "metaworld"
+    assert info["suites"] == ["grounded", "metaworld", "wm"] and info["default_suite"] == "metaworld"
     assert info["suite_tasks"]["grounded"] == ["grounded/reach", "grounded/push", "grounded/pick-place",
                                                "grounded/button-press-topdown"]  # fmt: skip
 

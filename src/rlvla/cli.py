@@ -169,57 +169,27 @@ def _wm_eval_args(sub) -> None:
     w.add_argument("--json", action="store_true")
 
 
+# command -> (module, function); bench dispatches on what it measures
+_COMMANDS = {
+    "collect": ("rlvla.runners.collect", "collect_main"), "tasks": ("rlvla.runners.info", "tasks_main"),
+    "train": ("rlvla.runners.train", "train_main"), "eval": ("rlvla.runners.evaluate", "eval_main"),
+    "wm-eval": ("rlvla.runners.world_model", "wm_eval_main"), "reward-eval": ("rlvla.runners.reward", "reward_eval_main"),
+    "report": ("rlvla.runners.report", "report_main"), "quickstart": ("rlvla.runners.quickstart", "quickstart_main"),
+}  # fmt: skip
+_BENCH = {"offline": ("rlvla.bench.offline", "bench_offline_main"), "rollout": ("rlvla.bench.rl", "bench_rl_main"),
+          "sb3": ("rlvla.bench.rl", "bench_rl_main"), "env": ("rlvla.bench.env", "bench_main")}  # fmt: skip
+
+
 def main(argv=None) -> int:
+    import importlib
+
     args = _parser().parse_args(argv)
     try:
-        if args.cmd == "collect":
-            from rlvla.runners.collect import collect_main
-
-            return collect_main(args)
         if args.cmd == "bench":
-            if args.what == "offline":
-                from rlvla.bench.offline import bench_offline_main
-
-                return bench_offline_main(args)
-            if args.what in ("rollout", "sb3"):
-                from rlvla.bench.rl import bench_rl_main
-
-                return bench_rl_main(args)
-            if args.what != "env":
-                from rlvla.bench.policy import bench_policy_main
-
-                return bench_policy_main(args)
-            from rlvla.bench.env import bench_main
-
-            return bench_main(args)
-        if args.cmd == "tasks":
-            from rlvla.runners.info import tasks_main
-
-            return tasks_main(args)
-        if args.cmd == "train":
-            from rlvla.runners.train import train_main
-
-            return train_main(args)
-        if args.cmd == "eval":
-            from rlvla.runners.evaluate import eval_main
-
-            return eval_main(args)
-        if args.cmd == "wm-eval":
-            from rlvla.runners.world_model import wm_eval_main
-
-            return wm_eval_main(args)
-        if args.cmd == "reward-eval":
-            from rlvla.runners.reward import reward_eval_main
-
-            return reward_eval_main(args)
-        if args.cmd == "report":
-            from rlvla.runners.report import report_main
-
-            return report_main(args)
-        if args.cmd == "quickstart":
-            from rlvla.runners.quickstart import quickstart_main
-
-            return quickstart_main(args)
+            module, fn = _BENCH.get(args.what, ("rlvla.bench.policy", "bench_policy_main"))
+        else:
+            module, fn = _COMMANDS[args.cmd]
+        return getattr(importlib.import_module(module), fn)(args)
     except KeyboardInterrupt:
         print(f"rlvla {args.cmd}: interrupted", file=sys.stderr)
         return 130
