@@ -3,7 +3,8 @@
 Network (one camera):
 
 - encoder: four stride-2 convs (GroupNorm, SiLU) -> a linear map to a ``latent``-d vector (LayerNorm'd);
-- decoder: the mirror image (transposed convs) -> the image in [0, 1];
+- decoder: the mirror image (transposed convs, the last one straight to RGB: a full-resolution layer of ``width``
+  channels cost ~80% of a training step) -> the image in [0, 1];
 - dynamics: an MLP on ``[z, proprio, action chunk (K x A), instruction]`` -> the latent's change, the next
   proprio, and two heads for the decision: its success logit and the dense progress at its end (a logit).
 
@@ -45,7 +46,7 @@ class WorldModelConfig:
     action_dim: int = 4
     proprio_dim: int = 4
     latent: int = 256
-    width: int = 32
+    width: int = 16
     hidden: int = 512
     language: str = "minilm"
     reward_scale: float = 10.0
@@ -85,9 +86,9 @@ class WorldModel(nn.Module):
         self.to_latent = nn.Sequential(nn.Linear(flat, cfg.latent), nn.LayerNorm(cfg.latent, elementwise_affine=False))
         self.from_latent = nn.Linear(cfg.latent, flat)
         dec = []
-        for cin, cout in ((4 * w, 4 * w), (4 * w, 2 * w), (2 * w, w), (w, w)):  # side -> 16 x side
+        for cin, cout in ((4 * w, 4 * w), (4 * w, 2 * w), (2 * w, w)):  # side -> 8 x side, then straight to RGB
             dec += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.GroupNorm(8, cout), nn.SiLU()]
-        self.dec = nn.Sequential(*dec, nn.Conv2d(w, 3, 3, padding=1))
+        self.dec = nn.Sequential(*dec, nn.ConvTranspose2d(w, 3, 4, stride=2, padding=1))
         self.lang = nn.Linear(LANGUAGE_DIM, 64)
         inp = cfg.latent + cfg.proprio_dim + cfg.chunk * cfg.action_dim + 64
         self.dyn = nn.Sequential(nn.Linear(inp, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.hidden), nn.SiLU(),
@@ -194,10 +195,10 @@ class WorldModelTrainConfig:
     """Camera to model (default: the dataset's first)."""
     chunk: int = 4
     """Low-level steps per decision (the policy's chunk)."""
-    horizon: int = 5
+    horizon: int = 4
     """Decisions rolled open loop per training sequence."""
     latent: int = 256
-    width: int = 32
+    width: int = 16
     hidden: int = 512
     language: str = "minilm"
     latent_coef: float = 1.0
