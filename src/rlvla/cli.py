@@ -40,9 +40,11 @@ def _collect_args(sub) -> None:
 
 def _bench_args(sub) -> None:
     b = sub.add_parser("bench", help="benchmarks")
-    b.add_argument("what", choices=["env", "inference", "sft", "rollout", "sb3", "offline"],
-                   help="env throughput, policy latency, SFT success, RL rollout vs env-only throughput, PPO vs SB3")
+    b.add_argument("what", choices=["env", "inference", "sft", "rollout", "sb3", "offline", "imagined"],
+                   help="env throughput, policy latency, SFT success, RL rollout vs env-only throughput, PPO vs SB3, imagined vs real rollouts")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--policy", default="", help="imagined: the policy to roll out")
+    b.add_argument("--world-model", default="", help="imagined: the world model to roll it out in")
     b.add_argument("--source", default="", help="offline: dataset to replicate into the large one")
     b.add_argument("--copies", type=int, default=5, help="offline: the large dataset holds this many copies of --source")
     b.add_argument("--algo", default="iql", help="offline: algorithm to train")
@@ -177,7 +179,7 @@ _COMMANDS = {
     "report": ("rlvla.runners.report", "report_main"), "quickstart": ("rlvla.runners.quickstart", "quickstart_main"),
 }  # fmt: skip
 _BENCH = {"offline": ("rlvla.bench.offline", "bench_offline_main"), "rollout": ("rlvla.bench.rl", "bench_rl_main"),
-          "sb3": ("rlvla.bench.rl", "bench_rl_main"), "env": ("rlvla.bench.env", "bench_main")}  # fmt: skip
+          "sb3": ("rlvla.bench.rl", "bench_rl_main"), "imagined": ("rlvla.bench.rl", "bench_rl_main"), "env": ("rlvla.bench.env", "bench_main")}  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -63,6 +63,33 @@ def bench_rollout(tasks=None, envs_per_task: int = 2, workers: int | None = None
             "ratio": rollout / ((env_only + env_only2) / 2)}  # fmt: skip
 
 
+# ---------------------------------------------------------------------------------------------- imagined vs real
+def bench_imagined(policy_path: str, world_model: str, envs_real: int = 4, envs_imagined: int = 16, workers: int | None = None) -> dict:
+    """Env steps/s of whole-episode rollouts of one policy in the simulator and in a world model (one run; each
+    side: a warm-up iteration, then one measured). Imagined envs run in-process, all in one batched forward pass."""
+    from functools import partial
+
+    from rlvla.algos.online import CONFIGS
+    from rlvla.collectors import RolloutEngine, torch_threads
+    from rlvla.policies import VLAPolicy
+    from rlvla.worldmodels.env import ImaginedPool, load_world_model
+
+    policy = VLAPolicy.from_pretrained(policy_path).eval()
+    tasks = list(policy.cfg.tasks)
+    wm = load_world_model(world_model)
+    out = {"tasks": tasks, "policy": str(policy_path), "world_model": str(world_model)}
+    for name, n, make in (("real", envs_real, None), ("imagined", envs_imagined, partial(ImaginedPool, world_model=wm))):
+        cfg = CONFIGS["grpo"](group_size=n, groups_per_task=1, envs_per_task=n, dynamic_sampling=False)
+        kw = {"workers": workers} if make is None else {"workers": 0, "make_pool": make}
+        with RolloutEngine(policy, tasks, cfg, **kw) as eng, torch_threads(1 if eng.pool.workers else torch.get_num_threads()):
+            eng.collect(0)
+            ro = eng.collect(1)
+        out[name] = {"envs": len(tasks) * n, "steps_per_s": ro.stats["rollout/env_steps_per_s"], "env_steps": ro.stats["rollout/env_steps"],
+                     "success": ro.stats["rollout/success"]}  # fmt: skip
+    out["ratio"] = out["imagined"]["steps_per_s"] / out["real"]["steps_per_s"]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- PPO vs SB3
 # One PPO recipe for both libraries. SB3's value loss is vf_coef * MSE while rlvla's is vf_coef * 0.5 * MSE, so rlvla
 # gets twice SB3's vf_coef: the same objective. n_steps = max_steps: every update sees whole 200-step episodes in
@@ -202,7 +229,13 @@ def _brief(res: dict) -> dict:
 
 def bench_rl_main(args) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    if args.what == "rollout":
+    if args.what == "imagined":
+        if not args.policy or not args.world_model:
+            raise ValueError("rlvla bench imagined needs --policy and --world-model")
+        res = bench_imagined(args.policy, args.world_model)
+        line = (f"imagined {res['imagined']['steps_per_s']:.0f} env steps/s ({res['imagined']['envs']} envs in-process) vs real "
+                f"{res['real']['steps_per_s']:.0f} ({res['real']['envs']} envs): ratio {res['ratio']:.1f} (target >= 10)")  # fmt: skip
+    elif args.what == "rollout":
         res = bench_rollout(head=args.head or "flow")
         line = (f"rollout {res['rollout_steps_per_s']:.0f} env steps/s vs env-only {np.mean(res['env_only_steps_per_s']):.0f} "
                 f"({res['envs']} envs, {res['workers']} workers): ratio {res['ratio']:.2f} (target >= 0.7)")  # fmt: skip
