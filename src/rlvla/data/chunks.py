@@ -50,6 +50,8 @@ class ChunkDataset:
             per_frame = np.concatenate([np.tile(np.asarray(g, np.float32), (len(e), 1)) for g, e in zip(goals, cols["action"])])
             self.data["aux.goal"] = torch.from_numpy(per_frame)
         self.tasks = list(dataset.tasks)
+        self._pools: dict[str, list[str]] = {}  # instruction augmentation (set_paraphrases)
+        self._pool_prob, self._pool_seed = 0.0, 0
         self.episodes = eps
         self.env_tasks = sorted({dataset.episodes[i].get("env_task", "") for i in eps} - {""})
         n = len(self)
@@ -117,7 +119,7 @@ class ChunkDataset:
         b["action"] = self.data["action"][self.chunk_index[idx]]  # (B, K, A)
         b["action_is_pad"] = self.is_pad[idx]
         b["task"] = [self.tasks[t] for t in self.data["task_index"][idx].tolist()]
-        pools = getattr(self, "_pools", None)
+        pools = self._pools
         if pools and self._pool_prob > 0:
             rng = np.random.default_rng([self._pool_seed, *idx[:8].tolist()])
             swap = rng.random(len(b["task"])) < self._pool_prob

@@ -171,6 +171,7 @@ class MetaWorldVLAEnv(gym.Env):
         state, _ = self._mw.reset()
         for site in self._mw._target_site_config:  # MetaWorld moves its goal sites at the first step: draw them now
             self._mw._set_pos_site(*site)
+        self._after_layout()
         self.instruction = self._draw_instruction(words_rng)
         if options and "instruction" in options:
             self.instruction = str(options["instruction"])
@@ -183,6 +184,9 @@ class MetaWorldVLAEnv(gym.Env):
     def _draw_layout(self) -> np.ndarray:
         """One MetaWorld ``rand_vec`` (object and goal positions) from the layout stream, by the split's rule."""
         return S.sample_layout(self._layout_rng, self._rand_low, self._rand_high, self.split)
+
+    def _after_layout(self) -> None:
+        """Called once the episode's layout is in the scene, before the first render (a suite's scene changes)."""
 
     def _draw_instruction(self, rng: np.random.Generator) -> str:
         """The episode's instruction (called after the layout is made): held-out phrasings on ``ood-language``."""

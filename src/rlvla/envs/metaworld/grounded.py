@@ -199,8 +199,10 @@ class GroundedEnv(MetaWorldVLAEnv):
             return False
         return obj is None or bool(np.all(np.linalg.norm(xy - obj[:2], axis=-1) >= OBJECT_CLEARANCE))
 
-    def _draw_instruction(self, rng: np.random.Generator) -> str:
+    def _after_layout(self) -> None:
         self._show_candidates()
+
+    def _draw_instruction(self, rng: np.random.Generator) -> str:
         pool = self.spec.heldout if self.split == "ood-language" else self.spec.train
         return pool[int(rng.integers(len(pool)))].format(c=self.target_colour)
 
