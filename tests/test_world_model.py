@@ -255,3 +255,29 @@ def test_world_model_training_resumes_exactly_and_refuses_held_out_data(toy_data
     with pytest.raises(DatasetError, match="evaluation seeds"):
         _train_wm(held, tmp_path / "h", 5)
     assert WorldModel.read_config(tmp_path / "full").tasks == ["wmtoy/line"]
+
+
+def test_rlvla_train_in_imagination_counts_real_frames_and_stops_on_nan(toy_wm, tmp_path):
+    """`rlvla train algo=ppo algo.world_model=DIR` end to end: the run counts the real frames its imagined episodes
+    started from; a world model that predicts NaN stops it with the iteration named and the last checkpoint kept."""
+    from test_online import toy_policy
+
+    from rlvla.configs import compose
+    from rlvla.errors import TrainingError
+    from rlvla.runners.train import train
+    from rlvla.worldmodels import WorldModel
+
+    policy = toy_policy("gaussian")
+    policy.cfg.tasks = ["wmtoy/line"]
+    policy.save_pretrained(tmp_path / "pol")
+    args = [f"init={tmp_path / 'pol'}", "algo.groups_per_task=4", "algo.envs_per_task=4", f"algo.max_steps={LIMIT}", "algo.minibatch=16"]
+    s = train(compose(["algo=ppo", f"run_dir={tmp_path / 'rl'}", f"algo.world_model={toy_wm}", "algo.iterations=2", *args]), progress=False)
+    assert s["status"] == "done" and s["imagined"] and s["real_env_steps"] == 2 * 4  # one real frame per episode
+    assert s["env_steps"] > 4 * s["real_env_steps"]
+    wm = WorldModel.from_pretrained(toy_wm)
+    with torch.no_grad():
+        wm.dyn[-1].bias.fill_(float("nan"))
+    wm.save_pretrained(tmp_path / "nan_wm")
+    with pytest.raises(TrainingError, match="non-finite state, reward or success during the rollout of iteration 0"):
+        train(compose(["algo=ppo", f"run_dir={tmp_path / 'rl2'}", f"algo.world_model={tmp_path / 'nan_wm'}", "algo.iterations=2", *args]),
+              progress=False)  # fmt: skip

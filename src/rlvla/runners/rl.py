@@ -22,6 +22,7 @@ from rlvla.algos.online.explore import with_exploration
 from rlvla.checkpoints import resolve_checkpoint
 from rlvla.collectors import RolloutEngine, evaluate, torch_threads
 from rlvla.configs import section
+from rlvla.errors import NonFiniteLossError
 from rlvla.policies import VLAPolicy
 from rlvla.runners.loop import Loop, LoopSettings, Recipe, peak_rss_mb, prepare_run_dir, step_seed
 
@@ -62,7 +63,10 @@ class RolloutRecipe(Recipe):
         torch.manual_seed(step_seed(self.seed, it))
         t_it = time.perf_counter()
         with torch_threads(1 if self.one_thread else self.threads):
-            ro = self.engine.collect(it, should_stop=lambda: stop.requested, need_values=self.algo.uses_value)
+            try:
+                ro = self.engine.collect(it, should_stop=lambda: stop.requested, need_values=self.algo.uses_value)
+            except FloatingPointError as e:  # a world model predicted NaN/inf: stop, naming the iteration
+                raise NonFiniteLossError(f"{str(e).splitlines()[0]} during the rollout of iteration {it}") from None
         t_up = time.perf_counter()
         extra = self.relabel(ro, it)  # learned reward and exploration bonus (nothing when neither is set)
         metrics = {**ro.stats, **extra, **self.algo.update(ro, it)}
