@@ -153,7 +153,8 @@ class DecisionRewardFields:
     """A learned reward model (``rlvla train algo=reward_model``; its dir or run dir) scoring the observation each
     decision leads to: a ``success`` model pays ``reward_weight`` once, at the first decision it scores above
     ``reward_threshold``; a ``progress`` or ``preference`` model is a potential (shaping ``gamma phi(s') - phi(s)``
-    times ``reward_weight``). Alone (``success_bonus=0``) or beside the simulator's success bonus."""
+    times ``reward_weight``). Alone (``success_bonus=0``) or beside the simulator's success bonus. Alone, set
+    ``terminate_on_success=false`` too: otherwise episodes still end at the simulator's success."""
     reward_weight: float = 1.0
     reward_threshold: float = 0.5
     bonus: str = ""
