@@ -281,3 +281,21 @@ def test_rlvla_train_in_imagination_counts_real_frames_and_stops_on_nan(toy_wm, 
     with pytest.raises(TrainingError, match="non-finite state, reward or success during the rollout of iteration 0"):
         train(compose(["algo=ppo", f"run_dir={tmp_path / 'rl2'}", f"algo.world_model={tmp_path / 'nan_wm'}", "algo.iterations=2", *args]),
               progress=False)  # fmt: skip
+
+
+def test_wm_eval_command_writes_the_report_with_side_by_side_gifs(toy_data, toy_wm, tmp_path):
+    import json
+
+    from rlvla.cli import main
+
+    rc = main(["wm-eval", str(toy_wm), str(toy_data), "--horizons", "1,3", "--sequences", "64", "--out", str(tmp_path / "r.json"),
+               "--report", str(tmp_path / "rep"), "--videos", "2"])  # fmt: skip
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 0 and set(res["horizons"]) == {"1", "3"} and res["horizons"]["3"]["proprio_mse"] >= 0
+    gifs = sorted((tmp_path / "rep").glob("*_real_vs_imagined.gif"))
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert len(gifs) == 2 and all(g.name in page for g in gifs) and "PSNR" in page
+    from PIL import Image
+
+    im = Image.open(gifs[0])
+    assert im.size == (2 * (2 * S + 2), 2 * S) and im.n_frames == (LIMIT - 1) // K + 1  # real | imagined, a frame per stored decision

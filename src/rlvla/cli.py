@@ -166,8 +166,11 @@ def _wm_eval_args(sub) -> None:
     w = sub.add_parser("wm-eval", help="a world model's open-loop prediction error at 1, 5 and 10 decisions on a dataset")
     w.add_argument("model", help="world model dir or its training run dir (rlvla train algo=world_model)")
     w.add_argument("data", help="a dataset (held-out: rlvla collect --seeds eval ...)")
-    w.add_argument("--sequences", type=int, default=256, help="windows of 10 decisions scored")
+    w.add_argument("--sequences", type=int, default=256, help="windows scored")
+    w.add_argument("--horizons", default="1,5,10", help="decisions ahead at which the prediction is scored")
     w.add_argument("--out", default="", help="write the results as JSON here")
+    w.add_argument("--report", default="", help="a directory for report.html and real-vs-imagined GIFs of held-out episodes")
+    w.add_argument("--videos", type=int, default=6, help="--report: episodes shown")
     w.add_argument("--json", action="store_true")
 
 

@@ -117,6 +117,52 @@ def evaluate_world_model(model, data: DecisionSequences, horizons=(1, 5, 10), se
     return out
 
 
+@torch.no_grad()
+def side_by_side(model, data: DecisionSequences, episodes: int, out_dir, decisions: int = 40) -> list:
+    """GIFs of held-out episodes: the real frames (left) beside the model's open-loop prediction from the first
+    frame under the recorded action chunks (right), one frame per decision."""
+    from pathlib import Path
+
+    from rlvla.collectors.evaluate import _save_gif
+
+    out, paths = Path(out_dir), []
+    k = data.chunk
+    for e in sorted(set(data.episode.tolist()))[:episodes]:
+        frames = np.flatnonzero(data.episode == e)
+        t = frames[0] + k * np.arange(min(decisions + 1, (len(frames) - 1) // k + 1))
+        real = data.image[torch.from_numpy(t)]
+        z = model.encode(real[:1])
+        p = data.proprio[t[0] : t[0] + 1].to(model.device)
+        lang = model.embed([data.instruction[t[0]]])
+        imagined = [real[0]]
+        for j in range(1, len(t)):
+            acts = data.action[t[j - 1] : t[j - 1] + k][None].to(model.device)
+            z, p, _, _ = model.step(z, p, acts, lang)
+            imagined.append(model.decode(z)[0])
+        pairs = [np.concatenate([r.numpy(), np.full((r.shape[0], 2, 3), 255, np.uint8), i.numpy()], 1) for r, i in zip(real, imagined)]
+        path = out / f"episode_{e}_real_vs_imagined.gif"
+        _save_gif(pairs, path, fps=5)
+        paths.append(path)
+    return paths
+
+
+def _write_html(out_dir, res: dict, gifs: list) -> None:
+    import html
+    from pathlib import Path
+
+    from rlvla.io import atomic_write_bytes
+
+    rows = "".join(f"<tr><td>{k}</td><td>{r['psnr']:.1f}</td><td>{r['copy_psnr']:.1f}</td><td>{r['latent_mse']:.4f}</td>"
+                   f"<td>{r['proprio_mse']:.5f}</td></tr>" for k, r in res["horizons"].items())  # fmt: skip
+    imgs = "".join(f'<figure><img src="{Path(g).name}"><figcaption>{html.escape(Path(g).stem)}</figcaption></figure>' for g in gifs)
+    page = (f"<html><head><meta charset='utf-8'><title>world model</title></head><body><h1>World model {html.escape(res['model'])}</h1>"
+            f"<p>Open loop from real first frames of {html.escape(res['data'])} ({res['sequences']} windows; "
+            f"{res['held_out_episodes']} held-out episodes). Success head ROC AUC {res['success_auc']:.3f}.</p>"
+            "<table border=1><tr><th>decisions</th><th>PSNR (dB)</th><th>copy of first frame (dB)</th><th>latent mse</th>"
+            f"<th>proprio mse</th></tr>{rows}</table><h2>Real (left) and imagined (right), recorded actions</h2>{imgs}</body></html>")  # fmt: skip
+    atomic_write_bytes(Path(out_dir) / "report.html", page.encode())
+
+
 def wm_eval_main(args) -> int:
     import json
 
@@ -129,11 +175,15 @@ def wm_eval_main(args) -> int:
     ds = LeRobotDataset(args.data)
     held = sum(1 for e in ds.episodes if e.get("seeds") == "eval")
     c = model.cfg
-    data = DecisionSequences(ds, c.camera, c.chunk, 10, reward_scale(c.tasks), image_size=c.image_size, trainable=False)
+    horizons = tuple(sorted({int(h) for h in args.horizons.split(",") if h.strip()}))
+    data = DecisionSequences(ds, c.camera, c.chunk, max(horizons), reward_scale(c.tasks), image_size=c.image_size, trainable=False)
     res = {"model": str(args.model), "data": str(args.data), "held_out_episodes": held,
-           **evaluate_world_model(model, data, horizons=(1, 5, 10), sequences=args.sequences)}  # fmt: skip
+           **evaluate_world_model(model, data, horizons=horizons, sequences=args.sequences)}  # fmt: skip
     if args.out:
         atomic_write_json(args.out, res)
+    if args.report:
+        gifs = side_by_side(model, data, args.videos, args.report)
+        _write_html(args.report, res, gifs)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
