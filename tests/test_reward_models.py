@@ -160,9 +160,9 @@ def test_reward_model_round_trip_refusals_and_resume(data, tmp_path, one_thread)
     with pytest.raises(CheckpointError, match="not a reward model"):
         RewardModel.from_pretrained(tmp_path / "pol")
     # an interrupted run resumes from its last checkpoint to the same weights as an uninterrupted one
-    full = _train(data, tmp_path / "full", "success", 60)
-    _train(data, tmp_path / "part", "success", 60, "train.time_limit_s=0.001")
-    part = _train(data, tmp_path / "part", "success", 60)
+    full = _train(data, tmp_path / "full", "success", 30)
+    _train(data, tmp_path / "part", "success", 30, "train.time_limit_s=0.001")
+    part = _train(data, tmp_path / "part", "success", 30)
     assert full["status"] == part["status"] == "done"
     a, b = RewardModel.from_pretrained(tmp_path / "full"), RewardModel.from_pretrained(tmp_path / "part")
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
