@@ -85,15 +85,14 @@ class Rollout:
         last = torch.ones(n, dtype=torch.bool)
         last[:-1] = ep[1:] != ep[:-1]
         nxt = torch.clamp(torch.arange(n) + 1, max=n - 1)
-        rows = torch.cumsum(last.long(), 0) - 1  # a decision's episode position among the episodes (contiguous)
         out = Batch()
         for k in [k for k in b if k.startswith(IMAGE_PREFIX)] + ["observation.state"]:
             v = b[k][nxt].clone()
-            v[last] = self.final[k][rows[last]]
+            v[last] = self.final[k][ep[last]]  # episode ids are the episodes' positions (0..E-1, in order)
             out[k] = v
         task = [b["task"][i] for i in nxt.tolist()]
         for i in torch.nonzero(last).flatten().tolist():
-            task[i] = self.final["task"][int(rows[i])]
+            task[i] = self.final["task"][int(ep[i])]
         out["task"] = task
         return out
 
