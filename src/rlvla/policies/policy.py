@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,24 +244,9 @@ class VLAPolicy(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to ``path`` atomically (a crash leaves the old copy)."""
-        from safetensors.torch import save_file
+        from rlvla.checkpoints import save_model_dir
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "policy": self.cfg.to_dict()}
-        (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
-        _fsync_dir(tmp)
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+        return save_model_dir(path, self.state_dict(), {"format": FORMAT, "version": FORMAT_VERSION, "policy": self.cfg.to_dict()})
 
     @staticmethod
     def read_config(path) -> PolicyConfig:
@@ -370,12 +353,6 @@ def init_from(policy: VLAPolicy, path) -> list[str]:
     own.update(take)
     policy.load_state_dict(own)
     return sorted(set(own) - set(take))
-
-
-def _fsync_dir(path: Path) -> None:
-    for f in path.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 def make_policy(cfg: PolicyConfig | None = None, **overrides) -> VLAPolicy:
