@@ -159,3 +159,38 @@ def load_model_weights(module, path, what: str, map_location: str = "cpu", weigh
         module.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{f}: weights do not match the {what}'s config ({str(e).splitlines()[0][:200]})") from None
+
+
+class ModelDir:
+    """Model-directory persistence for an ``nn.Module`` whose ``cfg`` has ``to_dict`` / ``from_dict`` (reward models,
+    world models): ``config.json`` ``{"format", "version", "model": cfg}`` + ``model.safetensors``. A subclass sets
+    ``FORMAT``, ``FORMAT_VERSION``, ``WHAT`` (its name in messages), ``HINT`` (how to make one) and ``CONFIG``."""
+
+    FORMAT, FORMAT_VERSION, WHAT, HINT, CONFIG = "", 1, "model", "", None
+
+    def save_pretrained(self, path) -> Path:
+        return save_model_dir(path, self.state_dict(), {"format": self.FORMAT, "version": self.FORMAT_VERSION, "model": self.cfg.to_dict()})
+
+    @classmethod
+    def _read(cls, path):
+        path, meta = read_model_config(path, cls.FORMAT, cls.FORMAT_VERSION, cls.WHAT, cls.HINT)
+        try:
+            return path, cls.CONFIG.from_dict(meta["model"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path / 'config.json'}: invalid {cls.WHAT} config: {e}") from None
+
+    @classmethod
+    def read_config(cls, path):
+        return cls._read(path)[1]
+
+    @classmethod
+    def from_pretrained(cls, path, map_location: str = "cpu"):
+        model = cls(cls.read_config(path))
+        model.load_weights(path, map_location)
+        return model.eval()
+
+    def load_weights(self, path, map_location: str = "cpu") -> None:
+        path, other = self._read(path)
+        if {k: v for k, v in other.to_dict().items() if k != "tasks"} != {k: v for k, v in self.cfg.to_dict().items() if k != "tasks"}:
+            raise CheckpointError(f"{path}: {self.WHAT} was saved with a different config; load it with {type(self).__name__}.from_pretrained")
+        load_model_weights(self, path, self.WHAT, map_location)

@@ -44,3 +44,42 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
         _, pid, k = name.split(".", 2)
         state.setdefault(int(pid), {})[k] = t
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class AdamWTrainer:
+    """One AdamW step per ``update(batch, step)`` on ``self.loss(batch, step) -> (loss, metrics)``: warm-up + cosine
+    learning rate, gradient clip, a stop on a non-finite loss or gradient; optimiser state as tensors + JSON."""
+
+    what = "loss"
+
+    def __init__(self, model, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_steps: int = 100,
+                 grad_clip: float = 1.0) -> None:  # fmt: skip
+        self.model, self.steps, self.lr, self.warmup, self.grad_clip = model, steps, lr, warmup_steps, grad_clip
+        self.opt = make_adamw(list(model.parameters()), lr, weight_decay)
+
+    def loss(self, batch, step: int):
+        raise NotImplementedError
+
+    def update(self, batch, step: int) -> dict:
+        from rlvla.errors import NonFiniteLossError
+
+        self.model.train()
+        lr = self.lr * warmup_cosine(step, self.steps, self.warmup)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        loss, metrics = self.loss(batch, step)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"{self.what} is {float(loss.detach())} at step {step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip if self.grad_clip > 0 else float("inf"))
+        if not torch.isfinite(gnorm):
+            raise NonFiniteLossError(f"gradient norm of the {self.what} is {float(gnorm)} at step {step}")
+        self.opt.step()
+        return {**metrics, "loss": float(loss.detach()), "grad_norm": float(gnorm), "lr": lr}
+
+    def state(self) -> tuple[dict, dict]:
+        return optimizer_tensors(self.opt)
+
+    def load_state(self, tensors: dict, meta: dict) -> None:
+        load_optimizer_tensors(self.opt, tensors, meta)

@@ -27,14 +27,14 @@ The loop it serves::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlvla.errors import CheckpointError, NonFiniteLossError
+from rlvla.algos.optim import AdamWTrainer
+from rlvla.checkpoints import ModelDir
 from rlvla.policies.config import VisionConfig
 from rlvla.policies.encoders import LANGUAGE_DIM, SmallCNN, embed_instructions, random_shift
 
@@ -81,7 +81,9 @@ class RewardModelConfig:
         return cls(**d)
 
 
-class RewardModel(nn.Module):
+class RewardModel(ModelDir, nn.Module):
+    FORMAT, FORMAT_VERSION, HINT, CONFIG, WHAT = FORMAT, FORMAT_VERSION, HINT, RewardModelConfig, "reward model"
+
     def __init__(self, cfg: RewardModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -146,41 +148,6 @@ class RewardModel(nn.Module):
             raise ValueError(f"reward model was trained on {self.cfg.image_size}x{self.cfg.image_size} images; this run renders "
                              f"{image_size}x{image_size}")  # fmt: skip
 
-    # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, path) -> Path:
-        """``config.json`` + ``model.safetensors``, written to a temporary directory and renamed into place."""
-        from rlvla.checkpoints import save_model_dir
-
-        return save_model_dir(path, self.state_dict(), {"format": FORMAT, "version": FORMAT_VERSION, "model": self.cfg.to_dict()})
-
-    @staticmethod
-    def _read(path) -> tuple[Path, RewardModelConfig]:
-        from rlvla.checkpoints import read_model_config
-
-        path, meta = read_model_config(path, FORMAT, FORMAT_VERSION, "reward model", HINT)
-        try:
-            return path, RewardModelConfig.from_dict(meta["model"])
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path / CONFIG}: invalid reward model config: {e}") from None
-
-    @staticmethod
-    def read_config(path) -> RewardModelConfig:
-        return RewardModel._read(path)[1]
-
-    @classmethod
-    def from_pretrained(cls, path, map_location: str = "cpu") -> "RewardModel":
-        model = cls(cls.read_config(path))
-        model.load_weights(path, map_location)
-        return model.eval()
-
-    def load_weights(self, path, map_location: str = "cpu") -> None:
-        from rlvla.checkpoints import load_model_weights
-
-        path, other = self._read(path)
-        if {k: v for k, v in other.to_dict().items() if k != "tasks"} != {k: v for k, v in self.cfg.to_dict().items() if k != "tasks"}:
-            raise CheckpointError(f"{path}: reward model was saved with a different config; load it with RewardModel.from_pretrained")
-        load_model_weights(self, path, "reward model", map_location)
-
 
 # ---------------------------------------------------------------------------------------------- losses
 def success_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -228,63 +195,36 @@ class RewardTrainConfig:
             raise ValueError(f"need failure_cap in (0, 1] and pair_frames >= 1 (got {self.failure_cap}, {self.pair_frames})")
 
 
-class RewardModelTrainer:
-    """One AdamW step per call on a batch drawn from :class:`LabelledFrames` for ``(seed, step)``."""
+class RewardModelTrainer(AdamWTrainer):
+    """Batches drawn from :class:`LabelledFrames` for ``(seed, step)`` (:meth:`draw`), one AdamW step each."""
+
+    what = "reward model loss"
 
     def __init__(self, model: RewardModel, cfg: RewardTrainConfig, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4,
                  warmup_steps: int = 100, grad_clip: float = 1.0) -> None:  # fmt: skip
-        from rlvla.algos.optim import make_adamw
+        super().__init__(model, steps, lr, weight_decay, warmup_steps, grad_clip)
+        self.cfg = cfg
 
-        self.model, self.cfg, self.steps, self.lr, self.warmup, self.grad_clip = model, cfg, steps, lr, warmup_steps, grad_clip
-        self.opt = make_adamw(list(model.parameters()), lr, weight_decay)
-
-    def loss(self, frames, step: int, seed: int, batch_size: int) -> tuple[torch.Tensor, dict]:
-        m, kind = self.model, self.cfg.kind
+    def draw(self, frames, step: int, seed: int, batch_size: int) -> dict:
+        """The frames (and targets) of batch ``step``: balanced success frames, uniform frames with their progress, or
+        preference pairs of ``pair_frames`` frames each."""
+        kind = self.cfg.kind
         if kind == "preference":
             pairs = max(1, batch_size // (2 * self.cfg.pair_frames))
             win, lose = frames.preference_pairs(step, pairs, self.cfg.pair_frames, seed)
-            idx = np.r_[win.reshape(-1), lose.reshape(-1)]
-            f = frames.frames(idx)
-            u = m(f["images"], f["instruction"], augment=True).view(2, pairs, self.cfg.pair_frames)
-            loss = bradley_terry_loss(u[0], u[1])
-            return loss, {"pair_accuracy": float((u[0].mean(-1) > u[1].mean(-1)).float().mean())}
+            return {**frames.frames(np.r_[win.reshape(-1), lose.reshape(-1)]), "pairs": pairs}
         if kind == "success":
             idx = frames.balanced_indices(step, batch_size, seed)
-            f = frames.frames(idx)
-            logits = m(f["images"], f["instruction"], augment=True)
-            labels = torch.from_numpy(frames.success[idx]).to(logits.device)
-            acc = float(((logits > 0) == labels).float().mean())
-            return success_loss(logits, labels), {"accuracy": acc}
+            return {**frames.frames(idx), "target": torch.from_numpy(frames.success[idx])}
         idx = frames.uniform_indices(step, batch_size, seed)
-        f = frames.frames(idx)
-        logits = m(f["images"], f["instruction"], augment=True)
-        target = torch.from_numpy(frames.progress[idx]).float().to(logits.device)
-        return progress_loss(logits, target, self.cfg.failure_cap), {}
+        return {**frames.frames(idx), "target": torch.from_numpy(frames.progress[idx]).float()}
 
-    def update(self, frames, step: int, seed: int, batch_size: int) -> dict:
-        from rlvla.algos.optim import warmup_cosine
-
-        self.model.train()
-        lr = self.lr * warmup_cosine(step, self.steps, self.warmup)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        loss, metrics = self.loss(frames, step, seed, batch_size)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"reward model loss is {float(loss.detach())} at step {step}")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip if self.grad_clip > 0 else float("inf"))
-        if not torch.isfinite(gnorm):
-            raise NonFiniteLossError(f"reward model gradient norm is {float(gnorm)} at step {step}")
-        self.opt.step()
-        return {**metrics, "loss": float(loss.detach()), "grad_norm": float(gnorm), "lr": lr}
-
-    def state(self) -> tuple[dict, dict]:
-        from rlvla.algos.optim import optimizer_tensors
-
-        return optimizer_tensors(self.opt)
-
-    def load_state(self, tensors: dict, meta: dict) -> None:
-        from rlvla.algos.optim import load_optimizer_tensors
-
-        load_optimizer_tensors(self.opt, tensors, meta)
+    def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        out = self.model(batch["images"], batch["instruction"], augment=True)
+        if self.cfg.kind == "preference":
+            u = out.view(2, batch["pairs"], self.cfg.pair_frames)
+            return bradley_terry_loss(u[0], u[1]), {"pair_accuracy": float((u[0].mean(-1) > u[1].mean(-1)).float().mean())}
+        target = batch["target"].to(out.device)
+        if self.cfg.kind == "success":
+            return success_loss(out, target), {"accuracy": float(((out > 0) == target).float().mean())}
+        return progress_loss(out, target, self.cfg.failure_cap), {}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -24,35 +23,8 @@ import torch
 from rlvla.configs import section
 from rlvla.data.frames import LabelledFrames
 from rlvla.data.lerobot import LeRobotDataset
-from rlvla.runners.loop import Loop, LoopSettings, Recipe, prepare_run_dir, step_seed
-
-
-class RewardRecipe(Recipe):
-    def __init__(self, trainer, frames: LabelledFrames, batch_size: int, seed: int) -> None:
-        self.trainer, self.frames, self.batch_size, self.seed = trainer, frames, batch_size, seed
-        self.samples, self.t0 = 0, time.perf_counter()
-
-    def begin(self, start: int, logger) -> None:
-        self.t0 = time.perf_counter()
-
-    def step(self, i: int, stop) -> dict:
-        torch.manual_seed(step_seed(self.seed, i))
-        metrics = self.trainer.update(self.frames, i, self.seed, self.batch_size)
-        self.samples += self.batch_size
-        return {**metrics, "samples_per_s": self.samples / (time.perf_counter() - self.t0)}
-
-    def state(self):
-        return self.trainer.state()
-
-    def load_state(self, tensors: dict, meta: dict) -> None:
-        self.trainer.load_state(tensors, meta)
-
-    def describe(self, metrics: dict) -> str:
-        return f"loss {metrics['loss']:.4f}"
-
-    def summary(self, steps: int, wall_s: float) -> dict:
-        return {"samples_per_s": steps * self.batch_size / max(wall_s, 1e-9), "tasks": self.frames.env_tasks,
-                "frames": len(self.frames), "episodes": self.frames.num_episodes}  # fmt: skip
+from rlvla.runners.loop import Loop, LoopSettings, prepare_run_dir
+from rlvla.runners.train import DatasetRecipe
 
 
 def train_reward_model(cfg, progress: bool = True, on_step=None) -> dict:
@@ -75,7 +47,8 @@ def train_reward_model(cfg, progress: bool = True, on_step=None) -> dict:
     settings = LoopSettings(total=loop.steps, ckpt_every=loop.ckpt_every, log_every=loop.log_every, time_limit_s=loop.time_limit_s,
                             label=f"reward:{acfg.kind}", nan_hint="Check the dataset, or start a new run_dir with a lower train.lr")  # fmt: skip
     fingerprint = {"episodes": frames.num_episodes, "frames": len(frames)}
-    recipe = RewardRecipe(trainer, frames, loop.batch_size, loop.seed)
+    recipe = DatasetRecipe(trainer, frames, loop.batch_size, loop.seed, frames.env_tasks, fingerprint,
+                           draw=lambda i: trainer.draw(frames, i, loop.seed, loop.batch_size))  # fmt: skip
     return Loop(cfg, recipe, model, settings, fingerprint=fingerprint, progress=progress, on_step=on_step).run()
 
 

@@ -33,11 +33,13 @@ from rlvla.runners.loop import Loop, LoopSettings, Recipe, prepare_run_dir, step
 
 
 class DatasetRecipe(Recipe):
-    """SFT and offline RL: step ``i`` updates on the batch drawn from the dataset for ``(seed, i)``."""
+    """SFT, offline RL, reward models and world models: step ``i`` updates on the batch drawn from the data for
+    ``(seed, i)``: ``data.batch(data.indices(i, batch_size, seed))``, or ``draw(i)`` when given."""
 
-    def __init__(self, algo, data, batch_size: int, seed: int, tasks: list[str], fingerprint: dict) -> None:
+    def __init__(self, algo, data, batch_size: int, seed: int, tasks: list[str], fingerprint: dict, draw=None) -> None:
         self.algo, self.data, self.batch_size, self.seed = algo, data, batch_size, seed
         self.tasks, self.fingerprint = tasks, fingerprint
+        self.draw = draw or (lambda i: data.batch(data.indices(i, batch_size, seed)))
         self.samples, self.t0 = 0, time.perf_counter()
 
     def begin(self, start: int, logger) -> None:
@@ -45,8 +47,7 @@ class DatasetRecipe(Recipe):
 
     def step(self, i: int, stop) -> dict:
         torch.manual_seed(step_seed(self.seed, i))
-        batch = self.data.batch(self.data.indices(i, self.batch_size, self.seed))
-        metrics = self.algo.update(batch, i)
+        metrics = self.algo.update(self.draw(i), i)
         self.samples += self.batch_size
         return {**metrics, "samples_per_s": self.samples / (time.perf_counter() - self.t0)}
 

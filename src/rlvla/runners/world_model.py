@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -20,35 +19,8 @@ import torch
 from rlvla.configs import section
 from rlvla.data.lerobot import LeRobotDataset
 from rlvla.data.sequences import DecisionSequences
-from rlvla.runners.loop import Loop, LoopSettings, Recipe, prepare_run_dir, step_seed
-
-
-class WorldModelRecipe(Recipe):
-    def __init__(self, trainer, data: DecisionSequences, batch_size: int, seed: int) -> None:
-        self.trainer, self.data, self.batch_size, self.seed = trainer, data, batch_size, seed
-        self.samples, self.t0 = 0, time.perf_counter()
-
-    def begin(self, start: int, logger) -> None:
-        self.t0 = time.perf_counter()
-
-    def step(self, i: int, stop) -> dict:
-        torch.manual_seed(step_seed(self.seed, i))
-        metrics = self.trainer.update(self.data.batch(self.data.indices(i, self.batch_size, self.seed)), i)
-        self.samples += self.batch_size
-        return {**metrics, "samples_per_s": self.samples / (time.perf_counter() - self.t0)}
-
-    def state(self):
-        return self.trainer.state()
-
-    def load_state(self, tensors: dict, meta: dict) -> None:
-        self.trainer.load_state(tensors, meta)
-
-    def describe(self, metrics: dict) -> str:
-        return f"loss {metrics['loss']:.4f} image mse {metrics['image_mse']:.4f}"
-
-    def summary(self, steps: int, wall_s: float) -> dict:
-        return {"samples_per_s": steps * self.batch_size / max(wall_s, 1e-9), "tasks": self.data.env_tasks,
-                "sequences": len(self.data)}  # fmt: skip
+from rlvla.runners.loop import Loop, LoopSettings, prepare_run_dir
+from rlvla.runners.train import DatasetRecipe
 
 
 def train_world_model(cfg, progress: bool = True, on_step=None) -> dict:
@@ -76,8 +48,8 @@ def train_world_model(cfg, progress: bool = True, on_step=None) -> dict:
     settings = LoopSettings(total=loop.steps, ckpt_every=loop.ckpt_every, log_every=loop.log_every, time_limit_s=loop.time_limit_s,
                             label="world model", nan_hint="Check the dataset, or start a new run_dir with a lower train.lr")  # fmt: skip
     fingerprint = {"episodes": dataset.num_episodes, "frames": int(len(data.episode))}
-    return Loop(cfg, WorldModelRecipe(trainer, data, loop.batch_size, loop.seed), model, settings, fingerprint=fingerprint,
-                progress=progress, on_step=on_step).run()  # fmt: skip
+    recipe = DatasetRecipe(trainer, data, loop.batch_size, loop.seed, data.env_tasks, fingerprint)
+    return Loop(cfg, recipe, model, settings, fingerprint=fingerprint, progress=progress, on_step=on_step).run()
 
 
 @torch.no_grad()

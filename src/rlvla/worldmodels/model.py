@@ -22,14 +22,14 @@ trained on.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlvla.errors import CheckpointError, NonFiniteLossError
+from rlvla.algos.optim import AdamWTrainer
+from rlvla.checkpoints import ModelDir
 from rlvla.policies.encoders import LANGUAGE_DIM, embed_instructions
 
 FORMAT = "rlvla-world-model"
@@ -71,7 +71,9 @@ class WorldModelConfig:
         return cls(**d)
 
 
-class WorldModel(nn.Module):
+class WorldModel(ModelDir, nn.Module):
+    FORMAT, FORMAT_VERSION, HINT, CONFIG, WHAT = FORMAT, FORMAT_VERSION, HINT, WorldModelConfig, "world model"
+
     def __init__(self, cfg: WorldModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -146,39 +148,6 @@ class WorldModel(nn.Module):
             raise ValueError(f"world model steps in chunks of {c.chunk} x {c.action_dim} actions; this policy acts in "
                              f"{chunk} x {action_dim}")  # fmt: skip
 
-    def save_pretrained(self, path) -> Path:
-        from rlvla.checkpoints import save_model_dir
-
-        return save_model_dir(path, self.state_dict(), {"format": FORMAT, "version": FORMAT_VERSION, "model": self.cfg.to_dict()})
-
-    @staticmethod
-    def _read(path) -> tuple[Path, WorldModelConfig]:
-        from rlvla.checkpoints import read_model_config
-
-        path, meta = read_model_config(path, FORMAT, FORMAT_VERSION, "world model", HINT)
-        try:
-            return path, WorldModelConfig.from_dict(meta["model"])
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path / 'config.json'}: invalid world model config: {e}") from None
-
-    @staticmethod
-    def read_config(path) -> WorldModelConfig:
-        return WorldModel._read(path)[1]
-
-    @classmethod
-    def from_pretrained(cls, path, map_location: str = "cpu") -> "WorldModel":
-        model = cls(cls.read_config(path))
-        model.load_weights(path, map_location)
-        return model.eval()
-
-    def load_weights(self, path, map_location: str = "cpu") -> None:
-        from rlvla.checkpoints import load_model_weights
-
-        path, other = self._read(path)
-        if {k: v for k, v in other.to_dict().items() if k != "tasks"} != {k: v for k, v in self.cfg.to_dict().items() if k != "tasks"}:
-            raise CheckpointError(f"{path}: world model was saved with a different config; load it with WorldModel.from_pretrained")
-        load_model_weights(self, path, "world model", map_location)
-
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio (dB) per image of uint8 ``(B, S, S, 3)`` pairs."""
@@ -246,38 +215,15 @@ def rollout_loss(model: WorldModel, batch: dict, cfg: WorldModelTrainConfig) -> 
                   "progress_loss": float(progress.detach())}  # fmt: skip
 
 
-class WorldModelTrainer:
+class WorldModelTrainer(AdamWTrainer):
+    """One AdamW step per batch of :class:`rlvla.data.sequences.DecisionSequences` on :func:`rollout_loss`."""
+
+    what = "world model loss"
+
     def __init__(self, model: WorldModel, cfg: WorldModelTrainConfig, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4,
                  warmup_steps: int = 100, grad_clip: float = 1.0) -> None:  # fmt: skip
-        from rlvla.algos.optim import make_adamw
+        super().__init__(model, steps, lr, weight_decay, warmup_steps, grad_clip)
+        self.cfg = cfg
 
-        self.model, self.cfg, self.steps, self.lr, self.warmup, self.grad_clip = model, cfg, steps, lr, warmup_steps, grad_clip
-        self.opt = make_adamw(list(model.parameters()), lr, weight_decay)
-
-    def update(self, batch: dict, step: int) -> dict:
-        from rlvla.algos.optim import warmup_cosine
-
-        self.model.train()
-        lr = self.lr * warmup_cosine(step, self.steps, self.warmup)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        loss, metrics = rollout_loss(self.model, batch, self.cfg)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"world model loss is {float(loss.detach())} at step {step}")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip if self.grad_clip > 0 else float("inf"))
-        if not torch.isfinite(gnorm):
-            raise NonFiniteLossError(f"world model gradient norm is {float(gnorm)} at step {step}")
-        self.opt.step()
-        return {**metrics, "loss": float(loss.detach()), "grad_norm": float(gnorm), "lr": lr}
-
-    def state(self) -> tuple[dict, dict]:
-        from rlvla.algos.optim import optimizer_tensors
-
-        return optimizer_tensors(self.opt)
-
-    def load_state(self, tensors: dict, meta: dict) -> None:
-        from rlvla.algos.optim import load_optimizer_tensors
-
-        load_optimizer_tensors(self.opt, tensors, meta)
+    def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        return rollout_loss(self.model, batch, self.cfg)
