@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from rlvla.algos.online.explore import RL_EXPLORATION
 from rlvla.data.lerobot import LeRobotDataset
 from rlvla.envs import SPLITS, resolve_tasks
 from rlvla.io import atomic_write_json
@@ -31,7 +32,8 @@ from rlvla.runners.loop import peak_rss_mb
 # with the KL stop (1.5 x 0.05) keeps each iteration's move small: at 1e-4 the held-out success rose and then fell.
 # Failed episodes score half their best dense progress, so a layout where every rollout failed still teaches
 # (validation seeds: the same overall success as success-only scoring, 0.89, with drawer-open 0.89 against 0.85).
-RL_DEFAULTS = ("algo.freeze_backbone=true", "algo.explore_steps=output", "algo.denoise_steps=5", "algo.explore_noise=0.15",
+RL_DEFAULTS = ("algo.freeze_backbone=true", f"algo.explore_steps={RL_EXPLORATION['steps_mode']}",
+               f"algo.denoise_steps={RL_EXPLORATION['denoise_steps']}", f"algo.explore_noise={RL_EXPLORATION['noise']}",
                "algo.lr=2e-5", "algo.groups_per_task=2", "algo.envs_per_task=4", "algo.epochs=4", "algo.target_kl=0.05",
                "algo.max_refill_rounds=1", "algo.progress_score=0.5")  # fmt: skip
 

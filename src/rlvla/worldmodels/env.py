@@ -13,6 +13,8 @@ success probability > 0.5), ``progress`` (its dense progress in [0, 1]), ``subst
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
@@ -28,6 +30,7 @@ def load_world_model(world_model) -> WorldModel:
 
 class ImaginedPool:
     workers = 0
+    MAX_STARTS = 1024
 
     def __init__(self, specs: list[dict], workers=None, world_model=None) -> None:
         if world_model is None:
@@ -42,7 +45,8 @@ class ImaginedPool:
                 raise ValueError(f"world model predicts only camera {c.camera!r}; the policy reads {list(s['cameras'])}")
         self.real: dict[str, object] = {}
         self.state: dict[int, dict] = {}
-        self.real_steps = 0  # rendered real frames (one per episode start)
+        self.real_steps = 0  # rendered real frames (one per distinct episode start)
+        self.starts: OrderedDict = OrderedDict()  # (task, split, seed) -> encoded start; a seeded reset is deterministic
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -57,19 +61,31 @@ class ImaginedPool:
 
     @torch.no_grad()
     def reset(self, seeds: dict, options=None) -> dict:
-        out = {}
+        """Real resets, one per distinct ``(task, split, seed)``: envs that share a start (a GRPO group) share its
+        rendered frame and its encoding (the last ``MAX_STARTS`` starts are kept)."""
+        keys = {i: (self.specs[i]["name"], self.specs[i].get("split", "id"), seed if seed is not None else ("unseeded", i))
+                for i, seed in seeds.items()}  # fmt: skip
+        fresh = {}
         for i, seed in seeds.items():
-            obs, info = self._real_env(i).reset(seed=seed)
-            self.real_steps += 1
+            if keys[i] not in self.starts and keys[i] not in fresh:
+                fresh[keys[i]] = self._real_env(i).reset(seed=seed)
+                self.real_steps += 1
+        if fresh:
+            z = self.model.encode(np.stack([obs["image"] for obs, _ in fresh.values()]))
+            lang = self.model.embed([str(obs["instruction"]) for obs, _ in fresh.values()])
+            for k, (key, (obs, info)) in enumerate(fresh.items()):
+                self.starts[key] = (obs, info, z[k], lang[k])
+        out = {}
+        for i, key in keys.items():
+            obs, info, z, lang = self.starts[key]
+            self.starts.move_to_end(key)
             self.state[i] = {"image": obs["image"], "proprio": np.asarray(obs["proprio"], np.float32),
-                             "instruction": str(obs["instruction"]), "t": 0}  # fmt: skip
-            out[i] = (obs, {**info, "imagined": True})
-        if out:
-            ids = list(out)
-            z = self.model.encode(np.stack([self.state[i]["image"] for i in ids]))
-            lang = self.model.embed([self.state[i]["instruction"] for i in ids])
-            for k, i in enumerate(ids):
-                self.state[i].update(z=z[k], lang=lang[k])
+                             "instruction": str(obs["instruction"]), "t": 0, "z": z, "lang": lang}  # fmt: skip
+            out[i] = ({**obs, "proprio": np.array(obs["proprio"], copy=True)}, {**info, "imagined": True})
+        for key in [k for k in self.starts if k[2] is not None and isinstance(k[2], tuple)]:
+            del self.starts[key]  # an unseeded reset is not a layout: never reused
+        while len(self.starts) > self.MAX_STARTS:
+            self.starts.popitem(last=False)
         return out
 
     @torch.no_grad()

@@ -32,6 +32,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+RL_EXPLORATION = {"noise": 0.15, "steps_mode": "output", "denoise_steps": 5}
+"""The quickstart RL recipe's exploration (flow head: five denoising steps, the ODE action plus Gaussian noise of
+std 0.15): the policy as its RL rollouts run it, also what ``rlvla bench imagined`` rolls out."""
 
 def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0,
                        temperature: float = 0.0):  # fmt: skip
