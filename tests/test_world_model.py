@@ -231,6 +231,24 @@ def test_imagined_env_has_the_simulators_face_and_refuses_mismatches(toy_wm, tmp
         WorldModel.from_pretrained(_policy_dir(tmp_path))
 
 
+def test_imagined_envs_that_share_a_start_share_one_real_reset(toy_wm):
+    from rlvla.worldmodels.env import ImaginedPool
+
+    spec = dict(name="wmtoy/line", image_size=S, cameras=("corner",), chunk=K, max_steps=LIMIT)
+    pool = ImaginedPool([spec] * 4, world_model=toy_wm)
+    out = pool.reset({0: 5, 1: 5, 2: 8, 3: None})  # seed 5: goal -0.5, seed 8: goal +0.5 (in proprio)
+    assert pool.real_steps == 3  # seed 5 once (a GRPO group), seed 8, and the unseeded reset
+    assert np.array_equal(out[0][0]["proprio"], out[1][0]["proprio"]) and out[0][0]["proprio"][1] == -out[2][0]["proprio"][1]
+    out[0][0]["proprio"][:] = 99.0  # each env gets its own copy of what a caller may change
+    assert not np.allclose(out[1][0]["proprio"], 99.0)
+    act = np.full((K, A), 0.5, np.float32)
+    stepped = pool.step({0: act, 1: act})
+    assert np.array_equal(stepped[0][0]["image"], stepped[1][0]["image"])  # the same start and action: the same step
+    assert np.array_equal(pool.reset({0: 5, 3: None})[0][0]["proprio"], out[1][0]["proprio"])
+    assert pool.real_steps == 4  # seed 5 is remembered; an unseeded reset is never reused
+    pool.close()
+
+
 def _policy_dir(tmp_path):
     from rlvla.policies import PolicyConfig, VLAPolicy
 

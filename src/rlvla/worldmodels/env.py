@@ -2,8 +2,9 @@
 
 :class:`ImaginedPool` has :class:`rlvla.envs.pool.EnvPool`'s ``reset`` / ``step`` / ``close``, so the rollout
 engine runs policies in it unchanged; all envs of a ``step`` advance in one batched forward pass. Every episode
-starts from a real observation: a real env of the task is reset on the episode's layout seed (one rendered frame),
-the frame is encoded, and from there on each decision is imagined: the dynamics step the latent with the action
+starts from a real observation: a real env of the task is reset on the episode's layout seed (one rendered frame;
+a seeded reset is deterministic, so the envs of a GRPO group, which share a layout, share one reset and its
+encoding), the frame is encoded, and from there on each decision is imagined: the dynamics step the latent with the action
 chunk and the decoder renders the next image. ``info`` holds what the simulator's does: ``success`` (the model's
 success probability > 0.5), ``progress`` (its dense progress in [0, 1]), ``substeps`` (the chunk) and
 ``imagined=True``; the reward is progress x the suite's scale per low-level step, summed over the chunk.
