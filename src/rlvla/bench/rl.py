@@ -68,8 +68,8 @@ def bench_imagined(policy_path: str, world_model: str, envs_real=(4, 16), envs_i
     """Env steps/s of whole-episode rollouts of one policy in the simulator and in a world model (one run; each
     setting: a warm-up iteration, then one measured). Envs per task: each of ``envs_real`` for the simulator (the
     ratio is taken against the fastest), ``envs_imagined`` for the world model (in-process, one batched forward
-    pass per decision; a GRPO group's envs share one real reset). The policy runs with the quickstart RL recipe's
-    exploration (``RL_EXPLORATION``), as RL in either place rolls it out."""
+    pass per decision; a GRPO group's envs share one real reset). A flow or diffusion policy runs with the
+    quickstart RL recipe's exploration (``RL_EXPLORATION``), as RL in either place rolls it out."""
     from functools import partial
 
     from rlvla.algos.online import CONFIGS
@@ -79,10 +79,11 @@ def bench_imagined(policy_path: str, world_model: str, envs_real=(4, 16), envs_i
     from rlvla.worldmodels.env import ImaginedPool, load_world_model
 
     policy = VLAPolicy.from_pretrained(policy_path)
-    policy = with_exploration(policy, **RL_EXPLORATION).eval()
+    explore = RL_EXPLORATION if policy.cfg.head.name in ("flow", "diffusion") else {}  # other heads: their own sampling
+    policy = with_exploration(policy, **explore).eval()
     tasks = list(policy.cfg.tasks)
     wm = load_world_model(world_model)
-    out = {"tasks": tasks, "policy": str(policy_path), "world_model": str(world_model), "exploration": RL_EXPLORATION, "real_runs": []}
+    out = {"tasks": tasks, "policy": str(policy_path), "world_model": str(world_model), "exploration": explore, "real_runs": []}
     runs = [("real", n, None) for n in envs_real] + [("imagined", envs_imagined, partial(ImaginedPool, world_model=wm))]
     for name, n, make in runs:
         cfg = CONFIGS["grpo"](group_size=n, groups_per_task=1, envs_per_task=n, dynamic_sampling=False)
