@@ -83,7 +83,7 @@ class ImaginedPool:
             self.state[i] = {"image": obs["image"], "proprio": np.asarray(obs["proprio"], np.float32),
                              "instruction": str(obs["instruction"]), "t": 0, "z": z, "lang": lang}  # fmt: skip
             out[i] = ({**obs, "proprio": np.array(obs["proprio"], copy=True)}, {**info, "imagined": True})
-        for key in [k for k in self.starts if k[2] is not None and isinstance(k[2], tuple)]:
+        for key in [k for k in self.starts if isinstance(k[2], tuple)]:
             del self.starts[key]  # an unseeded reset is not a layout: never reused
         while len(self.starts) > self.MAX_STARTS:
             self.starts.popitem(last=False)
