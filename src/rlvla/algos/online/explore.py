@@ -36,6 +36,7 @@ RL_EXPLORATION = {"noise": 0.15, "steps_mode": "output", "denoise_steps": 5}
 """The quickstart RL recipe's exploration (flow head: five denoising steps, the ODE action plus Gaussian noise of
 std 0.15): the policy as its RL rollouts run it, also what ``rlvla bench imagined`` rolls out."""
 
+
 def exploration_config(policy_cfg, noise: float = 0.0, steps_mode: str = "", denoise_steps: int = 0,
                        temperature: float = 0.0):  # fmt: skip
     """A copy of ``policy_cfg`` with the head's exploration settings changed (the policy is rebuilt from it)."""
