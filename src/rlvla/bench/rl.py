@@ -91,13 +91,12 @@ def bench_imagined(policy_path: str, world_model: str, envs_real=(4, 16), envs_i
         with RolloutEngine(policy, tasks, cfg, **kw) as eng, torch_threads(1 if eng.pool.workers else torch.get_num_threads()):
             eng.collect(0)
             ro = eng.collect(1)
-            real_resets = getattr(eng.pool, "real_steps", None)
         res = {"envs": len(tasks) * n, "steps_per_s": ro.stats["rollout/env_steps_per_s"], "env_steps": ro.stats["rollout/env_steps"],
                "success": ro.stats["rollout/success"]}  # fmt: skip
         if name == "real":
             out["real_runs"].append(res)
         else:
-            out["imagined"] = {**res, "real_resets": real_resets}
+            out["imagined"] = {**res, "real_resets": eng.pool.real_steps}
     out["real"] = max(out["real_runs"], key=lambda r: r["steps_per_s"])
     out["ratio"] = out["imagined"]["steps_per_s"] / out["real"]["steps_per_s"]
     return out

@@ -63,7 +63,7 @@ class ImaginedPool:
     @torch.no_grad()
     def reset(self, seeds: dict, options=None) -> dict:
         """Real resets, one per distinct ``(task, split, seed)``: envs that share a start (a GRPO group) share its
-        rendered frame and its encoding (the last ``MAX_STARTS`` starts are kept)."""
+        rendered frame and its encoding (the last ``MAX_STARTS`` seeded starts are kept; unseeded ones never are)."""
         keys = {i: (self.specs[i]["name"], self.specs[i].get("split", "id"), seed if seed is not None else ("unseeded", i))
                 for i, seed in seeds.items()}  # fmt: skip
         fresh = {}
@@ -74,17 +74,16 @@ class ImaginedPool:
         if fresh:
             z = self.model.encode(np.stack([obs["image"] for obs, _ in fresh.values()]))
             lang = self.model.embed([str(obs["instruction"]) for obs, _ in fresh.values()])
-            for k, (key, (obs, info)) in enumerate(fresh.items()):
-                self.starts[key] = (obs, info, z[k], lang[k])
+            fresh = {key: (obs, info, z[k], lang[k]) for k, (key, (obs, info)) in enumerate(fresh.items())}
         out = {}
         for i, key in keys.items():
-            obs, info, z, lang = self.starts[key]
-            self.starts.move_to_end(key)
+            obs, info, z, lang = fresh[key] if key in fresh else self.starts[key]
             self.state[i] = {"image": obs["image"], "proprio": np.asarray(obs["proprio"], np.float32),
                              "instruction": str(obs["instruction"]), "t": 0, "z": z, "lang": lang}  # fmt: skip
             out[i] = ({**obs, "proprio": np.array(obs["proprio"], copy=True)}, {**info, "imagined": True})
-        for key in [k for k in self.starts if isinstance(k[2], tuple)]:
-            del self.starts[key]  # an unseeded reset is not a layout: never reused
+        for key in {k for k in keys.values() if not isinstance(k[2], tuple)}:  # seeded starts: kept, most recent last
+            self.starts[key] = fresh[key] if key in fresh else self.starts[key]
+            self.starts.move_to_end(key)
         while len(self.starts) > self.MAX_STARTS:
             self.starts.popitem(last=False)
         return out
