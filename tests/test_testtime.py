@@ -224,3 +224,14 @@ def test_report_table_deltas_paired_tests_and_overhead(tmp_path):
     html = (tmp_path / "rep5" / "report.html").read_text()
     assert "Learning curves of runs/rl" in html and "report_files/learning_curves.png" in html
     assert (tmp_path / "rep5" / "report_files" / "rl_diagnostics.png").stat().st_size > 1000
+    # a simulator run and a run in a world model on one plot: held-out success against the real env steps each used
+    from rlvla.eval.report import real_steps
+
+    imagined = [{"step": 0, "env_steps": 0, "heldout/success": 0.5, "heldout/ci_low": 0.4, "heldout/ci_high": 0.6},
+                {"step": 1, "env_steps": 9000, "rollout/real_env_steps": 8, "rollout/real_env_steps_total": 5008,
+                 "heldout/success": 0.7, "heldout/ci_low": 0.6, "heldout/ci_high": 0.8}]  # fmt: skip
+    assert real_steps(imagined) == [5000, 5008] and real_steps(metrics) == [0, 1000, 2000, 3000, 4000]
+    write_comparison(tmp_path / "rep6", [f"SFT={files['sft']}"], curves=[("sim", metrics), ("imagined", imagined)])
+    html = (tmp_path / "rep6" / "report.html").read_text()
+    assert "Learning curves of sim" in html and "Learning curves of imagined" in html and "report_files/run1_learning_curves.png" in html
+    assert (tmp_path / "rep6" / "report_files" / "heldout_vs_real_steps.png").stat().st_size > 5000

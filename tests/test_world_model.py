@@ -261,8 +261,10 @@ def test_bench_imagined_reports_both_sides_for_the_same_policy(toy_wm, tmp_path)
     assert [r["envs"] for r in res["real_runs"]] == [2, 4] and res["imagined"]["envs"] == 8
     assert res["real"]["steps_per_s"] == max(r["steps_per_s"] for r in res["real_runs"])
     assert res["ratio"] == pytest.approx(res["imagined"]["steps_per_s"] / res["real"]["steps_per_s"])
-    assert res["imagined"]["real_resets"] == 2  # one group (one layout) in each of two iterations: one reset each
+    assert res["imagined"]["real_resets"] == 3  # one group (one layout) in each of three iterations: one reset each
     assert res["imagined"]["env_steps"] > 0 and res["exploration"] == {}  # a gaussian policy samples as it is
+    one = bench_imagined(str(tmp_path / "pol"), str(toy_wm), envs_real=(2,), envs_imagined=8, workers=0, measured=1)
+    assert one["imagined"]["real_resets"] == 2 and one["imagined"]["env_steps"] < res["imagined"]["env_steps"]  # 1 measured, not 2
 
 
 def _policy_dir(tmp_path):
@@ -289,15 +291,17 @@ def test_world_model_training_resumes_exactly_and_refuses_held_out_data(toy_data
     with pytest.raises(DatasetError, match="evaluation seeds"):
         _train_wm(held, tmp_path / "h", 5)
     assert WorldModel.read_config(tmp_path / "full").tasks == ["wmtoy/line"]
+    assert WorldModel.read_config(tmp_path / "full").data_frames == len(LeRobotDataset(toy_data)) > 0  # its real cost
 
 
-def test_rlvla_train_in_imagination_counts_real_frames_and_stops_on_nan(toy_wm, tmp_path):
+def test_rlvla_train_in_imagination_counts_real_frames_and_stops_on_nan(toy_data, toy_wm, tmp_path):
     """`rlvla train algo=ppo algo.world_model=DIR` end to end: the run counts the real frames its imagined episodes
     started from; a world model that predicts NaN stops it with the iteration named and the last checkpoint kept."""
     from test_online import toy_policy
 
     from rlvla.configs import compose
     from rlvla.errors import TrainingError
+    from rlvla.runners.runlog import read_metrics
     from rlvla.runners.train import train
     from rlvla.worldmodels import WorldModel
 
@@ -308,6 +312,9 @@ def test_rlvla_train_in_imagination_counts_real_frames_and_stops_on_nan(toy_wm, 
     s = train(compose(["algo=ppo", f"run_dir={tmp_path / 'rl'}", f"algo.world_model={toy_wm}", "algo.iterations=2", *args]), progress=False)
     assert s["status"] == "done" and s["imagined"] and s["real_env_steps"] == 2 * 4  # one real frame per episode
     assert s["env_steps"] > 4 * s["real_env_steps"]
+    frames = len(LeRobotDataset(toy_data))  # the model's training data is part of imagination's real cost
+    last = read_metrics(tmp_path / "rl")[-1]
+    assert s["world_model_data_frames"] == frames and last["rollout/real_env_steps_total"] == 8 + frames
     wm = WorldModel.from_pretrained(toy_wm)
     with torch.no_grad():
         wm.dyn[-1].bias.fill_(float("nan"))

@@ -191,6 +191,7 @@ class ModelDir:
 
     def load_weights(self, path, map_location: str = "cpu") -> None:
         path, other = self._read(path)
-        if {k: v for k, v in other.to_dict().items() if k != "tasks"} != {k: v for k, v in self.cfg.to_dict().items() if k != "tasks"}:
+        meta_keys = ("tasks", "data_frames")  # what the model was trained on, not its shape
+        if {k: v for k, v in other.to_dict().items() if k not in meta_keys} != {k: v for k, v in self.cfg.to_dict().items() if k not in meta_keys}:
             raise CheckpointError(f"{path}: {self.WHAT} was saved with a different config; load it with {type(self).__name__}.from_pretrained")
         load_model_weights(self, path, self.WHAT, map_location)

@@ -151,7 +151,9 @@ def _report_args(sub) -> None:
     r.add_argument("--out", default="runs/report", help="output directory (report.html, report.json)")
     r.add_argument("--baseline", default="", help="row label the others are compared with (default: the first)")
     r.add_argument("--title", default="Offline and test-time RL")
-    r.add_argument("--curves", default="", help="a training run whose learning curves (metrics.jsonl) go below the table")
+    r.add_argument("--curves", action="append", default=[],
+                   help="[LABEL=]RUN: a training run whose learning curves (metrics.jsonl) go below the table; repeat it to "
+                        "compare runs' held-out success against real env steps (simulator vs world model) on one plot")  # fmt: skip
 
 
 def _reward_eval_args(sub) -> None:

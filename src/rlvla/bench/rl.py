@@ -64,9 +64,10 @@ def bench_rollout(tasks=None, envs_per_task: int = 2, workers: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- imagined vs real
-def bench_imagined(policy_path: str, world_model: str, envs_real=(4, 16), envs_imagined: int = 32, workers: int | None = None) -> dict:
+def bench_imagined(policy_path: str, world_model: str, envs_real=(4, 16), envs_imagined: int = 32, workers: int | None = None,
+                   measured: int = 2) -> dict:
     """Env steps/s of whole-episode rollouts of one policy in the simulator and in a world model (one run; each
-    setting: a warm-up iteration, then one measured). Envs per task: each of ``envs_real`` for the simulator (the
+    setting: a warm-up iteration, then ``measured`` iterations, their env steps over their wall time). Envs per task: each of ``envs_real`` for the simulator (the
     ratio is taken against the fastest), ``envs_imagined`` for the world model (in-process, one batched forward
     pass per decision; a GRPO group's envs share one real reset). A flow or diffusion policy runs with the
     quickstart RL recipe's exploration (``RL_EXPLORATION``), as RL in either place rolls it out."""
@@ -90,9 +91,10 @@ def bench_imagined(policy_path: str, world_model: str, envs_real=(4, 16), envs_i
         kw = {"workers": workers} if make is None else {"workers": 0, "make_pool": make}
         with RolloutEngine(policy, tasks, cfg, **kw) as eng, torch_threads(1 if eng.pool.workers else torch.get_num_threads()):
             eng.collect(0)
-            ro = eng.collect(1)
-        res = {"envs": len(tasks) * n, "steps_per_s": ro.stats["rollout/env_steps_per_s"], "env_steps": ro.stats["rollout/env_steps"],
-               "success": ro.stats["rollout/success"]}  # fmt: skip
+            stats = [eng.collect(1 + i).stats for i in range(measured)]
+        steps = sum(st["rollout/env_steps"] for st in stats)
+        res = {"envs": len(tasks) * n, "steps_per_s": steps / sum(st["rollout/wall_s"] for st in stats), "env_steps": steps,
+               "success": float(np.mean([st["rollout/success"] for st in stats]))}  # fmt: skip
         if name == "real":
             out["real_runs"].append(res)
         else:

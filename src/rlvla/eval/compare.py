@@ -44,8 +44,13 @@ th:first-child, td:first-child, td.left { text-align: left; }
 (episodes only this row solved / only the baseline solved, p-value). &Delta; vs own base: a test-time method
 against the same checkpoint evaluated without it. Overhead: mean time per decision per env
 beyond the same checkpoint's plain evaluation (test-time methods only).</p>
-{% if curves %}<h2>Learning curves of {{ curves_run }}</h2>
-{% for c in curves %}<img style="max-width: 100%" src="{{ c }}" alt="{{ c }}">{% endfor %}{% endif %}
+{% if overlay %}<h2>Held-out success against real env steps</h2>
+<img style="max-width: 100%" src="{{ overlay }}" alt="{{ overlay }}">
+<p class="note">The deterministic policy on held-out (validation-seed) layouts during each run, with 95% intervals.
+Real env steps: a simulator run's env steps; a run in a world model counts the episode starts it rendered plus the
+frames the world model was trained on.</p>{% endif %}
+{% for g in curves %}<h2>Learning curves of {{ g.run }}</h2>
+{% for c in g.pngs %}<img style="max-width: 100%" src="{{ c }}" alt="{{ c }}">{% endfor %}{% endfor %}
 <h2>Inputs</h2><pre>{{ inputs }}</pre>
 </body></html>
 """
@@ -170,8 +175,9 @@ def build_rows(evals: list[tuple[str, dict]], baseline: str | None = None) -> tu
 
 
 def write_comparison(out_dir, inputs: list[str], baseline: str | None = None, title: str = "Offline and test-time RL",
-                     curves: tuple[str, list[dict]] | None = None) -> dict:
-    """``curves``: (run name, its ``metrics.jsonl`` records): the run's learning curves are drawn below the table."""
+                     curves: tuple[str, list[dict]] | list[tuple[str, list[dict]]] | None = None) -> dict:
+    """``curves``: (run name, its ``metrics.jsonl`` records), or a list of them: each run's learning curves are
+    drawn below the table; with more than one, also their held-out success against real env steps on one plot."""
     from jinja2 import Environment
 
     from rlvla.io import atomic_write_bytes, atomic_write_json
@@ -190,13 +196,18 @@ def write_comparison(out_dir, inputs: list[str], baseline: str | None = None, ti
     out.mkdir(parents=True, exist_ok=True)
     result = {"baseline": base, "splits": splits, "rows": rows}
     atomic_write_json(out / "report.json", result)
-    pngs = []
-    if curves is not None:
-        from rlvla.eval.report import learning_curves
+    runs = [curves] if isinstance(curves, tuple) else list(curves or [])
+    groups, overlay = [], None
+    if runs:
+        from rlvla.eval.report import learning_curves, real_step_curves
 
-        pngs = [p.relative_to(out).as_posix() for p in learning_curves(curves[1], out / "report_files")]
+        for i, (name, metrics) in enumerate(runs):
+            pngs = learning_curves(metrics, out / "report_files", prefix="" if len(runs) == 1 else f"run{i}_")
+            groups.append({"run": name, "pngs": [p.relative_to(out).as_posix() for p in pngs]})
+        if len(runs) > 1:
+            png = real_step_curves(runs, out / "report_files" / "heldout_vs_real_steps.png")
+            overlay = png.relative_to(out).as_posix() if png else None
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        title=title, rows=rows, splits=splits, baseline=base, inputs="\n".join(sources), curves=pngs,
-        curves_run=curves[0] if curves else "")  # fmt: skip
+        title=title, rows=rows, splits=splits, baseline=base, inputs="\n".join(sources), curves=groups, overlay=overlay)
     atomic_write_bytes(out / "report.html", html.encode())
     return result

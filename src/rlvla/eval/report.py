@@ -118,9 +118,49 @@ def baseline_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def learning_curves(metrics: list[dict], out: Path) -> list[Path]:
-    """PNGs of an RL run's ``metrics.jsonl`` records in ``out``: success (rollout per task, held-out with its
-    interval), KL and clip fraction, groups kept/dropped and env steps/s, explore std, value EV and losses."""
+def real_steps(metrics: list[dict]) -> list[float]:
+    """Each record's real env steps so far: a simulator run's env steps; an imagined run's rendered episode starts
+    plus the frames its world model was trained on (``rollout/real_env_steps_total``), so that the two compare."""
+    offset = next((m["rollout/real_env_steps_total"] - m["rollout/real_env_steps"] for m in metrics
+                   if "rollout/real_env_steps_total" in m and "rollout/real_env_steps" in m), 0)  # fmt: skip
+    return [m.get("rollout/real_env_steps_total", m.get("rollout/real_env_steps", m.get("env_steps", 0)) + offset) for m in metrics]
+
+
+def real_step_curves(runs: list[tuple[str, list[dict]]], path: Path) -> Path | None:
+    """One PNG: the held-out success (with its 95% interval) of each run against the real env steps it had used
+    (:func:`real_steps`); None when no run has held-out points (``algo.eval_every``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = False
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name, metrics in runs:
+        x = real_steps(metrics)
+        held = [(xi, m) for xi, m in zip(x, metrics) if "heldout/success" in m]
+        if not held:
+            continue
+        drawn = True
+        ax.errorbar([h[0] for h in held], [m["heldout/success"] for _, m in held], capsize=3, fmt="o-", label=name,
+                    yerr=[[m["heldout/success"] - m["heldout/ci_low"] for _, m in held],
+                          [m["heldout/ci_high"] - m["heldout/success"] for _, m in held]])  # fmt: skip
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="real env steps (imagined runs: episode starts + the world model's training frames)",
+           ylabel="held-out success (validation seeds)", ylim=(-0.02, 1.02))  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def learning_curves(metrics: list[dict], out: Path, prefix: str = "") -> list[Path]:
+    """PNGs of an RL run's ``metrics.jsonl`` records in ``out`` (file names start with ``prefix``): success (rollout
+    per task, held-out with its interval), KL and clip fraction, groups kept/dropped and env steps/s, explore std,
+    value EV and losses."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +189,7 @@ def learning_curves(metrics: list[dict], out: Path) -> list[Path]:
     ax[1].set(xlabel="env steps", yscale="log")
     ax[1].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out / "learning_curves.png")
+    paths.append(out / f"{prefix}learning_curves.png")
     _save_fig(fig, paths[-1])
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.2))
     ax[0].plot(env, [m.get("rollout/groups_kept", float("nan")) for m in metrics], label="groups kept")
@@ -159,7 +199,7 @@ def learning_curves(metrics: list[dict], out: Path) -> list[Path]:
     ax[1].plot(env, [m.get("rollout/env_steps_per_s", float("nan")) for m in metrics])
     ax[1].set(xlabel="env steps", ylabel="rollout env steps/s (incl. inference)")
     fig.tight_layout()
-    paths.append(out / "rollout_stats.png")
+    paths.append(out / f"{prefix}rollout_stats.png")
     _save_fig(fig, paths[-1])
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.2))
     ax[0].plot(env, [m.get("rollout/explore_std", float("nan")) for m in metrics])
@@ -172,7 +212,7 @@ def learning_curves(metrics: list[dict], out: Path) -> list[Path]:
     ax[2].set(xlabel="env steps")
     ax[2].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out / "rl_diagnostics.png")
+    paths.append(out / f"{prefix}rl_diagnostics.png")
     _save_fig(fig, paths[-1])
     plt.close("all")
     return paths

@@ -8,13 +8,14 @@ from rlvla.eval.compare import write_comparison
 
 
 def report_main(args) -> int:
-    curves = None
-    if args.curves:
+    curves = []
+    for item in args.curves or []:
         from rlvla.runners.runlog import read_metrics
 
-        if not (Path(args.curves) / "metrics.jsonl").exists():
-            raise FileNotFoundError(f"{args.curves} has no metrics.jsonl; pass a training run directory to --curves")
-        curves = (args.curves, read_metrics(Path(args.curves)))
+        label, _, run = item.partition("=") if "=" in item and not Path(item).exists() else (item, "", item)
+        if not (Path(run) / "metrics.jsonl").exists():
+            raise FileNotFoundError(f"{run} has no metrics.jsonl; pass a training run directory to --curves")
+        curves.append((label, read_metrics(Path(run))))
     res = write_comparison(args.out, args.runs, args.baseline or None, args.title, curves)
     for r in res["rows"]:
         cells = "  ".join(f"{s} {r['splits'][s]['text']}" for s in res["splits"] if s in r["splits"])

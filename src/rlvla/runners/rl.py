@@ -34,7 +34,7 @@ class RolloutRecipe(Recipe):
         self.policy, self.algo, self.cfg, self.tasks = policy, algo, algo_cfg, tasks
         self.seed, self.threads, self.init = seed, threads, init
         self.workers = None if algo_cfg.workers < 0 else algo_cfg.workers
-        self.engine, self.resume_engine = None, None
+        self.engine, self.resume_engine, self.wm = None, None, None
         self.env_steps = self.env_steps_start = 0
         self.real_steps = self.real_steps_start = 0
         from rlvla.collectors.relabel import RewardRelabeller
@@ -74,6 +74,8 @@ class RolloutRecipe(Recipe):
         real = getattr(self.engine.pool, "real_steps", None)  # imagined rollouts: only their starts were real
         self.real_steps = real + self.real_steps_start if real is not None else self.env_steps
         metrics["rollout/real_env_steps"] = self.real_steps
+        if self.wm is not None and self.wm.cfg.data_frames:  # imagination's whole real cost: starts + the model's data
+            metrics["rollout/real_env_steps_total"] = self.real_steps + self.wm.cfg.data_frames
         metrics.update({"time/update_s": time.perf_counter() - t_up, "time/iteration_s": time.perf_counter() - t_it,
                         "env_steps": self.env_steps, "peak_rss_mb": peak_rss_mb()})  # fmt: skip
         if self.cfg.eval_every and (it + 1) % self.cfg.eval_every == 0:
@@ -111,6 +113,7 @@ class RolloutRecipe(Recipe):
 
     def summary(self, steps: int, wall_s: float) -> dict:
         return {"env_steps": self.env_steps, "real_env_steps": self.real_steps, "imagined": bool(self.cfg.world_model),
+                "world_model_data_frames": self.wm.cfg.data_frames if self.wm is not None else 0,
                 "init": str(self.init), "tasks": self.tasks,
                 "samples_per_s": (self.env_steps - self.env_steps_start) / max(wall_s, 1e-9)}  # fmt: skip
 

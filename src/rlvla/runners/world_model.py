@@ -39,7 +39,7 @@ def train_world_model(cfg, progress: bool = True, on_step=None) -> dict:
     mcfg = WorldModelConfig(tasks=data.env_tasks, camera=camera, image_size=data.image_size, chunk=acfg.chunk,
                             action_dim=int(data.action.shape[-1]), proprio_dim=int(data.proprio.shape[-1]), latent=acfg.latent,
                             width=acfg.width, hidden=acfg.hidden, language=acfg.language,
-                            reward_scale=reward_scale(data.env_tasks))  # fmt: skip
+                            reward_scale=reward_scale(data.env_tasks), data_frames=len(dataset))  # fmt: skip
     torch.manual_seed(loop.seed)
     model = WorldModel(mcfg).to(loop.device)
     trainer = WorldModelTrainer(model, acfg, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip)

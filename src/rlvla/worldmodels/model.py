@@ -51,6 +51,9 @@ class WorldModelConfig:
     language: str = "minilm"
     reward_scale: float = 10.0
     """The suite's dense-reward scale (imagined rewards are progress x scale, as the simulator's)."""
+    data_frames: int = 0
+    """Real env steps (frames) in the data the model was trained on: the real-step cost of RL in it, beside the
+    episode starts it renders (0: not recorded)."""
 
     def __post_init__(self) -> None:
         if self.image_size % 16 or self.image_size < 16:
