@@ -340,3 +340,24 @@ def test_wm_eval_command_writes_the_report_with_side_by_side_gifs(toy_data, toy_
 
     im = Image.open(gifs[0])
     assert im.size == (2 * (2 * S + 2), 2 * S) and im.n_frames == (LIMIT - 1) // K + 1  # real | imagined, a frame per stored decision
+
+
+def test_subpixel_form_of_the_decoder_is_the_same_map(toy_wm):
+    """A kernel-4, stride-2, padding-1 transposed convolution equals its 3x3-convolution + pixel-shuffle form (what
+    imagined rollouts decode with); other shapes are refused."""
+    from rlvla.worldmodels import WorldModel
+    from rlvla.worldmodels.model import subpixel_conv, subpixel_decoder
+
+    torch.manual_seed(0)
+    m = torch.nn.ConvTranspose2d(5, 3, 4, stride=2, padding=1)
+    x = torch.randn(7, 5, 6, 9)
+    assert torch.allclose(subpixel_conv(m)(x), m(x), atol=1e-5) and subpixel_conv(m)(x).shape == (7, 3, 12, 18)
+    with pytest.raises(ValueError, match="kernel 4, stride 2, padding 1"):
+        subpixel_conv(torch.nn.ConvTranspose2d(5, 3, 3, stride=2, padding=1))
+    wm = WorldModel.from_pretrained(toy_wm)
+    z = torch.randn(6, wm.cfg.latent)
+    h = wm.from_latent(z).view(6, -1, wm.side, wm.side)
+    with torch.no_grad():
+        assert torch.allclose(subpixel_decoder(wm)(h), wm.dec(h), atol=1e-4)
+        a, b = wm.decode(z), wm.decode(z, subpixel_decoder(wm))
+    assert a.dtype == b.dtype == torch.uint8 and (a.int() - b.int()).abs().max() <= 1  # rounding at most one level

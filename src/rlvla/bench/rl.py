@@ -64,41 +64,77 @@ def bench_rollout(tasks=None, envs_per_task: int = 2, workers: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- imagined vs real
-def bench_imagined(policy_path: str, world_model: str, envs_real=(4, 16), envs_imagined: int = 32, workers: int | None = None,
-                   measured: int = 2) -> dict:
-    """Env steps/s of whole-episode rollouts of one policy in the simulator and in a world model (one run; each
-    setting: a warm-up iteration, then ``measured`` iterations, their env steps over their wall time). Envs per task: each of ``envs_real`` for the simulator (the
-    ratio is taken against the fastest), ``envs_imagined`` for the world model (in-process, one batched forward
-    pass per decision; a GRPO group's envs share one real reset). A flow or diffusion policy runs with the
-    quickstart RL recipe's exploration (``RL_EXPLORATION``), as RL in either place rolls it out."""
+def _imagined_setting(conn, policy_path: str, world_model: str, modules: list[str], n: int, imagined: bool, workers, measured: int) -> None:
+    """One setting of :func:`bench_imagined`, in a fresh process; sends its result (or an error) through ``conn``."""
+    import importlib
     from functools import partial
 
-    from rlvla.algos.online import CONFIGS
-    from rlvla.algos.online.explore import RL_EXPLORATION, with_exploration
-    from rlvla.collectors import RolloutEngine, torch_threads
-    from rlvla.policies import VLAPolicy
-    from rlvla.worldmodels.env import ImaginedPool, load_world_model
+    try:
+        for m in modules:  # suites registered outside rlvla (tests)
+            importlib.import_module(m)
+        from rlvla.algos.online import CONFIGS
+        from rlvla.algos.online.explore import RL_EXPLORATION, with_exploration
+        from rlvla.collectors import RolloutEngine, torch_threads
+        from rlvla.policies import VLAPolicy
+        from rlvla.worldmodels.env import ImaginedPool
 
-    policy = VLAPolicy.from_pretrained(policy_path)
-    explore = RL_EXPLORATION if policy.cfg.head.name in ("flow", "diffusion") else {}  # other heads: their own sampling
-    policy = with_exploration(policy, **explore).eval()
-    tasks = list(policy.cfg.tasks)
-    wm = load_world_model(world_model)
-    out = {"tasks": tasks, "policy": str(policy_path), "world_model": str(world_model), "exploration": explore, "real_runs": []}
-    runs = [("real", n, None) for n in envs_real] + [("imagined", envs_imagined, partial(ImaginedPool, world_model=wm))]
-    for name, n, make in runs:
+        policy = VLAPolicy.from_pretrained(policy_path)
+        explore = RL_EXPLORATION if policy.cfg.head.name in ("flow", "diffusion") else {}  # other heads: their own sampling
+        policy = with_exploration(policy, **explore).eval()
+        tasks = list(policy.cfg.tasks)
         cfg = CONFIGS["grpo"](group_size=n, groups_per_task=1, envs_per_task=n, dynamic_sampling=False)
-        kw = {"workers": workers} if make is None else {"workers": 0, "make_pool": make}
+        kw = {"workers": 0, "make_pool": partial(ImaginedPool, world_model=world_model)} if imagined else {"workers": workers}
         with RolloutEngine(policy, tasks, cfg, **kw) as eng, torch_threads(1 if eng.pool.workers else torch.get_num_threads()):
             eng.collect(0)
             stats = [eng.collect(1 + i).stats for i in range(measured)]
+            resets = getattr(eng.pool, "real_steps", None)
         steps = sum(st["rollout/env_steps"] for st in stats)
         res = {"envs": len(tasks) * n, "steps_per_s": steps / sum(st["rollout/wall_s"] for st in stats), "env_steps": steps,
-               "success": float(np.mean([st["rollout/success"] for st in stats]))}  # fmt: skip
-        if name == "real":
-            out["real_runs"].append(res)
+               "success": float(np.mean([st["rollout/success"] for st in stats])), "exploration": explore, "tasks": tasks}  # fmt: skip
+        conn.send(("ok", {**res, "real_resets": resets} if imagined else res))
+    except Exception as e:
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+def bench_imagined(policy_path: str, world_model: str, envs_real=(4, 16), envs_imagined: int = 32, workers: int | None = None,
+                   measured: int = 2) -> dict:
+    """Env steps/s of whole-episode rollouts of one policy in the simulator and in a world model. Each setting runs
+    in a fresh process (a process that has run one setting runs the next ~10% slower), as a warm-up iteration then
+    ``measured`` iterations: their env steps over their wall time. Envs per task: each of ``envs_real`` for the
+    simulator (the ratio is taken against the fastest), ``envs_imagined`` for the world model (in-process, one
+    batched forward pass per decision; a GRPO group's envs share one real reset). A flow or diffusion policy runs
+    with the quickstart RL recipe's exploration (``RL_EXPLORATION``), as RL in either place rolls it out."""
+    import multiprocessing as mp
+
+    from rlvla.envs.suites import suite_module
+    from rlvla.policies import VLAPolicy
+    from rlvla.worldmodels.env import load_world_model
+
+    tasks = list(VLAPolicy.read_config(policy_path).tasks)
+    load_world_model(world_model)  # a clear error here, before any process starts
+    modules = sorted({suite_module(t) for t in tasks} - {""})
+    out = {"policy": str(policy_path), "world_model": str(world_model), "real_runs": []}
+    ctx = mp.get_context("spawn")
+    for n, imagined in [(n, False) for n in envs_real] + [(envs_imagined, True)]:
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_imagined_setting, args=(child, str(policy_path), str(world_model), modules, n, imagined, workers, measured))
+        p.start()
+        child.close()
+        try:
+            status, res = parent.recv()
+        except EOFError:
+            p.join(5)
+            status, res = "error", f"the process died (exit code {p.exitcode})"
+        p.join()
+        if status != "ok":
+            raise RuntimeError(f"rlvla bench imagined: the {'imagined' if imagined else 'real'} setting with {n} envs per task failed: {res}")
+        out.update(tasks=res.pop("tasks"), exploration=res.pop("exploration"))
+        if imagined:
+            out["imagined"] = res
         else:
-            out["imagined"] = {**res, "real_resets": eng.pool.real_steps}
+            out["real_runs"].append(res)
     out["real"] = max(out["real_runs"], key=lambda r: r["steps_per_s"])
     out["ratio"] = out["imagined"]["steps_per_s"] / out["real"]["steps_per_s"]
     return out

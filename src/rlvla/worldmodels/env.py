@@ -22,7 +22,7 @@ import torch
 from rlvla.envs import make_env
 from rlvla.envs.metaworld.tasks import TASKS
 from rlvla.envs.suites import INFO_KEYS, Suite, register_suite
-from rlvla.worldmodels.model import WorldModel
+from rlvla.worldmodels.model import WorldModel, subpixel_decoder
 
 
 def load_world_model(world_model) -> WorldModel:
@@ -37,6 +37,7 @@ class ImaginedPool:
         if world_model is None:
             raise ValueError("an imagined env needs world_model=<a world model dir> (rlvla train algo=world_model)")
         self.model = load_world_model(world_model)
+        self.decoder = subpixel_decoder(self.model)  # the model is frozen here: its faster exact form
         self.specs = [dict(s) for s in specs]
         c = self.model.cfg
         for s in self.specs:
@@ -102,7 +103,7 @@ class ImaginedPool:
         lang = torch.stack([self.state[i]["lang"] for i in ids])
         act = torch.as_tensor(np.stack([np.asarray(actions[i], np.float32).reshape(c.chunk, c.action_dim) for i in ids])).to(m.device)
         z2, p2, succ, prog = m.step(z, p, act, lang)
-        images = m.decode(z2).numpy()
+        images = m.decode(z2, self.decoder).numpy()
         succ_p, progress = torch.sigmoid(succ).cpu().numpy(), torch.sigmoid(prog).cpu().numpy()
         if not (np.isfinite(progress).all() and np.isfinite(succ_p).all() and torch.isfinite(z2).all()):
             raise FloatingPointError("the world model predicted a non-finite state, reward or success")
