@@ -99,8 +99,9 @@ def subpixel_conv(m: nn.ConvTranspose2d) -> nn.Sequential:
 
 
 def subpixel_decoder(model: "WorldModel") -> nn.Sequential:
-    """A frozen copy of ``model.dec`` with each transposed convolution in its sub-pixel form (for rollouts in a
-    model that does not change: :class:`rlvla.worldmodels.env.ImaginedPool`)."""
+    """``model.dec`` with each transposed convolution in its sub-pixel form, built from the current weights (its
+    norm layers are ``model.dec``'s own): for rollouts in a model that no longer trains
+    (:class:`rlvla.worldmodels.env.ImaginedPool`); rebuild it after the weights change."""
     return nn.Sequential(*[subpixel_conv(m) if isinstance(m, nn.ConvTranspose2d) else m for m in model.dec]).eval()
 
 
@@ -149,16 +150,15 @@ class WorldModel(ModelDir, nn.Module):
             raise ValueError(f"world model expects {s}x{s}x3 images from {self.cfg.camera!r}, got {tuple(x.shape[1:])}")
         return self.to_latent(self.enc(x.permute(0, 3, 1, 2).float() / 255.0 - 0.5))
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents -> images before the squashing ``(B, 3, S, S)``; ``sigmoid`` gives [0, 1]."""
-        return self.dec(self.from_latent(z).view(len(z), -1, self.side, self.side))
+    def decode_logits(self, z: torch.Tensor, decoder: nn.Module | None = None) -> torch.Tensor:
+        """Latents -> images before the squashing ``(B, 3, S, S)``; ``sigmoid`` gives [0, 1] (``decoder``: an
+        equivalent of ``self.dec``, e.g. :func:`subpixel_decoder`'s)."""
+        return (decoder or self.dec)(self.from_latent(z).view(len(z), -1, self.side, self.side))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, decoder: nn.Module | None = None) -> torch.Tensor:
-        """Latents -> uint8 images ``(B, S, S, 3)`` (``decoder``: an equivalent of ``self.dec``, e.g.
-        :func:`subpixel_decoder`'s)."""
-        logits = (decoder or self.dec)(self.from_latent(z).view(len(z), -1, self.side, self.side))
-        return (torch.sigmoid(logits) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        """Latents -> uint8 images ``(B, S, S, 3)``."""
+        return (torch.sigmoid(self.decode_logits(z, decoder)) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
     def step(self, z: torch.Tensor, proprio: torch.Tensor, actions: torch.Tensor, lang: torch.Tensor):
         """One decision: ``actions`` (B, K, A), ``lang`` (B, 384) -> (z', proprio', success logit, progress logit)."""
