@@ -72,10 +72,17 @@ class SFTConfig:
     """Weight of an auxiliary loss: predict the episode's goal position (recorded in the simulator by ``rlvla
     collect``; a training-only target, never a policy input) from the action readout, as Levine et al. (2016)
     pretrain visuomotor keypoints on object poses; 0 = off."""
+    proprio_noise: float = 0.0
+    """Std of Gaussian noise added to each training sample's proprioception, in units of the dataset's per-dimension
+    std (the policy's proprio normalisation); 0 = off. With few demonstrations the arm's state alone identifies the
+    demo and the time step, and a policy can replay the demo from it instead of reading the image (the "copycat"
+    shortcut, Wen et al. 2020); the noise blurs that key. Training only."""
 
     def __post_init__(self) -> None:
         if self.aux_goal < 0:
             raise ValueError(f"algo.aux_goal must be >= 0, got {self.aux_goal}")
+        if self.proprio_noise < 0:
+            raise ValueError(f"algo.proprio_noise must be >= 0, got {self.proprio_noise}")
 
 
 @dataclass

@@ -169,7 +169,8 @@ def _offline_setup(cfg, loop):
         if aux > 0 and goals is None:
             raise ValueError(f"algo.aux_goal needs a dataset that records each episode's goal_pos; {data_cfg.path} does not "
                              "(re-collect it with `rlvla collect`)")  # fmt: skip
-        sft = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats)
+        sft = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats,
+                  proprio_noise=float(getattr(cfg.algo, "proprio_noise", 0.0)))
         return policy, sft, data, fingerprint
     from rlvla.algos.offline import method
     from rlvla.algos.offline.base import OfflineRL

@@ -15,15 +15,25 @@ from rlvla.algos.optim import load_optimizer_tensors, make_adamw, optimizer_tens
 from rlvla.errors import NonFiniteLossError
 
 
+def noisy_proprio(batch, std: torch.Tensor):
+    """A copy of ``batch`` whose ``observation.state`` has Gaussian noise of per-dimension ``std`` added (the
+    torch RNG, seeded per step by the training loop, so a resumed run draws the same noise)."""
+    out = type(batch)(batch)
+    state = torch.as_tensor(batch["observation.state"]).float()
+    out["observation.state"] = state + torch.randn_like(state) * std.to(state.device)
+    return out
+
+
 class SFT:
     def __init__(self, policy, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_steps: int = 100,
-                 grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None) -> None:  # fmt: skip
+                 grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
         self.lr = lr
         self.warmup = warmup_steps
         self.grad_clip = grad_clip
         self.aux_goal = float(aux_goal)
+        self.proprio_noise = float(proprio_noise)
         # the auxiliary goal readout is trainer state (saved with the optimiser for resume), not part of the policy
         self.aux = torch.nn.Linear(policy.backbone.dim, 3).to(policy.device) if self.aux_goal > 0 else None
         self.goal_stats = goal_stats  # (mean, std) of the goals: the target is standardised
@@ -31,6 +41,8 @@ class SFT:
         self.opt = make_adamw(params, lr, weight_decay)
 
     def _loss(self, batch) -> tuple[torch.Tensor, dict]:
+        if self.proprio_noise > 0:
+            batch = noisy_proprio(batch, self.proprio_noise * self.policy.backbone.proprio_std.cpu())
         if self.aux is None:
             return self.policy.bc_loss(batch)
         if "aux.goal" not in batch:
