@@ -436,7 +436,7 @@ def test_auxiliary_goal_loss_trains_and_stays_out_of_the_policy(dataset, tmp_pat
     assert not any(k.startswith("aux") for k in load_file(str(run / "policy" / "model.safetensors")))
 
 
-def test_proprio_noise_adds_noise_in_units_of_the_dataset_std(dataset, tmp_path):
+def test_proprio_noise_adds_noise_in_units_of_the_dataset_std(dataset, tmp_path, monkeypatch):
     """algo.proprio_noise: the state the SFT loss sees is the recorded state plus Gaussian noise whose std is the
     setting times the policy's per-dimension proprio std (known answer on 20 000 draws, within 3%); the batch
     itself is not modified; a negative setting is refused; a run with it trains and records it."""
@@ -454,6 +454,11 @@ def test_proprio_noise_adds_noise_in_units_of_the_dataset_std(dataset, tmp_path)
     assert batch["observation.state"] is state and float(state.abs().sum()) == 0.0 and out["task"] is batch["task"]
     with pytest.raises(ValueError, match="algo.proprio_noise must be >= 0"):
         SFTConfig(proprio_noise=-0.1)
+    import rlvla.algos.offline.sft as sft_module
+
+    seen = []
+    monkeypatch.setattr(sft_module, "noisy_proprio", lambda b, s: seen.append(s.clone()) or noisy_proprio(b, s))
     run = tmp_path / "noise"
     assert train(_cfg(dataset, run, "algo.proprio_noise=0.5", "train.steps=3"), progress=False)["status"] == "done"
     assert "proprio_noise: 0.5" in (run / "config.yaml").read_text()
+    assert len(seen) == 3 and seen[0].gt(0).all()  # every step's loss saw noise scaled by the dataset's std

@@ -42,7 +42,7 @@ class SFT:
 
     def _loss(self, batch) -> tuple[torch.Tensor, dict]:
         if self.proprio_noise > 0:
-            batch = noisy_proprio(batch, self.proprio_noise * self.policy.backbone.proprio_std.cpu())
+            batch = noisy_proprio(batch, self.proprio_noise * self.policy.backbone.proprio_std)
         if self.aux is None:
             return self.policy.bc_loss(batch)
         if "aux.goal" not in batch:
