@@ -461,4 +461,8 @@ def test_proprio_noise_adds_noise_in_units_of_the_dataset_std(dataset, tmp_path,
     run = tmp_path / "noise"
     assert train(_cfg(dataset, run, "algo.proprio_noise=0.5", "train.steps=3"), progress=False)["status"] == "done"
     assert "proprio_noise: 0.5" in (run / "config.yaml").read_text()
-    assert len(seen) == 3 and seen[0].gt(0).all()  # every step's loss saw noise scaled by the dataset's std
+    from safetensors.torch import load_file
+
+    saved_std = load_file(str(run / "policy" / "model.safetensors"))["backbone.proprio_std"]
+    assert not torch.allclose(saved_std, torch.ones_like(saved_std))  # the dataset's std, not the identity default
+    assert len(seen) == 3 and all(torch.allclose(s, 0.5 * saved_std) for s in seen)  # every step, scaled by it

@@ -163,14 +163,14 @@ def _offline_setup(cfg, loop):
         policy.set_stats(data.stats())
         policy.fit(data.action if offline else data.data["action"])
     if not offline:
-        aux = float(getattr(cfg.algo, "aux_goal", 0.0))
+        aux = float(cfg.algo.aux_goal)  # this branch is SFT: its config has every SFT field
         goals = data.data.get("aux.goal")
         stats = (goals.mean(0), goals.std(0).clamp_min(1e-3)) if goals is not None else None
         if aux > 0 and goals is None:
             raise ValueError(f"algo.aux_goal needs a dataset that records each episode's goal_pos; {data_cfg.path} does not "
                              "(re-collect it with `rlvla collect`)")  # fmt: skip
         sft = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats,
-                  proprio_noise=float(getattr(cfg.algo, "proprio_noise", 0.0)))
+                  proprio_noise=float(cfg.algo.proprio_noise))
         return policy, sft, data, fingerprint
     from rlvla.algos.offline import method
     from rlvla.algos.offline.base import OfflineRL
