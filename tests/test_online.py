@@ -734,7 +734,8 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
     out = tmp_path / "qs"
     cmd = [sys.executable, "-m", "rlvla.cli", "quickstart", f"--out={out}", "--tasks=grounded/reach,grounded/push",
            "--episodes=1", "--steps=4", "--budget=30", "--baseline-steps=2", "--baseline-splits=id,ood-position",
-           "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--rl-iterations=1", "--rl", "algo.group_size=2",
+           "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--rl-iterations=1", "--sft", "policy.backbone.dropout=0.05",
+           "--rl", "algo.group_size=2",
            "algo.groups_per_task=1", "algo.envs_per_task=1", "algo.max_steps=16"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -748,6 +749,14 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
         assert [tuple(e[:2]) for e in res["splits"]["id"]["per_episode"]] == [tuple(e[:2]) for e in summary["sft"]["splits"]["id"]["per_episode"]]
         cfg = json.loads((out / f"sft_flow_{name}" / "policy" / "config.json").read_text())
         assert cfg["policy"]["backbone"]["ablate"] == [ablate]
+        assert cfg["policy"]["backbone"]["dropout"] == 0.05  # --sft reaches the baselines too
+    # the SFT recipe: its defaults, then --sft (later wins)
+    from rlvla.runners.quickstart import SFT_DEFAULTS
+
+    sft_over = summary["config"]["sft_overrides"]
+    assert all(o in sft_over for o in SFT_DEFAULTS) and sft_over[-1] == "policy.backbone.dropout=0.05"
+    sft_cfg = json.loads((out / "sft_flow" / "policy" / "config.json").read_text())
+    assert sft_cfg["policy"]["backbone"]["dropout"] == 0.05
     assert {e[0] for e in summary["sft"]["splits"]["id"]["per_episode"]} == {"grounded/reach", "grounded/push"}
     splits = ["id", "ood-position", "ood-visual", "ood-camera", "ood-language"]
     for key in ("sft", "rl"):

@@ -359,15 +359,20 @@ def test_the_quickstart_rl_recipe_composes_for_every_online_algorithm():
     from rlvla.runners.quickstart import RL_DEFAULTS, _check_args, rl_defaults
 
     for algo in CONFIGS:
-        _check_args(SimpleNamespace(head="flow", algo=algo, rl=[], tasks="grounded", baseline_splits="id,ood-position"))
+        _check_args(SimpleNamespace(head="flow", algo=algo, rl=[], sft=[], tasks="grounded", baseline_splits="id,ood-position"))
     assert rl_defaults("grpo") == list(RL_DEFAULTS)
     assert not any(o.startswith(("algo.progress_score", "algo.max_refill_rounds")) for o in rl_defaults("ppo"))
     with pytest.raises(ValueError, match="unknown key algo.nope"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=["algo.nope=1"], tasks="grounded", baseline_splits="id"))
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=["algo.nope=1"], sft=[], tasks="grounded", baseline_splits="id"))
     with pytest.raises(ValueError, match="unknown split 'ood-pos' in --baseline-splits"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], tasks="grounded", baseline_splits="id,ood-pos"))
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=[], tasks="grounded", baseline_splits="id,ood-pos"))
     with pytest.raises(ValueError, match="unknown task 'grounded/nope'"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], tasks="grounded/nope", baseline_splits="id"))
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=[], tasks="grounded/nope", baseline_splits="id"))
+    # the SFT overrides are checked up front too, with the quickstart's SFT recipe in front of them
+    for head in ("token", "diffusion", "flow", "gaussian"):
+        _check_args(SimpleNamespace(head=head, algo="grpo", rl=[], sft=["algo.proprio_noise=0"], tasks="quickstart", baseline_splits=""))
+    with pytest.raises(ValueError, match="unknown key algo.nope"):
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=["algo.nope=1"], tasks="quickstart", baseline_splits=""))
 
 
 def test_paraphrase_augmentation_swaps_only_same_meaning_instructions(tmp_path):

@@ -142,6 +142,8 @@ def _quickstart_args(sub) -> None:
     q.add_argument("--algo", default="grpo", help="online RL algorithm: grpo, ppo, rloo, reinforce_pp")
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
     q.add_argument("--rl-budget", type=float, default=500.0, help="RL wall-clock limit (s); the whole quickstart, set-up included, must fit in 20 minutes")
+    q.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra SFT overrides (the VLA and its baselines), e.g. policy.backbone.dropout=0 algo.proprio_noise=0")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")
 
 
