@@ -431,3 +431,37 @@ def test_camera_every_renders_every_kth_step_and_repeats_between():
     assert not np.array_equal(images[4], images[0]) and not np.allclose(props[1], props[0])
     with pytest.raises(ValueError, match="camera_every must be >= 1"):
         make_env("reach-v3", image_size=32, camera_every=0)
+
+
+def test_simplified_meshes_draw_the_same_scene_and_leave_the_physics_alone():
+    """The renderer draws meshes simplified to the image's resolution (software GL's cost is per triangle): far
+    fewer triangles, a frame within one intensity level of the full meshes' on average, and the model the physics
+    steps keeps every triangle (its arrays are restored once the meshes are on the GL side)."""
+    from rlvla.envs.render import FastRenderer, mesh_cell, restore_meshes, simplify_meshes
+
+    assert mesh_cell(64) == pytest.approx(0.01) and mesh_cell(128) == pytest.approx(0.005) and mesh_cell(512) == 0.0
+    env = make_env("drawer-open-v3", max_steps=50)
+    env.reset(seed=3)
+    model, data = env._mw.model, env._mw.data
+    before = (model.mesh_face.copy(), model.mesh_facenum.copy(), model.mesh_vert.copy())
+    saved = simplify_meshes(model, 0.01)
+    kept = int(model.mesh_facenum.sum())
+    assert kept < 0.3 * int(before[1].sum()), (kept, int(before[1].sum()))
+    for i in range(model.nmesh):  # every kept triangle uses the mesh's own vertices, none collapsed
+        fa, fn, vn = model.mesh_faceadr[i], model.mesh_facenum[i], model.mesh_vertnum[i]
+        f = model.mesh_face[fa : fa + fn]
+        assert f.min() >= 0 and f.max() < vn and (f[:, 0] != f[:, 1]).all() and (f[:, 1] != f[:, 2]).all()
+    restore_meshes(model, saved)
+    for a, b in zip((model.mesh_face, model.mesh_facenum, model.mesh_vert), before):
+        np.testing.assert_array_equal(a, b)
+    full, fast = FastRenderer(model, 64, ("corner",), cell=0), FastRenderer(model, 64, ("corner",))
+    np.testing.assert_array_equal(model.mesh_facenum, before[1])  # creating a renderer leaves the model as it was
+    diffs = []
+    for _ in range(5):
+        env.step(np.array([0.5, -0.5, 0.3, 1.0], np.float32))
+        a, b = full.render(data)["corner"].astype(int), fast.render(data)["corner"].astype(int)
+        diffs.append(np.abs(a - b).mean())
+        assert (np.abs(a - b).sum(-1) > 60).mean() < 0.03  # no crack or missing part: few pixels differ visibly
+    assert 0 < np.mean(diffs) < 1.0, diffs
+    full.close(), fast.close()
+    env.close()

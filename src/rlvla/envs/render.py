@@ -2,7 +2,10 @@
 
 Rendering is the CPU bottleneck of pixel RL here (software GL). The renderer therefore turns off shadows,
 reflections, skybox and multisampling, sizes the offscreen buffer to the image, and renders only when the
-environment needs an observation. Renderers are tracked and closed at interpreter exit so that GL contexts are
+environment needs an observation. Software GL spends most of a small frame on vertices (the Sawyer arm's meshes
+hold ~68k triangles, drawn into 4096 pixels), so the meshes the renderer draws are simplified to the image's
+resolution: vertex clustering on a grid of :func:`mesh_cell` metres (1 cm at 64 x 64), done on the GL copy only
+(the physics' meshes are untouched). Renderers are tracked and closed at interpreter exit so that GL contexts are
 never torn down in an arbitrary order (which prints tracebacks on EGL).
 """
 
@@ -56,26 +59,74 @@ def check_cameras(cameras, model=None) -> tuple[str, ...]:
     return cameras
 
 
+def mesh_cell(size: int) -> float:
+    """The grid (metres) meshes are simplified on for ``size`` x ``size`` images: 1 cm at 64 px, finer as images
+    grow, full meshes from 512 px. At 64 px a pixel of the MetaWorld corner cameras spans 1.5-2 cm of the scene; on
+    the quickstart tasks 1 cm moves a frame's pixels by 0.7-0.8 intensity levels on average (of 255), renders in
+    ~45% of the time, and leaves no visible crack (2 cm does)."""
+    return 0.0 if size >= 512 else 0.01 * 64 / size
+
+
+def simplify_meshes(model, cell: float) -> tuple:
+    """Rewrite every mesh's triangles in ``model`` in place by vertex clustering on a ``cell``-metre grid (each
+    vertex moves to the first vertex of its cell; collapsed and repeated triangles go); returns what
+    :func:`restore_meshes` needs. Only triangle lists change (faces and their normal / texcoord indices, face
+    counts): vertices, convex hulls and everything the physics reads stay as they were."""
+    m = model
+    saved = (m.mesh_face.copy(), m.mesh_facenormal.copy(), m.mesh_facetexcoord.copy(), m.mesh_facenum.copy())
+    for i in range(m.nmesh):
+        va, vn, fa, fn = m.mesh_vertadr[i], m.mesh_vertnum[i], m.mesh_faceadr[i], m.mesh_facenum[i]
+        if fn < 2:
+            continue
+        _, cluster = np.unique(np.floor(m.mesh_vert[va : va + vn] / cell).astype(np.int64), axis=0, return_inverse=True)
+        cluster = cluster.reshape(-1)
+        first = np.empty(cluster.max() + 1, np.int64)
+        first[cluster[::-1]] = np.arange(vn)[::-1]  # the lowest-numbered vertex of each cell
+        faces = first[cluster[m.mesh_face[fa : fa + fn]]]
+        alive = np.flatnonzero((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2]))
+        _, once = np.unique(np.sort(faces[alive], axis=1), axis=0, return_index=True)
+        keep = alive[np.sort(once)]
+        if len(keep) == 0:
+            continue
+        k = len(keep)
+        m.mesh_facenormal[fa : fa + k] = m.mesh_facenormal[fa : fa + fn][keep].copy()
+        m.mesh_facetexcoord[fa : fa + k] = m.mesh_facetexcoord[fa : fa + fn][keep].copy()
+        m.mesh_face[fa : fa + k] = faces[keep]
+        m.mesh_facenum[i] = k
+    return saved
+
+
+def restore_meshes(model, saved: tuple) -> None:
+    model.mesh_face[:], model.mesh_facenormal[:], model.mesh_facetexcoord[:], model.mesh_facenum[:] = saved
+
+
 class FastRenderer:
     """Renders ``cameras`` of ``model`` at ``size`` x ``size``, upright, as uint8 HxWx3 arrays."""
 
-    def __init__(self, model, size: int, cameras) -> None:
+    def __init__(self, model, size: int, cameras, cell: float | None = None) -> None:
+        """``cell``: the grid (metres) the drawn meshes are simplified on; None: :func:`mesh_cell` of ``size``;
+        0: the full meshes."""
         ensure_gl_backend()
         import mujoco
 
         self._mujoco = mujoco
         self.cameras = check_cameras(cameras, model)
         self.size = int(size)
+        self.cell = mesh_cell(self.size) if cell is None else float(cell)
         model.vis.global_.offwidth = self.size
         model.vis.global_.offheight = self.size
         model.vis.quality.offsamples = 0
+        saved = simplify_meshes(model, self.cell) if self.cell > 0 else None
         try:
-            self._renderer = mujoco.Renderer(model, self.size, self.size)
+            self._renderer = mujoco.Renderer(model, self.size, self.size)  # uploads the (simplified) meshes to GL
         except mujoco.FatalError as e:
             raise RuntimeError(
                 f"no headless OpenGL context ({e}); set MUJOCO_GL=egl or osmesa before mujoco is first imported "
                 f"and install libegl-mesa0 / libosmesa6 (make sysdeps)"
             ) from None
+        finally:
+            if saved is not None:
+                restore_meshes(model, saved)
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
