@@ -2,6 +2,7 @@
 
 Measures low-level env steps per second, each with one rendered frame per policy decision:
   raw        MetaWorld's own env, no rlvla wrapper, a bare mujoco.Renderer with the same fast settings
+  raw_full_meshes   the same with every mesh triangle drawn (the renderer's mesh simplification off)
   raw_stock  MetaWorld's own env with its stock Gymnasium renderer (default settings), for reference
   wrapper    rlvla env, one process, chunk 1
   async2     rlvla vector env, 2 spawn workers (steps counted over both)
@@ -20,8 +21,9 @@ from rlvla.envs import make_env, make_vec_env
 from rlvla.envs.render import ensure_gl_backend
 
 
-def _raw(task: str, size: int, camera: str, steps: int, max_steps: int, fast: bool) -> float:
-    """MetaWorld without rlvla: its stock renderer, or a bare mujoco.Renderer with our fast settings."""
+def _raw(task: str, size: int, camera: str, steps: int, max_steps: int, fast: bool, cell: float | None = None) -> float:
+    """MetaWorld without rlvla: its stock renderer, or a bare mujoco.Renderer with our fast settings (``cell``:
+    the mesh simplification grid, None: the renderer's default, 0: full meshes)."""
     ensure_gl_backend()
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
@@ -34,7 +36,7 @@ def _raw(task: str, size: int, camera: str, steps: int, max_steps: int, fast: bo
     if fast:
         from rlvla.envs.render import FastRenderer
 
-        renderer = FastRenderer(env.model, size, (camera,))
+        renderer = FastRenderer(env.model, size, (camera,), cell=cell)
         render = lambda: renderer.render(env.data)  # noqa: E731
     else:
         render = env.render
@@ -92,12 +94,14 @@ def bench_env(task: str = "push-v3", size: int = 64, camera: str = "corner", ste
     r = {}
     r["raw_stock_render_steps_per_s"] = _raw(task, size, camera, max(100, steps // 10), max_steps, fast=False)
     r["raw_steps_per_s"] = _raw(task, size, camera, steps, max_steps, fast=True)
+    r["raw_full_meshes_steps_per_s"] = _raw(task, size, camera, steps, max_steps, fast=True, cell=0.0)
     r["wrapper_steps_per_s"] = _single(task, size, camera, steps, max_steps, chunk=1)
     r["async2_steps_per_s"] = _vector(task, size, camera, 2 * steps, max_steps, num_envs=2, mode="async")
     r["chunk4_steps_per_s"] = _single(task, size, camera, 2 * steps, max_steps, chunk=4)
     r["ratios"] = {
         "wrapper_vs_raw": r["wrapper_steps_per_s"] / r["raw_steps_per_s"],
         "wrapper_vs_raw_stock_render": r["wrapper_steps_per_s"] / r["raw_stock_render_steps_per_s"],
+        "simplified_vs_full_meshes": r["raw_steps_per_s"] / r["raw_full_meshes_steps_per_s"],
         "async2_vs_wrapper": r["async2_steps_per_s"] / r["wrapper_steps_per_s"],
         "chunk4_vs_chunk1": r["chunk4_steps_per_s"] / r["wrapper_steps_per_s"],
     }
