@@ -78,11 +78,9 @@ def simplify_meshes(model, cell: float) -> tuple:
         va, vn, fa, fn = m.mesh_vertadr[i], m.mesh_vertnum[i], m.mesh_faceadr[i], m.mesh_facenum[i]
         if fn < 2:
             continue
-        _, cluster = np.unique(np.floor(m.mesh_vert[va : va + vn] / cell).astype(np.int64), axis=0, return_inverse=True)
-        cluster = cluster.reshape(-1)
-        first = np.empty(cluster.max() + 1, np.int64)
-        first[cluster[::-1]] = np.arange(vn)[::-1]  # the lowest-numbered vertex of each cell
-        faces = first[cluster[m.mesh_face[fa : fa + fn]]]
+        cells = np.floor(m.mesh_vert[va : va + vn] / cell).astype(np.int64)
+        _, first, cluster = np.unique(cells, axis=0, return_index=True, return_inverse=True)  # first: lowest vertex per cell
+        faces = first[cluster.reshape(-1)[m.mesh_face[fa : fa + fn]]]
         alive = np.flatnonzero((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2]))
         _, once = np.unique(np.sort(faces[alive], axis=1), axis=0, return_index=True)
         keep = alive[np.sort(once)]
