@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	@bash scripts/sysdeps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and pinned: a newer one would pull gigabytes of CUDA wheels. --no-compile: Python compiles
-	# the modules it imports on first use; byte-compiling every installed file up front took ~40 s more here.
-	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	# torch first and pinned: a newer one would pull gigabytes of CUDA wheels. Byte-compiled at install (no
+	# --no-compile): where PYTHONDONTWRITEBYTECODE is set, every process would compile torch from source again.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
 sysdeps:
