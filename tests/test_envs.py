@@ -464,4 +464,6 @@ def test_simplified_meshes_draw_the_same_scene_and_leave_the_physics_alone():
         assert (np.abs(a - b).sum(-1) > 60).mean() < 0.03  # no crack or missing part: few pixels differ visibly
     assert 0 < np.mean(diffs) < 1.0, diffs
     full.close(), fast.close()
+    with pytest.raises(ValueError, match="mesh cell must be >= 0 metres"):
+        FastRenderer(model, 64, ("corner",), cell=-0.01)
     env.close()
