@@ -734,7 +734,7 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
     out = tmp_path / "qs"
     cmd = [sys.executable, "-m", "rlvla.cli", "quickstart", f"--out={out}", "--tasks=grounded/reach,grounded/push",
            "--episodes=1", "--steps=4", "--budget=30", "--baseline-steps=2", "--baseline-splits=id,ood-position",
-           "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--rl-iterations=1", "--sft", "policy.backbone.dropout=0.05",
+           "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--eval-max-steps=24", "--rl-iterations=1", "--sft", "policy.backbone.dropout=0.05",
            "--rl", "algo.group_size=2",
            "algo.groups_per_task=1", "algo.envs_per_task=1", "algo.max_steps=16"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -765,6 +765,9 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
         assert summary[key]["deterministic"] and not summary[f"{key}_sample"]["deterministic"]
         assert list(summary[f"{key}_sample"]["splits"]) == ["id"] and summary[f"{key}_sample"]["splits"]["id"]["episodes"] == 4
     assert summary["headline"]["evaluation"] == "deterministic"
+    # --eval-max-steps cuts every evaluation episode (the smoke run's budget), and is recorded
+    assert summary["config"]["eval_max_steps"] == 24 and summary["sft"]["max_steps"] == 24
+    assert all(summary[k]["splits"][s]["mean_length"] <= 24 for k in ("sft", "rl") for s in splits)
     # the sampled SFT policy samples as the RL run starts to: the RL run's exploration settings, recorded
     assert summary["sft_sample"]["explore"] == {"noise": 0.15, "steps_mode": "output", "denoise_steps": 5, "temperature": 0.0}
     # the same evaluation episodes before and after RL (paired)

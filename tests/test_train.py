@@ -373,6 +373,8 @@ def test_the_quickstart_rl_recipe_composes_for_every_online_algorithm():
         _check_args(SimpleNamespace(head=head, algo="grpo", rl=[], sft=["algo.proprio_noise=0"], tasks="quickstart", baseline_splits=""))
     with pytest.raises(ValueError, match="unknown key algo.nope"):
         _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=["algo.nope=1"], tasks="quickstart", baseline_splits=""))
+    with pytest.raises(ValueError, match="--eval-max-steps must be >= 0"):
+        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=[], tasks="quickstart", baseline_splits="", eval_max_steps=-1))
 
 
 def test_paraphrase_augmentation_swaps_only_same_meaning_instructions(tmp_path):

@@ -133,6 +133,8 @@ def _quickstart_args(sub) -> None:
     q.add_argument("--budget", type=float, default=240.0, help="SFT wall-clock limit (s)")
     q.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes on id (the headline split)")
     q.add_argument("--ood-episodes", type=int, default=40, help="evaluation episodes on each out-of-distribution split")
+    q.add_argument("--eval-max-steps", type=int, default=0,
+                   help="cut every evaluation episode at this many env steps (0, default: each task's own limit; for smoke runs)")
     q.add_argument("--sample-episodes", type=int, default=40,
                    help="id episodes evaluating the sampling (exploring) policy before and after RL (0: skip)")
     q.add_argument("--baseline-steps", type=int, default=0, help="SFT steps of the blind and instruction-blind baselines (0: --steps)")

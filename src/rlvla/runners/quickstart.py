@@ -81,10 +81,11 @@ def _train_stage(label: str, cfg, run: Path, progress: bool = True) -> dict | No
 
 
 def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_dir: Path | None, deterministic: bool = True,
-                explore: dict | None = None) -> dict:  # fmt: skip
+                explore: dict | None = None, max_steps: int | None = None) -> dict:  # fmt: skip
     """Evaluate (or reuse) ``policy_dir`` on ``episodes`` = {split: episodes}; ``deterministic`` False evaluates
     the policy as it explores (its sampled actions), with ``explore`` = the RL run's exploration settings
-    (``noise``, ``steps_mode``, ``denoise_steps``, ``temperature``) when given: the SFT weights sampled as RL starts sampling them."""
+    (``noise``, ``steps_mode``, ``denoise_steps``, ``temperature``) when given: the SFT weights sampled as RL starts sampling them.
+    ``max_steps`` cuts every episode there (None: each task's own limit)."""
     import torch
 
     from rlvla.collectors import evaluate
@@ -93,6 +94,7 @@ def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_di
     if out_file.exists():
         prev = json.loads(out_file.read_text())
         same = {s: r.get("episodes") for s, r in prev["splits"].items()} == episodes and prev.get("explore") == explore
+        same = same and prev.get("max_steps") == max_steps
         if prev.get("checkpoint") == policy_dir and same:
             print(f"      reusing {out_file}", flush=True)
             return prev
@@ -103,8 +105,9 @@ def _eval_stage(policy_dir: str, tasks, episodes: dict, out_file: Path, video_di
         policy = with_exploration(policy, **explore)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    res = {"checkpoint": policy_dir, "explore": explore, **evaluate(policy, tasks, list(episodes), episodes=episodes, video_dir=video_dir,
-                                                videos=2, progress=True, deterministic=deterministic)}  # fmt: skip
+    res = {"checkpoint": policy_dir, "explore": explore, "max_steps": max_steps,
+           **evaluate(policy, tasks, list(episodes), episodes=episodes, video_dir=video_dir, videos=2, progress=True,
+                      deterministic=deterministic, max_steps=max_steps)}  # fmt: skip
     torch.set_num_threads(threads)
     atomic_write_json(out_file, res)
     return res
@@ -132,7 +135,8 @@ def quickstart_main(args) -> int:
         sampled = {"id": args.sample_episodes} if args.sample_episodes else {}
         print(f"[3/6] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes on id, "
               f"{args.ood_episodes} on the others, evaluation seeds)", flush=True)  # fmt: skip
-        sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft")
+        cut = args.eval_max_steps or None
+        sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft", max_steps=cut)
         baselines = _baselines_stage(args, out, demos, tasks, episodes)
         if baselines is None:
             return 130
@@ -144,7 +148,7 @@ def quickstart_main(args) -> int:
         explore = {"noise": float(cfg.algo.explore_noise), "steps_mode": str(cfg.algo.explore_steps),
                    "denoise_steps": int(cfg.algo.denoise_steps), "temperature": float(cfg.algo.explore_temperature)}  # fmt: skip
         sft_sample = (_eval_stage(sft["policy"], tasks, sampled, out / "eval_sft_sample.json", None, deterministic=False,
-                                  explore=explore) if sampled else None)  # fmt: skip
+                                  explore=explore, max_steps=cut) if sampled else None)  # fmt: skip
         _check_recipe(rl_run, {"overrides": rl_over})
         print(f"[5/6] online RL ({args.algo}, id split, training seeds; at most {args.rl_iterations} iterations / "
               f"{args.rl_budget:.0f} s)", flush=True)  # fmt: skip
@@ -153,12 +157,14 @@ def quickstart_main(args) -> int:
             return 130
         print(f"      {rl['status']} at iteration {rl['step']} ({rl['env_steps']} env steps, {rl['samples_per_s']:.0f} env steps/s)", flush=True)
         print(f"[6/6] evaluating the RL policy on {', '.join(SPLITS)} (the same episodes)", flush=True)
-        rl_eval = _eval_stage(rl["policy"], tasks, episodes, out / "eval_rl.json", out / "videos" / "rl")
-        rl_sample = _eval_stage(rl["policy"], tasks, sampled, out / "eval_rl_sample.json", None, deterministic=False) if sampled else None
+        rl_eval = _eval_stage(rl["policy"], tasks, episodes, out / "eval_rl.json", out / "videos" / "rl", max_steps=cut)
+        rl_sample = (_eval_stage(rl["policy"], tasks, sampled, out / "eval_rl_sample.json", None, deterministic=False, max_steps=cut)
+                     if sampled else None)  # fmt: skip
     summary = {"sft": sft_eval, "rl": rl_eval, "baselines": baselines, "sft_sample": sft_sample, "rl_sample": rl_sample, "headline": HEADLINE,
                "wall_s": time.time() - t0, "peak_rss_mb": mem.peak_mb, "peak_rss_main_mb": peak_rss_mb(),
                "config": {"sft_overrides": sft_over, "rl_overrides": rl_over, "demos_per_task": args.episodes,
-                          "tasks": list(tasks), "eval_episodes": episodes, "sample_episodes": sampled, "sft_steps": sft["step"],
+                          "tasks": list(tasks), "eval_episodes": episodes, "eval_max_steps": cut, "sample_episodes": sampled,
+                          "sft_steps": sft["step"],
                           "baseline_steps": args.baseline_steps or args.steps, "baseline_splits": _baseline_splits(args),
                           "rl_iterations": rl["step"], "rl_env_steps": rl["env_steps"]}}  # fmt: skip
     _finish(out, summary, rl_run)
@@ -182,6 +188,8 @@ def _check_args(args) -> None:
     for split in _baseline_splits(args):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r} in --baseline-splits; valid: {', '.join(SPLITS)}")
+    if getattr(args, "eval_max_steps", 0) < 0:
+        raise ValueError(f"--eval-max-steps must be >= 0 (0: each task's own limit), got {args.eval_max_steps}")
     if args.algo not in CONFIGS:
         raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(sorted(CONFIGS))}")
     _compose([f"algo={args.algo}", *rl_defaults(args.algo), *args.rl])
@@ -239,7 +247,8 @@ def _baselines_stage(args, out: Path, demos: Path, tasks, episodes: dict) -> dic
         res = _train_stage(f"{name} SFT", _compose(over), run)
         if res is None:
             return None
-        results[name] = _eval_stage(res["policy"], tasks, {s: episodes[s] for s in splits}, out / f"eval_{name}.json", None)
+        results[name] = _eval_stage(res["policy"], tasks, {s: episodes[s] for s in splits}, out / f"eval_{name}.json", None,
+                                    max_steps=args.eval_max_steps or None)
     return results
 
 
