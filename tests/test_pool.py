@@ -35,6 +35,31 @@ def test_pool_workers_match_in_process_and_seeds_choose_layouts():
     assert not np.array_equal(local[0][0][1]["obj_pos"], local[0][2][1]["obj_pos"])
 
 
+def test_respec_swaps_the_envs_in_the_same_processes():
+    """respec: another split and task list (a different number of envs) in the worker processes already running;
+    each env then behaves as a freshly made one, in workers as in-process; a bad spec fails with its cause."""
+    from rlvla.envs import make_env
+
+    seeds = eval_seeds(3)
+    new = [dict(SPEC, name="push-v3", split="ood-visual"), dict(SPEC, split="ood-position"), dict(SPEC, name="push-v3")]
+    for workers in (0, 2):
+        with EnvPool([SPEC, SPEC], workers=workers) as pool:
+            pids = [p.pid for p in pool._procs]
+            pool.reset({0: seeds[0], 1: seeds[1]})
+            pool.respec(new)
+            assert len(pool) == 3 and [p.pid for p in pool._procs] == pids and all(p.is_alive() for p in pool._procs)
+            got = pool.reset({i: s for i, s in enumerate(seeds)})
+            stepped = pool.step({i: np.full((2, 4), 0.3, np.float32) for i in range(3)})
+            for i, spec in enumerate(new):
+                env = make_env(**spec)
+                obs, info = env.reset(seed=seeds[i])
+                assert np.array_equal(got[i][0]["image"], obs["image"]) and got[i][1]["task"] == spec["name"]
+                assert np.array_equal(stepped[i][0]["image"], env.step(np.full((2, 4), 0.3, np.float32))[0]["image"])
+                env.close()
+            with pytest.raises((EnvWorkerError, ValueError), match="nope"):
+                pool.respec([dict(SPEC, name="nope-v3")])
+
+
 def test_worker_error_names_the_cause():
     with EnvPool([SPEC, SPEC], workers=2) as pool:
         pool.reset({0: eval_seeds(1)[0], 1: eval_seeds(2)[1]})

@@ -9,6 +9,7 @@ action chunk by each env.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -90,17 +91,30 @@ def evaluate(
     policy.eval()
     _embed_instructions(policy.cfg, tasks)
     out = {"splits": {}}
-    for si, split in enumerate(splits):
-        # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per split
-        torch.manual_seed(seed_offset * 1000 + si)
-        env_tasks, queues = _plan(tasks, per_split[split], seed_list, seed_offset, num_envs)
-        run = _SplitRun(policy.cfg, selector, split, env_tasks, queues, max_steps, video_dir, videos, progress)
-        results, latencies, wall, decisions = run.run(workers)
-        out["splits"][split] = _summarise(results, latencies, tasks, wall, decisions)
-        if progress:
-            r = out["splits"][split]
-            print(f"{split:13s} success {r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] over {len(results)} "
-                  f"episodes (latency p50 {r['latency_ms']['p50']:.1f} ms, {r['env_steps_per_s']:.0f} env steps/s)", flush=True)  # fmt: skip
+    plans = {split: _plan(tasks, per_split[split], seed_list, seed_offset, num_envs) for split in splits}
+    if workers is None:  # as EnvPool would choose for the largest split: every split shares one pool
+        n = max(len(env_tasks) for env_tasks, _ in plans.values())
+        workers = min(n, os.cpu_count() or 1) if n > 1 else 0
+    pool = None
+    try:
+        for si, split in enumerate(splits):
+            # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per split
+            torch.manual_seed(seed_offset * 1000 + si)
+            env_tasks, queues = plans[split]
+            run = _SplitRun(policy.cfg, selector, split, env_tasks, queues, max_steps, video_dir, videos, progress)
+            if pool is None:
+                pool = EnvPool(run.specs, workers=workers)
+            else:  # the same worker processes with this split's envs (a new pool per split cost ~5 s each)
+                pool.respec(run.specs)
+            results, latencies, wall, decisions = run.run(pool)
+            out["splits"][split] = _summarise(results, latencies, tasks, wall, decisions)
+            if progress:
+                r = out["splits"][split]
+                print(f"{split:13s} success {r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] over {len(results)} "
+                      f"episodes (latency p50 {r['latency_ms']['p50']:.1f} ms, {r['env_steps_per_s']:.0f} env steps/s)", flush=True)  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.close()
     out["seeds"] = seeds
     out["deterministic"] = deterministic
     out["test_time"] = {"method": selector.name, **dataclasses.asdict(test_time or TestTimeConfig()), "stats": selector.stats}
@@ -208,11 +222,12 @@ class _SplitRun:
                 self.bar[0].update(self.bar[1], advance=1)
         return nxt
 
-    def run(self, workers) -> tuple[list[dict], list[float], float, int]:
-        """-> (episode results, per-decision latencies in ms, wall seconds, decisions)."""
+    def run(self, pool) -> tuple[list[dict], list[float], float, int]:
+        """Every queued episode on ``pool`` (holding this split's ``specs``) -> (episode results, per-decision
+        latencies in ms, wall seconds, decisions)."""
         self.latencies, decisions0 = [], self.selector.stats["decisions"]
         threads = torch.get_num_threads()
-        with EnvPool(self.specs, workers=workers) as pool, torch_threads(1 if pool.workers else threads):
+        with torch_threads(1 if pool.workers else threads):
             self.pool = pool
             # a selector that drives the pool itself (tree search) gets one lane: no overlap
             lanes = Lanes(pool, len(self.specs), overlap=not self.selector.uses_pool)

@@ -47,6 +47,13 @@ def _worker(conn, specs: dict[int, dict]) -> None:
             cmd, payload = conn.recv()
             if cmd == "close":
                 break
+            if cmd == "respec":  # new envs in this process: no spawn and no imports again
+                for env in envs.values():
+                    env.close()
+                envs = {}
+                envs = {i: make_env(**spec) for i, spec in payload.items()}
+                conn.send(("ok", None))
+                continue
             out = {}
             for i, arg in payload.items():
                 if cmd == "reset":
@@ -81,16 +88,21 @@ def stack_obs(obs_list: list[dict]) -> dict:
     return out
 
 
+def _with_suite(specs: list[dict]) -> list[dict]:
+    if not specs:
+        raise ValueError("EnvPool needs at least one env spec")
+    specs = [dict(s) for s in specs]
+    for s in specs:  # a worker process imports a suite registered outside rlvla before making its envs
+        if "name" in s and "suite_module" not in s:
+            s["suite_module"] = suite_module(s["name"])
+    return specs
+
+
 class EnvPool:
     def __init__(self, specs: list[dict], workers: int | None = None) -> None:
         from rlvla.envs.render import ensure_gl_backend
 
-        if not specs:
-            raise ValueError("EnvPool needs at least one env spec")
-        self.specs = [dict(s) for s in specs]
-        for s in self.specs:  # a worker process imports a suite registered outside rlvla before making its envs
-            if "name" in s and "suite_module" not in s:
-                s["suite_module"] = suite_module(s["name"])
+        self.specs = _with_suite(specs)
         n = len(self.specs)
         if workers is None:
             workers = min(n, os.cpu_count() or 1) if n > 1 else 0
@@ -115,6 +127,29 @@ class EnvPool:
         except BaseException:
             self.close()
             raise
+
+    def respec(self, specs: list[dict]) -> None:
+        """Replace every env with one made from ``specs`` (any number), in the same worker processes: another
+        split or task list without starting processes again (a ``spawn`` start costs ~5 s, mostly imports).
+        Episodes in progress are dropped: reset the envs before stepping them."""
+        self.specs = _with_suite(specs)
+        if self._local is not None:
+            for env in self._local.values():
+                env.close()
+            from rlvla.envs import make_env
+
+            self._local = {i: make_env(**s) for i, s in enumerate(self.specs)}
+            self.owner = [0] * len(self.specs)
+            return
+        self.owner = [i % self.workers for i in range(len(self.specs))]
+        sent, dead = [], []
+        for w in range(self.workers):
+            try:
+                self._conns[w].send(("respec", {i: s for i, s in enumerate(self.specs) if self.owner[i] == w}))
+                sent.append(w)
+            except (BrokenPipeError, OSError):
+                dead.append(w)
+        self._gather(sent, dead)
 
     def _start(self, ctx, w: int) -> None:
         parent, child = ctx.Pipe()
