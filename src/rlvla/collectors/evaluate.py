@@ -9,7 +9,6 @@ action chunk by each env.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -91,18 +90,14 @@ def evaluate(
     policy.eval()
     _embed_instructions(policy.cfg, tasks)
     out = {"splits": {}}
-    plans = {split: _plan(tasks, per_split[split], seed_list, seed_offset, num_envs) for split in splits}
-    if workers is None:  # as EnvPool would choose for the largest split: every split shares one pool
-        n = max(len(env_tasks) for env_tasks, _ in plans.values())
-        workers = min(n, os.cpu_count() or 1) if n > 1 else 0
     pool = None
     try:
         for si, split in enumerate(splits):
             # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per split
             torch.manual_seed(seed_offset * 1000 + si)
-            env_tasks, queues = plans[split]
+            env_tasks, queues = _plan(tasks, per_split[split], seed_list, seed_offset, num_envs)
             run = _SplitRun(policy.cfg, selector, split, env_tasks, queues, max_steps, video_dir, videos, progress)
-            if pool is None:
+            if pool is None:  # its worker count is chosen for the first split and kept for the others
                 pool = EnvPool(run.specs, workers=workers)
             else:  # the same worker processes with this split's envs (a new pool per split cost ~5 s each)
                 pool.respec(run.specs)

@@ -50,7 +50,7 @@ def _worker(conn, specs: dict[int, dict]) -> None:
             if cmd == "respec":  # new envs in this process: no spawn and no imports again
                 for env in envs.values():
                     env.close()
-                envs = {}
+                envs = {}  # closed: out of the final clean-up's reach if a new one fails to build
                 envs = {i: make_env(**spec) for i, spec in payload.items()}
                 conn.send(("ok", None))
                 continue
