@@ -784,3 +784,65 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert r2.stdout.count("already finished") == 4 and r2.stdout.count("reusing") == 6, r2.stdout
+
+
+def test_trunk_lr_scale_slows_only_the_trunk():
+    """An unfrozen trunk at trunk_lr_scale=0.1 moves a tenth as far per Adam step as at 1.0; the head moves alike."""
+    moves = {}
+    for scale in (1.0, 0.1):
+        policy = toy_policy("flow-sde")
+        cfg = algo_cfg("grpo", dynamic_sampling=False, trunk_lr_scale=scale, epochs=1, minibatch=10**6, target_kl=0.0)
+        with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
+            ro = eng.collect(0)
+        before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+        assert PolicyGradient(policy, cfg).update(ro, 0)["train/updates"] == 1
+        moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in policy.named_parameters()}
+        moves[scale] = {part: max(v for n, v in moved.items() if n.startswith("backbone.") == (part == "trunk"))
+                        for part in ("trunk", "head")}  # fmt: skip
+    assert moves[0.1]["trunk"] == pytest.approx(0.1 * moves[1.0]["trunk"], rel=0.05)
+    assert moves[0.1]["head"] == pytest.approx(moves[1.0]["head"], rel=0.05)
+    with pytest.raises(ValueError, match="trunk_lr_scale must be > 0"):
+        algo_cfg("grpo", trunk_lr_scale=0.0)
+
+
+class _EndlessEnv(ToyEnv):
+    """Never succeeds: every episode runs to its time limit (long episodes for the noise's statistics)."""
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 0.0, False, self.t >= self.steps, {"success": False, "substeps": K, "progress": 0.0}
+
+
+def test_correlated_exploration_is_an_ar1_process_with_an_exact_likelihood():
+    policy = toy_policy("flow-output")  # output_std 0.3
+
+    def pool(specs, workers=None):
+        p = ToyPool(specs)
+        p.envs = [_EndlessEnv(40) for _ in specs]
+        return p
+
+    rho = 0.8
+    cfg = algo_cfg("grpo", dynamic_sampling=False, explore_correlation=rho, groups_per_task=2, envs_per_task=2)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=pool) as eng:
+        ro = eng.collect(0)
+    b = ro.batch
+    noise, same = b["extras.noise"], b["episode_index"][1:] == b["episode_index"][:-1]
+    assert len(noise) == 16 * 40
+    lag1 = np.corrcoef(noise[:-1][same].flatten().numpy(), noise[1:][same].flatten().numpy())[0, 1]
+    assert lag1 == pytest.approx(rho, abs=0.04)
+    assert float(noise.std()) == pytest.approx(0.3, rel=0.06)  # stationary: the first decision draws the full std
+    first = b["frame_index"] == 0
+    assert (b["extras.drift"][first] == 0).all() and (b["extras.scale"][first] == 1).all()
+    assert torch.allclose(b["extras.scale"][~first], torch.tensor(math.sqrt(1 - rho * rho)))
+    # the carried noise is an input of the policy: re-scoring gives the rollout's log-prob (ratio 1) ...
+    lp = policy.log_prob(b, b["action"], ro.extras(), level="chunk")
+    assert torch.allclose(lp, b["old_log_prob"], atol=1e-4)
+    # ... and it is the AR(1) conditional N(det + rho noise_prev, std sqrt(1 - rho^2)), not the stationary N(det, std)
+    det = b["extras.sample"] - noise
+    sd = 0.3 * b["extras.scale"].view(-1, 1, 1)
+    want = torch.distributions.Normal(det + b["extras.drift"], sd).log_prob(b["extras.sample"]).sum((-1, -2))
+    assert torch.allclose(lp, want, atol=1e-4)
+    with pytest.raises(ValueError, match="explore_correlation must be in"):
+        algo_cfg("grpo", explore_correlation=1.0)
+    with pytest.raises(ValueError, match="needs a flow or diffusion head exploring with explore_steps=output"):
+        RolloutEngine(toy_policy("flow-sde"), ["toy"], cfg, make_pool=pool)

@@ -30,6 +30,7 @@ The loop it serves::
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, fields
 
@@ -59,6 +60,7 @@ class Episode:
     final_obs: dict | None = None
     final_value: float = 0.0  # V(final observation) when truncated (time-limit bootstrap), else 0
     progress: float = 0.0  # best dense progress seen (the env's info["progress"], in [0, 1])
+    noise: torch.Tensor | None = None  # the last decision's exploration noise (correlated exploration)
 
     def score(self, progress_score: float) -> float:
         """The outcome score group advantages compare: 1 for a success, else ``progress_score`` x progress."""
@@ -126,6 +128,7 @@ class RolloutSettings:
     max_refill_rounds: int = 0
     replay: float = 0.0
     progress_score: float = 0.0
+    explore_correlation: float = 0.0
     success_bonus: float = 1.0
     shaping: float = 0.0
     env_reward: float = 0.0
@@ -154,6 +157,9 @@ class RolloutEngine:
             extra["terminate_on_success"] = False
         specs = [dict(name=t, split="id", image_size=pc.image_size, cameras=tuple(pc.cameras), chunk=pc.chunk,
                       max_steps=cfg.max_steps, **extra) for t in self.env_tasks]  # fmt: skip
+        if cfg.explore_correlation and getattr(pc.head, "stochastic", "") != "output":
+            raise ValueError("algo.explore_correlation needs a flow or diffusion head exploring with explore_steps=output, "
+                             f"not {pc.head.name} with stochastic={getattr(pc.head, 'stochastic', None)!r}")  # fmt: skip
         self.pool = make_pool(specs, workers=workers)
         self.worker_restarts = 0
         self.env_steps = 0
@@ -251,7 +257,11 @@ class RolloutEngine:
         policy.eval()
 
         def act(ids, obs_list):
-            a = policy.act(stack_obs(obs_list), deterministic=False, level=self.level, with_log_prob=True)
+            carry = self._carry([cur[i] for i in ids])
+            a = policy.act(stack_obs(obs_list), deterministic=False, level=self.level, with_log_prob=True, carry=carry)
+            if carry is not None:
+                for j, i in enumerate(ids):
+                    cur[i].noise = a.extras["noise"][j]
             acts = a.actions.cpu().numpy()
             if policy.cfg.chunk == 1:
                 acts = acts[:, 0]
@@ -273,6 +283,18 @@ class RolloutEngine:
         for ep in done:
             groups.setdefault(ep.group, []).append(ep)
         return [groups[base_gid + gi] for gi in range(len(jobs))]
+
+    def _carry(self, eps: list[Episode]) -> dict | None:
+        """Correlated exploration: each episode's noise carried into its next decision (its first decision draws
+        the stationary std), or None when the noise is independent."""
+        rho = self.cfg.explore_correlation
+        if not rho:
+            return None
+        pc = self.policy.cfg
+        zero = torch.zeros(pc.chunk, pc.action_dim)
+        drift = torch.stack([zero if e.noise is None else rho * e.noise for e in eps])
+        scale = torch.tensor([1.0 if e.noise is None else math.sqrt(1 - rho * rho) for e in eps])
+        return {"drift": drift, "scale": scale}
 
     def _queue(self, jobs: list[tuple[str, int]], base_gid: int) -> dict[int, list[tuple[str, int, int]]]:
         """The episodes of each job, spread round-robin over the envs of its task: env -> [(task, seed, group)]."""

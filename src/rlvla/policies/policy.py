@@ -111,8 +111,11 @@ class VLAPolicy(nn.Module):
         return self.backbone(self.prepare(obs))
 
     @torch.no_grad()  # not inference_mode: rollout tensors are re-scored with autograd later
-    def act(self, obs, deterministic: bool = False, level: str = "chunk", with_log_prob: bool = True) -> Act:
-        """Batched inference for rollouts (no grad). ``with_log_prob=False`` skips scoring (evaluation)."""
+    def act(self, obs, deterministic: bool = False, level: str = "chunk", with_log_prob: bool = True,
+            carry: dict | None = None) -> Act:
+        """Batched inference for rollouts (no grad). ``with_log_prob=False`` skips scoring (evaluation). ``carry``:
+        the exploration noise carried over from each env's previous decision (chain heads in ``output`` mode; see
+        :meth:`~rlvla.policies.heads.base.ChainHead._output_sample`)."""
         inputs = self.prepare(obs)
         z, zv = self.backbone(inputs)
         w = self.cfg.condition.guidance
@@ -123,7 +126,8 @@ class VLAPolicy(nn.Module):
             zu, _ = self.backbone(null)
             actions, lp, extras = self.head.sample(z, deterministic=deterministic, with_log_prob=False, guide=(zu, w))
         else:
-            actions, lp, extras = self.head.sample(z, deterministic=deterministic, with_log_prob=with_log_prob)
+            kw = {} if carry is None else {"carry": carry}
+            actions, lp, extras = self.head.sample(z, deterministic=deterministic, with_log_prob=with_log_prob, **kw)
         lp = None if lp is None else reduce_level(lp, level)
         return Act(actions, lp, self.value_head(zv)[:, 0], extras)
 

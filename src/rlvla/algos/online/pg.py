@@ -85,6 +85,12 @@ class OnlineConfig:
     around the deterministic sampler's action, exact likelihood through the chain). Token head: ``output`` samples
     each token around the greedy decode given the greedy prefix, with a Gaussian kernel of std ``explore_noise``
     (no far bins, no autoregressive cascade). Empty keeps the policy's."""
+    explore_correlation: float = 0.0
+    """Output-mode exploration (chain heads): correlation rho of each env's exploration noise from one decision
+    to the next (AR(1), stationary std ``explore_noise``): noise_t = rho noise_(t-1) + sqrt(1 - rho^2) std xi_t.
+    Independent noise averages out over an episode, so it rarely moves the arm consistently to one side (to a
+    target the policy misses by a few cm); correlated noise does. The carried part is an input of the policy, so
+    the likelihood stays exact. 0: independent (white) noise."""
     explore_temperature: float = 0.0
     """Token head: the sampling temperature when ``explore_noise`` sets the local kernel (``explore_steps=output``);
     0 keeps the policy's."""
@@ -93,6 +99,9 @@ class OnlineConfig:
     freeze_backbone: bool = False
     """Train only the action head and the critic: the trunk's readouts are computed once per iteration (fast),
     and the SFT representation cannot drift. The critic still trains its own (isolated) VALUE readout token."""
+    trunk_lr_scale: float = 1.0
+    """With a trainable trunk (``freeze_backbone=false``): the trunk's learning rate is ``lr`` times this, the
+    head's is ``lr`` (a slow trunk can learn what the head needs to see while each update stays small)."""
     gamma: float = 0.99
     group_size: int = 8
     """Rollouts per initial state (layout seed)."""
@@ -129,6 +138,12 @@ class OnlineConfig:
             raise ValueError(f"unknown explore_steps {self.explore_steps!r}; valid: one, all, output (or empty: the policy's)")
         if min(self.iterations, self.epochs, self.minibatch, self.group_size, self.groups_per_task, self.envs_per_task, self.max_steps, self.ckpt_every) < 1:
             raise ValueError("iterations, epochs, minibatch, group_size, groups_per_task, envs_per_task, max_steps, ckpt_every must be >= 1")
+        if not 0 <= self.explore_correlation < 1:
+            raise ValueError(f"explore_correlation must be in [0, 1), got {self.explore_correlation}")
+        if self.explore_correlation and self.world_model:
+            raise ValueError("explore_correlation applies to simulator rollouts, not to a world model's; set it to 0")
+        if self.trunk_lr_scale <= 0:
+            raise ValueError(f"trunk_lr_scale must be > 0 (got {self.trunk_lr_scale}); freeze_backbone=true fixes the trunk")
         if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1:
             raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma in [0, 1] (got {self})")
         if self.eval_every < 0 or self.eval_episodes < 1:
@@ -317,11 +332,17 @@ class PolicyGradient:
         self.actor_params = [p for p in policy.parameters() if p.requires_grad and id(p) not in critic_ids | fixed_ids]
         self.critic_params = [p for p in critic if p.requires_grad]
         self.split = self.uses_value and cfg.value_lr > 0 and bool(self.critic_params)
+        scale = getattr(cfg, "trunk_lr_scale", 1.0)
+        trunk_ids = {id(p) for n, p in policy.named_parameters() if n.startswith("backbone.")} if scale != 1.0 else set()
+        trunk = [p for p in self.actor_params if id(p) in trunk_ids]
+        actor = [p for p in self.actor_params if id(p) not in trunk_ids]
         if self.split:  # the critic's own lr; no weight decay on it, so the readout token's ACT half stays exact
-            self.opt = make_adamw(self.actor_params, cfg.lr, weight_decay)
+            self.opt = make_adamw(actor, cfg.lr, weight_decay)
             self.opt.add_param_group({"params": self.critic_params, "lr": cfg.value_lr, "weight_decay": 0.0})
         else:
-            self.opt = make_adamw(self.actor_params + self.critic_params, cfg.lr, weight_decay)
+            self.opt = make_adamw(actor + self.critic_params, cfg.lr, weight_decay)
+        for group in make_adamw(trunk, cfg.lr * scale, weight_decay).param_groups if trunk else ():
+            self.opt.add_param_group({k: group[k] for k in ("params", "lr", "weight_decay")})
 
     def _features(self, ro) -> dict:
         parts: list[dict] = []

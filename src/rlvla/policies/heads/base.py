@@ -199,13 +199,26 @@ class ChainHead(ActionHead):
         """The deterministic sampler's final state (unclamped) from starting noise ``x0`` (B, K, A), differentiable."""
         raise NotImplementedError
 
-    def _output_sample(self, z: torch.Tensor, x0: torch.Tensor | None, with_log_prob: bool):
+    def _output_sample(self, z: torch.Tensor, x0: torch.Tensor | None, with_log_prob: bool, carry: dict | None = None):
+        """``carry`` (temporally correlated exploration, given by the rollout engine): ``drift`` (B, K, A), the part
+        of the exploration noise carried over from the previous decision, and ``scale`` (B,), the std of the fresh
+        part in units of ``output_std``. Both travel in the extras: they are inputs of the policy, like ``x0``."""
         x0 = torch.randn(z.shape[0], self.chunk, self.action_dim, device=z.device) if x0 is None else x0
-        mean = self._deterministic_path(z, x0)
-        a = mean + self.cfg.output_std * torch.randn_like(mean)
+        det = self._deterministic_path(z, x0)
+        mean, std = self._output_moments(det, {} if carry is None else carry)
+        a = mean + std * torch.randn_like(mean)
         extras = {"x0": x0, "sample": a}
-        lp = gaussian_log_prob(a, mean, torch.full_like(mean, self.cfg.output_std)) if with_log_prob else None
+        if carry is not None:
+            extras.update(drift=carry["drift"], scale=carry["scale"], noise=a - det)
+        lp = gaussian_log_prob(a, mean, std) if with_log_prob else None
         return a.clamp(-1, 1), lp, extras
+
+    def _output_moments(self, det: torch.Tensor, extras: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the output-mode Gaussian around the deterministic action ``det``."""
+        std = torch.full_like(det, self.cfg.output_std)
+        if "drift" not in extras:
+            return det, std
+        return det + extras["drift"], std * extras["scale"].view(-1, 1, 1)
 
     def _step_moments(self, x: torch.Tensor, i: torch.Tensor, z: torch.Tensor):
         raise NotImplementedError
@@ -240,8 +253,8 @@ class ChainHead(ActionHead):
 
     def log_prob(self, z: torch.Tensor, actions, extras: dict) -> torch.Tensor:
         if "x0" in extras:  # output mode
-            mean = self._deterministic_path(z, extras["x0"])
-            return gaussian_log_prob(self._require(extras, "sample"), mean, torch.full_like(mean, self.cfg.output_std))
+            mean, std = self._output_moments(self._deterministic_path(z, extras["x0"]), extras)
+            return gaussian_log_prob(self._require(extras, "sample"), mean, std)
         chain = self._require(extras, "chain")
         if "sde_step" in extras:
             x_next, mean, std = self._picked_moments(z, chain, extras["sde_step"])
@@ -252,7 +265,7 @@ class ChainHead(ActionHead):
     def entropy(self, z: torch.Tensor, extras: dict) -> torch.Tensor:
         """Entropy of the chain's stochastic step kernels given its states (constant for fixed step noise)."""
         if "x0" in extras:
-            return gaussian_entropy(torch.full(extras["x0"].shape, self.cfg.output_std, device=z.device))
+            return gaussian_entropy(self._output_moments(torch.zeros_like(extras["x0"]), extras)[1])
         chain = self._require(extras, "chain")
         if "sde_step" in extras:
             return gaussian_entropy(self._picked_moments(z, chain, extras["sde_step"])[2])

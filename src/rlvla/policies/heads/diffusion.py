@@ -97,9 +97,12 @@ class Head(ChainHead):
         )
         return mean, sigma.clamp_min(self.cfg.min_std).expand_as(mean)
 
-    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, x0=None):
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, x0=None,
+               carry: dict | None = None):
         if self.cfg.stochastic == "output" and not deterministic:
-            return self._output_sample(z, x0, with_log_prob)
+            return self._output_sample(z, x0, with_log_prob, carry)
+        if carry is not None:
+            raise ValueError("correlated exploration (algo.explore_correlation) needs explore_steps=output")
         b = z.shape[0]
         x = torch.randn(b, self.chunk, self.action_dim, device=z.device) if x0 is None else x0
         picks = None if deterministic else self._pick_steps(b, z.device)

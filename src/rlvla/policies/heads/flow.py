@@ -97,12 +97,15 @@ class Head(ChainHead):
         std = self.cfg.noise_min + (self.cfg.noise_max - self.cfg.noise_min) * torch.sigmoid(raw)
         return mean, std
 
-    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, guide=None, x0=None):
+    def sample(self, z: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True, guide=None, x0=None,
+               carry: dict | None = None):
         """``guide = (z_uncond, w)``: classifier-free guidance for conditioned policies (deployment only), the
         velocity ``v_uncond + w * (v_cond - v_uncond)``; w = 1 is the plain conditional policy. ``x0``: the
         starting noise (B, K, A) (default: drawn)."""
         if self.cfg.stochastic == "output" and not deterministic and guide is None:
-            return self._output_sample(z, x0, with_log_prob)
+            return self._output_sample(z, x0, with_log_prob, carry)
+        if carry is not None:
+            raise ValueError("correlated exploration (algo.explore_correlation) needs explore_steps=output")
         b = z.shape[0]
         x = torch.randn(b, self.chunk, self.action_dim, device=z.device) if x0 is None else x0
         picks = None if deterministic else self._pick_steps(b, z.device)
