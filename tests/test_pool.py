@@ -112,3 +112,26 @@ def test_evaluation_with_overlapped_worker_lanes_matches_in_process():
     assert runs[0]["per_episode"] == runs[1]["per_episode"]
     assert runs[0]["mean_return"] == pytest.approx(runs[1]["mean_return"], rel=1e-6)
     assert runs[0]["mean_length"] == runs[1]["mean_length"]
+
+
+def test_a_splits_evaluation_does_not_depend_on_the_splits_evaluated_with_it():
+    """A flow policy's deterministic action starts from random noise, seeded per split: ``ood-camera`` scores the
+    same alone as after ``id`` (it was seeded by its position in the list, so its episodes changed with the list)."""
+    import torch
+
+    from rlvla.collectors import evaluate
+    from rlvla.policies import make_policy
+    from rlvla.policies.config import BackboneConfig, LanguageConfig, VisionConfig
+    from rlvla.policies.heads import head_config
+
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, layers=1, vision=VisionConfig(width=8, depth=2), language=LanguageConfig(encoder="none"))
+    policy = make_policy(head=head_config("flow", hidden=32, layers=1, steps=2), backbone=bb, image_size=32, chunk=2,
+                         tasks=["reach-v3"]).eval()  # fmt: skip
+
+    def camera(splits):
+        res = evaluate(policy, ["reach-v3"], splits, episodes=2, num_envs=2, workers=0, max_steps=8)
+        return res["splits"]["ood-camera"]["mean_return"]
+
+    alone = camera(["ood-camera"])
+    assert camera(["id", "ood-camera"]) == pytest.approx(alone, rel=1e-9)  # failed before the fix: the noise matters

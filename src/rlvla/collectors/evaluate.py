@@ -18,7 +18,7 @@ import torch
 from rlvla.collectors.scheduler import Lanes
 from rlvla.envs import resolve_tasks
 from rlvla.envs.pool import EnvPool, stack_obs
-from rlvla.envs.splits import EVAL_ONLY_SPLITS, check_split, eval_seeds, validation_seeds
+from rlvla.envs.splits import EVAL_ONLY_SPLITS, SPLITS, check_split, eval_seeds, validation_seeds
 from rlvla.eval.metrics import wilson_interval
 
 
@@ -92,9 +92,10 @@ def evaluate(
     out = {"splits": {}}
     pool = None
     try:
-        for si, split in enumerate(splits):
-            # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per split
-            torch.manual_seed(seed_offset * 1000 + si)
+        for split in splits:
+            # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per
+            # split, and the same whichever other splits are evaluated with it (seeded by the split, not its position)
+            torch.manual_seed(seed_offset * 1000 + SPLITS.index(split))
             env_tasks, queues = _plan(tasks, per_split[split], seed_list, seed_offset, num_envs)
             run = _SplitRun(policy.cfg, selector, split, env_tasks, queues, max_steps, video_dir, videos, progress)
             if pool is None:  # its worker count is chosen for the first split and kept for the others
