@@ -24,7 +24,11 @@ from test_offline import GAUSS, TINY, _write
 
 GOLDEN = Path(__file__).parent / "golden" / "losses.json"
 RECORD = os.environ.get("RLVLA_RECORD_GOLDEN") == "1"
-REL = 1e-5  # a reordered sum moves the last bits; a change in the computation moves far more
+# A reordered sum moves the last bits, and so does another CPU's vector width: a 2-core machine of another model
+# moved IQL's losses by up to 1.2e-5 relative and PPO's by 2.2e-7 absolute (1.2e-4 relative on a loss of 0.0019).
+# A change in the computation moves them far more.
+REL = 1e-4
+ABS = 1e-6
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,7 +60,7 @@ def _check(name: str, keys: tuple[str, ...], rows: list[dict]) -> None:
     assert name in golden, f"no golden sequence for {name!r} in {GOLDEN}; record it with RLVLA_RECORD_GOLDEN=1"
     for k in keys:
         assert len(seq[k]) == len(golden[name][k]), f"{name} {k}: {len(seq[k])} values, golden has {len(golden[name][k])}"
-        assert seq[k] == pytest.approx(golden[name][k], rel=REL, abs=1e-7), f"{name} {k} differs from the golden sequence"
+        assert seq[k] == pytest.approx(golden[name][k], rel=REL, abs=ABS), f"{name} {k} differs from the golden sequence"
 
 
 def test_sft_losses_match_the_golden_sequence(data, tmp_path):

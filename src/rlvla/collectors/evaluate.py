@@ -93,8 +93,7 @@ def evaluate(
     pool = None
     try:
         for split in splits:
-            # the sampling noise of diffusion/flow heads (even deterministic ones start from noise): reproducible per
-            # split, and the same whichever other splits are evaluated with it (seeded by the split, not its position)
+            # diffusion/flow sampling noise (deterministic ones start from noise too): seeded by the split, not its place
             torch.manual_seed(seed_offset * 1000 + SPLITS.index(split))
             env_tasks, queues = _plan(tasks, per_split[split], seed_list, seed_offset, num_envs)
             run = _SplitRun(policy.cfg, selector, split, env_tasks, queues, max_steps, video_dir, videos, progress)
