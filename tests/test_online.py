@@ -803,6 +803,8 @@ def test_trunk_lr_scale_slows_only_the_trunk():
     assert moves[0.1]["head"] == pytest.approx(moves[1.0]["head"], rel=0.05)
     with pytest.raises(ValueError, match="trunk_lr_scale must be > 0"):
         algo_cfg("grpo", trunk_lr_scale=0.0)
+    with pytest.raises(ValueError, match="applies to a trainable trunk"):  # a frozen trunk would ignore it silently
+        algo_cfg("grpo", trunk_lr_scale=0.1, freeze_backbone=True)
 
 
 class _EndlessEnv(ToyEnv):

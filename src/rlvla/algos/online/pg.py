@@ -144,6 +144,8 @@ class OnlineConfig:
             raise ValueError("explore_correlation applies to simulator rollouts, not to a world model's; set it to 0")
         if self.trunk_lr_scale <= 0:
             raise ValueError(f"trunk_lr_scale must be > 0 (got {self.trunk_lr_scale}); freeze_backbone=true fixes the trunk")
+        if self.trunk_lr_scale != 1.0 and self.freeze_backbone:
+            raise ValueError("trunk_lr_scale applies to a trainable trunk; set freeze_backbone=false or leave it at 1")
         if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1:
             raise ValueError(f"need lr, clip_low, clip_high > 0 and gamma in [0, 1] (got {self})")
         if self.eval_every < 0 or self.eval_episodes < 1:
@@ -332,7 +334,7 @@ class PolicyGradient:
         self.actor_params = [p for p in policy.parameters() if p.requires_grad and id(p) not in critic_ids | fixed_ids]
         self.critic_params = [p for p in critic if p.requires_grad]
         self.split = self.uses_value and cfg.value_lr > 0 and bool(self.critic_params)
-        scale = getattr(cfg, "trunk_lr_scale", 1.0)
+        scale = cfg.trunk_lr_scale
         trunk_ids = {id(p) for n, p in policy.named_parameters() if n.startswith("backbone.")} if scale != 1.0 else set()
         trunk = [p for p in self.actor_params if id(p) in trunk_ids]
         actor = [p for p in self.actor_params if id(p) not in trunk_ids]
