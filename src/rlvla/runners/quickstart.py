@@ -49,7 +49,7 @@ RL_DEFAULTS = ("algo.freeze_backbone=true", f"algo.explore_steps={RL_EXPLORATION
 # On the quickstart's evaluation episodes (simplified meshes) the same pair went 0.68 -> 0.74 (9 / 3, p = 0.15): the
 # plateau is not shown there yet (BENCHMARKS.md, "The quickstart with the flat SFT recipe").
 # The instruction is a second such key: drawer-open's two demos carry two different phrasings, and the policy learnt
-# the phrasing, not the image, as what says where the handle is (validation seeds, drawers right of x = 0.01: 8 / 8
+# the phrasing, not the image, as what says where the handle is (validation seeds, drawers right of x = 0.01: 9 / 9
 # with the right demo's phrasing, 0 / 7 with the others). Every sample's instruction is therefore drawn from the
 # task's training phrasings (``data.paraphrase=1.0``): 0.68 -> 0.62 at 1500 steps (5 / 10, p = 0.30), and 0.64 at
 # 3000 steps (BENCHMARKS.md, "The instruction as a demo key").
