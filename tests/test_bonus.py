@@ -217,5 +217,5 @@ def test_group_methods_score_episodes_by_the_learned_reward():
     rl.model = _StubModel("progress", 0.3)
     rl(ro, 1)
     assert torch.allclose(ro.batch["score"], torch.full((len(ro),), 0.3))
-    with pytest.raises(ValueError, match="needs algo.dynamic_sampling=false, algo.progress_score=0 and algo.replay=0"):
+    with pytest.raises(ValueError, match="needs algo.dynamic_sampling=false, algo.progress_score=0, algo.speed_score=0 and algo.replay=0"):
         CONFIGS["grpo"](reward="some/model")

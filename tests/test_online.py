@@ -220,6 +220,61 @@ def test_progress_score_ranks_failures_and_keeps_all_failed_groups():
         algo_cfg("grpo", progress_score=1.0)
 
 
+class _AlwaysSucceedsEnv(ToyEnv):
+    """The toy task over 4 decisions, where an episode that has not succeeded earlier succeeds at the last one:
+    every episode succeeds, after 1-4 decisions."""
+
+    def __init__(self, steps: int = 4) -> None:
+        super().__init__(steps)
+
+    def step(self, action):
+        ob, r, term, trunc, info = super().step(action)
+        if trunc:
+            info["success"], term, trunc = True, True, False
+        return ob, float(info["success"]), term, trunc, info
+
+
+def test_speed_score_ranks_successes_and_keeps_all_succeeded_groups():
+    """``speed_score``: a success scores 1 + speed_score x the unused fraction of the time limit, so a group where
+    every episode succeeded ranks its episodes, faster first, and dynamic sampling keeps it; at 0 it is dropped."""
+    from rlvla.collectors.rollout import Episode
+
+    ep = Episode("t", 0, 0, progress=0.8, length=50)
+    assert ep.score(0.5, 0.4, 200) == pytest.approx(0.4)  # a failure: progress only
+    ep.success = True
+    assert ep.score(0.5) == 1.0 and ep.score(0.5, 0.4, 200) == pytest.approx(1.0 + 0.4 * 0.75)
+    ep.length = 300
+    assert ep.score(0.0, 0.4, 200) == 1.0  # past the limit (a chunk's last steps): never below 1
+
+    policy = toy_policy("gaussian")
+    with torch.no_grad():  # the mean action 0 and std 0.5: each decision succeeds with probability ~0.24
+        for p in policy.head.parameters():
+            p.zero_()
+        policy.head.log_std.fill_(math.log(0.5))
+
+    class Pool(ToyPool):
+        def __init__(self, specs, workers=None):
+            super().__init__(specs)
+            self.envs = [_AlwaysSucceedsEnv() for _ in specs]
+
+    kept = {}
+    for sp in (0.0, 0.5):
+        cfg = algo_cfg("grpo", dynamic_sampling=True, max_refill_rounds=0, groups_per_task=4, speed_score=sp, max_steps=4 * K)
+        torch.manual_seed(0)
+        with RolloutEngine(policy, ["toy"], cfg, make_pool=Pool) as eng:
+            ro = eng.collect(0)
+        assert ro.stats["rollout/success"] == 1.0
+        kept[sp] = ro.stats["rollout/groups_kept"]
+        if sp > 0:
+            length = torch.tensor([float(e["length"]) for e in ro.episodes for _ in range(e["decisions"])])
+            assert torch.allclose(ro.batch["score"], 1.0 + 0.5 * (1.0 - length / (4 * K)))
+            adv, _ = compute_advantages(ro.batch, cfg)
+            assert float(torch.corrcoef(torch.stack([adv, -length]))[0, 1]) > 0.5  # faster, higher advantage
+    assert kept == {0.0: 0, 0.5: 4}
+    with pytest.raises(ValueError, match="speed_score must be in"):
+        algo_cfg("grpo", speed_score=1.5)
+
+
 def test_layout_replay_redraws_mixed_layouts_only_and_resumes():
     """``replay``: that fraction of a round's groups replays layouts whose latest group had mixed outcomes (newest
     first); uniform layouts never enter the list, a replayed layout leaves it, and the list survives a resume."""

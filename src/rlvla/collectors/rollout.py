@@ -5,8 +5,8 @@ same layout seed (GRPO/RLOO need several rollouts of one initial state). Seeds a
 training range below the validation slice) as a function of ``(seed, iteration, round)`` only, so neither
 evaluation nor validation seeds are ever trained on and a resumed run draws the same layouts. Every decision is one batched ``policy.act`` for all running envs; each env runs the chunk.
 
-Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all scored alike (all succeeded, or all failed
-without ``progress_score``) carries no group-relative signal. It is dropped and a new round of groups is drawn for
+Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all scored alike (all succeeded without
+``speed_score``, or all failed without ``progress_score``) carries no group-relative signal. It is dropped and a new round of groups is drawn for
 the tasks that lost groups, at most ``max_refill_rounds`` times, so the engine never loops forever; dropped groups
 are counted in the stats.
 
@@ -62,9 +62,12 @@ class Episode:
     progress: float = 0.0  # best dense progress seen (the env's info["progress"], in [0, 1])
     noise: torch.Tensor | None = None  # the last decision's exploration noise (correlated exploration)
 
-    def score(self, progress_score: float) -> float:
-        """The outcome score group advantages compare: 1 for a success, else ``progress_score`` x progress."""
-        return 1.0 if self.success else progress_score * self.progress
+    def score(self, progress_score: float, speed_score: float = 0.0, max_steps: int = 0) -> float:
+        """The outcome score group advantages compare: a failure scores ``progress_score`` x its progress, a
+        success 1 plus ``speed_score`` x the fraction of the time limit (``max_steps`` env steps) it left unused."""
+        if not self.success:
+            return progress_score * self.progress
+        return 1.0 + (speed_score * max(0.0, 1.0 - self.length / max_steps) if speed_score else 0.0)
 
 
 @dataclass
@@ -128,6 +131,7 @@ class RolloutSettings:
     max_refill_rounds: int = 0
     replay: float = 0.0
     progress_score: float = 0.0
+    speed_score: float = 0.0
     explore_correlation: float = 0.0
     success_bonus: float = 1.0
     shaping: float = 0.0
@@ -164,6 +168,9 @@ class RolloutEngine:
         self.worker_restarts = 0
         self.env_steps = 0
         self.replay: dict[str, list[int]] = {t: [] for t in self.tasks}  # mixed-outcome layouts, newest last
+
+    def _score(self, e: Episode) -> float:
+        return e.score(self.cfg.progress_score, self.cfg.speed_score, self.cfg.max_steps)
 
     def state(self) -> dict:
         """What a resumed run needs to draw the same layouts: the replay list."""
@@ -217,7 +224,7 @@ class RolloutEngine:
                     rep = self.replay[g[0].task]
                     rep.append(g[0].seed)
                     del rep[: max(0, len(rep) - 4 * cfg.groups_per_task)]
-                if cfg.dynamic_sampling and len(g) > 1 and len({e.score(cfg.progress_score) for e in g}) == 1:
+                if cfg.dynamic_sampling and len(g) > 1 and len({self._score(e) for e in g}) == 1:
                     dropped += 1
                 else:
                     kept.append(g)
@@ -431,7 +438,7 @@ class RolloutEngine:
         b["frame_index"] = torch.tensor([k for _, _, k, *_ in steps], dtype=torch.int64)
         b["group_index"] = torch.tensor([e.group for *_, e, _ in steps], dtype=torch.int64)
         b["task_id"] = torch.tensor([self.tasks.index(e.task) for *_, e, _ in steps], dtype=torch.int64)
-        b["score"] = torch.tensor([e.score(self.cfg.progress_score) for *_, e, _ in steps], dtype=torch.float32)
+        b["score"] = torch.tensor([self._score(e) for *_, e, _ in steps], dtype=torch.float32)
         b["old_log_prob"] = torch.stack([s["log_prob"] for s, *_ in steps]).float()
         b["value"] = torch.tensor([s["value"] for s, *_ in steps], dtype=torch.float32)
         b["next_value"] = torch.tensor([nv for *_, nv in steps], dtype=torch.float32)

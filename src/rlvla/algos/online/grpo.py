@@ -25,5 +25,5 @@ class Config(GroupFields, OnlineConfig):
 
 
 def advantages(batch, cfg: Config) -> tuple[torch.Tensor, None]:
-    floor = PROGRESS_STD_FLOOR if cfg.progress_score > 0 else 0.0
+    floor = PROGRESS_STD_FLOOR if cfg.progress_score > 0 or cfg.speed_score > 0 else 0.0
     return episode_group_advantages(batch, cfg, lambda s: core.group_advantages(s, cfg.normalize_std, std_floor=floor)), None

@@ -214,6 +214,10 @@ class GroupFields:
     instead of 0; a success scores 1. A group where every episode failed then still ranks its episodes (and is
     kept by dynamic sampling) instead of carrying no signal; below 1, every success still outranks every failure.
     With it, GRPO's group std has a floor of ``PROGRESS_STD_FLOOR``. 0: success only."""
+    speed_score: float = 0.0
+    """A success scores 1 plus this times the fraction of the time limit it left unused, so the rollouts of a
+    group that all succeeded still rank (faster first) and dynamic sampling keeps the group: the behaviour that
+    already works keeps being reinforced while RL moves the rest. 0: every success scores 1."""
     replay: float = 0.0
     """Fraction of each round's groups that replay layouts whose latest group had mixed outcomes (prioritised
     layout replay; 0: fresh layouts only). See :mod:`rlvla.collectors.rollout`."""
@@ -226,13 +230,15 @@ class GroupFields:
 
 
 def check_group_fields(cfg) -> None:
-    if cfg.reward and (cfg.dynamic_sampling or cfg.progress_score or cfg.replay):
-        raise ValueError(f"algo.reward with {cfg.name} needs algo.dynamic_sampling=false, algo.progress_score=0 and algo.replay=0: "
+    if cfg.reward and (cfg.dynamic_sampling or cfg.progress_score or cfg.speed_score or cfg.replay):
+        raise ValueError(f"algo.reward with {cfg.name} needs algo.dynamic_sampling=false, algo.progress_score=0, algo.speed_score=0 and algo.replay=0: "
                          "they select and score episodes by the simulator's outcome, which the learned reward replaces")  # fmt: skip
     if not 0 < cfg.reward_threshold < 1:
         raise ValueError(f"reward_threshold must be in (0, 1), got {cfg.reward_threshold}")
     if not 0.0 <= cfg.progress_score < 1.0:
         raise ValueError(f"progress_score must be in [0, 1) so that every success outranks every failure; got {cfg.progress_score}")
+    if not 0.0 <= cfg.speed_score <= 1.0:
+        raise ValueError(f"speed_score must be in [0, 1] (a success scores 1 to 1 + speed_score); got {cfg.speed_score}")
     if not 0.0 <= cfg.replay <= 1.0:
         raise ValueError(f"replay is a fraction of each round's groups, in [0, 1]; got {cfg.replay}")
     if cfg.group_size < 2:
