@@ -245,6 +245,8 @@ def test_speed_score_ranks_successes_and_keeps_all_succeeded_groups():
     assert ep.score(0.5) == 1.0 and ep.score(0.5, 0.4, 200) == pytest.approx(1.0 + 0.4 * 0.75)
     ep.length = 300
     assert ep.score(0.0, 0.4, 200) == 1.0  # past the limit (a chunk's last steps): never below 1
+    with pytest.raises(ValueError, match="needs the episode's time limit"):
+        ep.score(0.0, 0.4)
 
     policy = toy_policy("gaussian")
     with torch.no_grad():  # the mean action 0 and std 0.5: each decision succeeds with probability ~0.24

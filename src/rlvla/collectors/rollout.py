@@ -6,9 +6,9 @@ training range below the validation slice) as a function of ``(seed, iteration, 
 evaluation nor validation seeds are ever trained on and a resumed run draws the same layouts. Every decision is one batched ``policy.act`` for all running envs; each env runs the chunk.
 
 Dynamic sampling (DAPO, Yu et al. 2025): a group whose episodes all scored alike (all succeeded without
-``speed_score``, or all failed without ``progress_score``) carries no group-relative signal. It is dropped and a new round of groups is drawn for
-the tasks that lost groups, at most ``max_refill_rounds`` times, so the engine never loops forever; dropped groups
-are counted in the stats.
+``speed_score``, or all failed without ``progress_score``) carries no group-relative signal. It is dropped and a
+new round of groups is drawn for the tasks that lost groups, at most ``max_refill_rounds`` times, so the engine
+never loops forever; dropped groups are counted in the stats.
 
 Layout replay (``replay`` > 0; prioritised level replay, Jiang et al. 2021, at the granularity GRPO needs): the
 layouts whose latest group had mixed outcomes are kept per task (newest first, at most ``4 x groups_per_task``), and
@@ -67,7 +67,11 @@ class Episode:
         success 1 plus ``speed_score`` x the fraction of the time limit (``max_steps`` env steps) it left unused."""
         if not self.success:
             return progress_score * self.progress
-        return 1.0 + (speed_score * max(0.0, 1.0 - self.length / max_steps) if speed_score else 0.0)
+        if not speed_score:
+            return 1.0
+        if max_steps < 1:
+            raise ValueError(f"a speed score needs the episode's time limit (max_steps >= 1), got {max_steps}")
+        return 1.0 + speed_score * max(0.0, 1.0 - self.length / max_steps)
 
 
 @dataclass
