@@ -163,6 +163,27 @@ def test_dynamic_sampling_drops_uniform_groups_and_is_bounded():
     assert PolicyGradient(policy, cfg).update(ro, 0) == {"train/updates": 0}
 
 
+def _zero_mean_gaussian(std: float):
+    """The toy Gaussian policy with every head weight zeroed (mean action 0) and the given action std."""
+    policy = toy_policy("gaussian")
+    with torch.no_grad():
+        for p in policy.head.parameters():
+            p.zero_()
+        policy.head.log_std.fill_(math.log(std))
+    return policy
+
+
+def _pool_of(env_cls):
+    """A ToyPool whose envs are ``env_cls()``."""
+
+    class Pool(ToyPool):
+        def __init__(self, specs, workers=None):
+            super().__init__(specs)
+            self.envs = [env_cls() for _ in specs]
+
+    return Pool
+
+
 class _ProgressEnv(ToyEnv):
     """The toy task, but a failure's progress says how close it came: |mean action| (capped at 0.9)."""
 
@@ -189,16 +210,8 @@ def test_progress_score_ranks_failures_and_keeps_all_failed_groups():
     ep.success = True
     assert ep.score(0.5) == 1.0
 
-    policy = toy_policy("gaussian")
-    with torch.no_grad():  # actions near 0.05 +- noise: below the success threshold, so every episode fails
-        for p in policy.head.parameters():
-            p.zero_()
-        policy.head.log_std.fill_(math.log(0.05))
-
-    class Pool(ToyPool):
-        def __init__(self, specs, workers=None):
-            super().__init__(specs)
-            self.envs = [_ProgressEnv() for _ in specs]
+    policy = _zero_mean_gaussian(0.05)  # actions near 0 +- 0.05: below the success threshold, every episode fails
+    Pool = _pool_of(_ProgressEnv)
 
     kept = {}
     for ps in (0.0, 0.5):
@@ -248,16 +261,8 @@ def test_speed_score_ranks_successes_and_keeps_all_succeeded_groups():
     with pytest.raises(ValueError, match="needs the episode's time limit"):
         ep.score(0.0, 0.4)
 
-    policy = toy_policy("gaussian")
-    with torch.no_grad():  # the mean action 0 and std 0.5: each decision succeeds with probability ~0.24
-        for p in policy.head.parameters():
-            p.zero_()
-        policy.head.log_std.fill_(math.log(0.5))
-
-    class Pool(ToyPool):
-        def __init__(self, specs, workers=None):
-            super().__init__(specs)
-            self.envs = [_AlwaysSucceedsEnv() for _ in specs]
+    policy = _zero_mean_gaussian(0.5)  # each decision succeeds with probability ~0.24
+    Pool = _pool_of(_AlwaysSucceedsEnv)
 
     kept = {}
     for sp in (0.0, 0.5):
