@@ -848,25 +848,47 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
     assert r2.stdout.count("already finished") == 4 and r2.stdout.count("reusing") == 6, r2.stdout
 
 
+def _one_step_moves(**overrides) -> dict[str, float]:
+    """Each parameter's largest change after one full-batch Adam step of GRPO on a toy flow policy."""
+    policy = toy_policy("flow-sde")
+    cfg = algo_cfg("grpo", dynamic_sampling=False, epochs=1, minibatch=10**6, target_kl=0.0, **overrides)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
+        ro = eng.collect(0)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    assert PolicyGradient(policy, cfg).update(ro, 0)["train/updates"] == 1
+    return {n: float((p.detach() - before[n]).abs().max()) for n, p in policy.named_parameters()}
+
+
+def _largest(moved: dict[str, float], part) -> float:
+    return max(v for n, v in moved.items() if part(n))
+
+
 def test_trunk_lr_scale_slows_only_the_trunk():
     """An unfrozen trunk at trunk_lr_scale=0.1 moves a tenth as far per Adam step as at 1.0; the head moves alike."""
-    moves = {}
-    for scale in (1.0, 0.1):
-        policy = toy_policy("flow-sde")
-        cfg = algo_cfg("grpo", dynamic_sampling=False, trunk_lr_scale=scale, epochs=1, minibatch=10**6, target_kl=0.0)
-        with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
-            ro = eng.collect(0)
-        before = {n: p.detach().clone() for n, p in policy.named_parameters()}
-        assert PolicyGradient(policy, cfg).update(ro, 0)["train/updates"] == 1
-        moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in policy.named_parameters()}
-        moves[scale] = {part: max(v for n, v in moved.items() if n.startswith("backbone.") == (part == "trunk"))
-                        for part in ("trunk", "head")}  # fmt: skip
-    assert moves[0.1]["trunk"] == pytest.approx(0.1 * moves[1.0]["trunk"], rel=0.05)
-    assert moves[0.1]["head"] == pytest.approx(moves[1.0]["head"], rel=0.05)
+    moves = {scale: _one_step_moves(trunk_lr_scale=scale) for scale in (1.0, 0.1)}
+    trunk, head = (lambda n: n.startswith("backbone.")), (lambda n: n.startswith("head."))
+    assert _largest(moves[0.1], trunk) == pytest.approx(0.1 * _largest(moves[1.0], trunk), rel=0.05)
+    assert _largest(moves[0.1], head) == pytest.approx(_largest(moves[1.0], head), rel=0.05)
     with pytest.raises(ValueError, match="trunk_lr_scale must be > 0"):
         algo_cfg("grpo", trunk_lr_scale=0.0)
     with pytest.raises(ValueError, match="applies to a trainable trunk"):  # a frozen trunk would ignore it silently
         algo_cfg("grpo", trunk_lr_scale=0.1, freeze_backbone=True)
+
+
+def test_cond_lr_scale_speeds_only_the_heads_conditioning_layer():
+    """cond_lr_scale=10: the head's map from z moves ten times as far per Adam step; the rest of the head and the
+    trunk move as at 1.0. Every head names that layer, and it reads the trunk's readout."""
+    moves = {scale: _one_step_moves(cond_lr_scale=scale) for scale in (1.0, 10.0)}
+    cond = lambda n: n.startswith("head.net.z_proj.")  # noqa: E731
+    rest = lambda n: not cond(n)  # noqa: E731
+    assert _largest(moves[1.0], cond) > 0
+    assert _largest(moves[10.0], cond) == pytest.approx(10 * _largest(moves[1.0], cond), rel=0.05)
+    assert _largest(moves[10.0], rest) == pytest.approx(_largest(moves[1.0], rest), rel=0.05)
+    for name in ("token", "diffusion", "flow-sde", "gaussian"):
+        layer = toy_policy(name).head.condition_layer()
+        assert isinstance(layer, torch.nn.Linear) and layer.in_features == 32, name  # the toy trunk's dim
+    with pytest.raises(ValueError, match="cond_lr_scale must be > 0"):
+        algo_cfg("grpo", cond_lr_scale=0.0)
 
 
 class _EndlessEnv(ToyEnv):

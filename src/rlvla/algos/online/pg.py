@@ -102,6 +102,11 @@ class OnlineConfig:
     trunk_lr_scale: float = 1.0
     """With a trainable trunk (``freeze_backbone=false``): the trunk's learning rate is ``lr`` times this, the
     head's is ``lr`` (a slow trunk can learn what the head needs to see while each update stays small)."""
+    cond_lr_scale: float = 1.0
+    """The action head's conditioning layer (the linear map that reads the trunk's readout ``z``,
+    ``head.condition_layer()``) learns at ``lr`` times this, the rest of the head at ``lr``: a faster map from z
+    lets RL change what the head reads from the image (where the button is) while each update's move of the
+    action, bounded by the KL stop, stays small."""
     gamma: float = 0.99
     group_size: int = 8
     """Rollouts per initial state (layout seed)."""
@@ -144,6 +149,8 @@ class OnlineConfig:
             raise ValueError("explore_correlation applies to simulator rollouts, not to a world model's; set it to 0")
         if self.trunk_lr_scale <= 0:
             raise ValueError(f"trunk_lr_scale must be > 0 (got {self.trunk_lr_scale}); freeze_backbone=true fixes the trunk")
+        if self.cond_lr_scale <= 0:
+            raise ValueError(f"cond_lr_scale must be > 0 (got {self.cond_lr_scale})")
         if self.trunk_lr_scale != 1.0 and self.freeze_backbone:
             raise ValueError("trunk_lr_scale applies to a trainable trunk; set freeze_backbone=false or leave it at 1")
         if self.lr <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or not 0 <= self.gamma <= 1:
@@ -344,13 +351,17 @@ class PolicyGradient:
         trunk_ids = {id(p) for n, p in policy.named_parameters() if n.startswith("backbone.")} if scale != 1.0 else set()
         trunk = [p for p in self.actor_params if id(p) in trunk_ids]
         actor = [p for p in self.actor_params if id(p) not in trunk_ids]
+        cond_ids = {id(p) for p in policy.head.condition_layer().parameters()} if cfg.cond_lr_scale != 1.0 else set()
+        cond = [p for p in actor if id(p) in cond_ids]
+        actor = [p for p in actor if id(p) not in cond_ids]
         if self.split:  # the critic's own lr; no weight decay on it, so the readout token's ACT half stays exact
             self.opt = make_adamw(actor, cfg.lr, weight_decay)
             self.opt.add_param_group({"params": self.critic_params, "lr": cfg.value_lr, "weight_decay": 0.0})
         else:
             self.opt = make_adamw(actor + self.critic_params, cfg.lr, weight_decay)
-        for group in make_adamw(trunk, cfg.lr * scale, weight_decay).param_groups if trunk else ():
-            self.opt.add_param_group({k: group[k] for k in ("params", "lr", "weight_decay")})
+        for params, lr in ((trunk, cfg.lr * scale), (cond, cfg.lr * cfg.cond_lr_scale)):
+            for group in make_adamw(params, lr, weight_decay).param_groups if params else ():
+                self.opt.add_param_group({k: group[k] for k in ("params", "lr", "weight_decay")})
 
     def _features(self, ro) -> dict:
         parts: list[dict] = []

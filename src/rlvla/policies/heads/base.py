@@ -120,6 +120,11 @@ class ActionHead(nn.Module):
         """(B, K, A) entropy of the sampling distribution where defined, else None."""
         return None
 
+    def condition_layer(self) -> nn.Module:
+        """The layer that reads the trunk's readout ``z``: everything the head's output learns about the image and
+        the instruction enters through it (RL can give it its own learning rate, ``algo.cond_lr_scale``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its conditioning layer")
+
     def dist_logits(self, z: torch.Tensor, extras: dict) -> torch.Tensor | None:
         """Discrete heads: the untempered logits (B, L, bins) of every token position of a sample (at the prefix its
         decoder conditioned on), so an exact KL over all bins can be taken; None for continuous heads."""
@@ -194,6 +199,9 @@ class ChainHead(ActionHead):
       deterministic chain with the current weights, so the likelihood ratio is exact for every change of the
       network and is conditioned like a Gaussian head's (the exploration std is ``output_std`` in action units).
     """
+
+    def condition_layer(self) -> nn.Module:
+        return self.net.z_proj
 
     def _deterministic_path(self, z: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The deterministic sampler's final state (unclamped) from starting noise ``x0`` (B, K, A), differentiable."""

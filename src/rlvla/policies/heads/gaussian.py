@@ -47,6 +47,9 @@ class Head(ActionHead):
         self.mean = nn.Sequential(nn.Linear(cond_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, n))
         self.log_std = nn.Parameter(torch.full((chunk, action_dim), math.log(cfg.init_std)))
 
+    def condition_layer(self) -> nn.Module:
+        return self.mean[0]
+
     def _dist(self, z):
         mu = self.mean(z).reshape(-1, self.chunk, self.action_dim)
         std = self.log_std.exp().clamp_min(self.cfg.min_std).expand_as(mu)

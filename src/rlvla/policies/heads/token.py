@@ -62,6 +62,9 @@ class Head(ActionHead):
         edges = torch.linspace(-1.0, 1.0, cfg.bins + 1).repeat(action_dim, 1)
         self.register_buffer("edges", edges)  # (A, bins + 1), saved with the weights
 
+    def condition_layer(self) -> nn.Module:
+        return self.cond
+
     # ------------------------------------------------------------------ discretisation
     def fit(self, actions: torch.Tensor) -> None:
         if self.cfg.edges != "quantile":
