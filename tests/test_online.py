@@ -889,6 +889,10 @@ def test_cond_lr_scale_speeds_only_the_heads_conditioning_layer():
         assert isinstance(layer, torch.nn.Linear) and layer.in_features == 32, name  # the toy trunk's dim
     with pytest.raises(ValueError, match="cond_lr_scale must be > 0"):
         algo_cfg("grpo", cond_lr_scale=0.0)
+    from rlvla.policies.state import StatePolicy, StatePolicyConfig
+
+    with pytest.raises(ValueError, match="applies to a VLA policy's action head"):
+        PolicyGradient(StatePolicy(StatePolicyConfig(state_dim=4)), algo_cfg("ppo", cond_lr_scale=2.0))
 
 
 class _EndlessEnv(ToyEnv):

@@ -351,6 +351,8 @@ class PolicyGradient:
         trunk_ids = {id(p) for n, p in policy.named_parameters() if n.startswith("backbone.")} if scale != 1.0 else set()
         trunk = [p for p in self.actor_params if id(p) in trunk_ids]
         actor = [p for p in self.actor_params if id(p) not in trunk_ids]
+        if cfg.cond_lr_scale != 1.0 and not hasattr(policy, "head"):
+            raise ValueError(f"algo.cond_lr_scale applies to a VLA policy's action head; {type(policy).__name__} has none (leave it at 1)")
         cond_ids = {id(p) for p in policy.head.condition_layer().parameters()} if cfg.cond_lr_scale != 1.0 else set()
         cond = [p for p in actor if id(p) in cond_ids]
         actor = [p for p in actor if id(p) not in cond_ids]

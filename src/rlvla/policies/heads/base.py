@@ -121,8 +121,8 @@ class ActionHead(nn.Module):
         return None
 
     def condition_layer(self) -> nn.Module:
-        """The layer that reads the trunk's readout ``z``: everything the head's output learns about the image and
-        the instruction enters through it (RL can give it its own learning rate, ``algo.cond_lr_scale``)."""
+        """The linear layer through which the head's action network reads the trunk's readout ``z`` (RL can give
+        it its own learning rate, ``algo.cond_lr_scale``)."""
         raise NotImplementedError(f"{type(self).__name__} does not name its conditioning layer")
 
     def dist_logits(self, z: torch.Tensor, extras: dict) -> torch.Tensor | None:
