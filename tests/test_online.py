@@ -891,8 +891,44 @@ def test_cond_lr_scale_speeds_only_the_heads_conditioning_layer():
         algo_cfg("grpo", cond_lr_scale=0.0)
     from rlvla.policies.state import StatePolicy, StatePolicyConfig
 
-    with pytest.raises(ValueError, match="applies to a VLA policy's action head"):
-        PolicyGradient(StatePolicy(StatePolicyConfig(state_dim=4)), algo_cfg("ppo", cond_lr_scale=2.0))
+    for bad in ({"cond_lr_scale": 2.0}, {"cond_standardize": "std"}):
+        with pytest.raises(ValueError, match="apply to a VLA policy's action head"):
+            PolicyGradient(StatePolicy(StatePolicyConfig(state_dim=4)), algo_cfg("ppo", **bad))
+
+
+@pytest.mark.parametrize("mode", ["std", "whiten"])
+def test_cond_standardize_reparametrises_the_conditioning_layer_once_without_changing_the_policy(mode):
+    """At the first update the head's conditioning layer is standardised on that rollout's readouts: the log-probs
+    of the rollout's actions are unchanged at that moment (the first minibatch's ratio error stays ~0), the
+    statistics are those of the readouts, and a second update (or a resumed run) does not standardise again."""
+    policy = toy_policy("flow-sde")
+    cfg = algo_cfg("grpo", dynamic_sampling=False, cond_standardize=mode)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
+        ro = eng.collect(0)
+        algo = PolicyGradient(policy, cfg)
+        layer = policy.head.condition_layer()
+        with torch.no_grad():
+            z = algo._features(ro)["z"]
+        assert not layer.is_standardized()
+        m = algo.update(ro, 0)
+        assert layer.is_standardized() and m["train/updates"] >= 1
+        assert m["train/ratio_error0"] < 1e-4
+        assert m["train/cond_in_gain"] > 1  # the toy trunk's readouts vary by less than 1
+        assert torch.allclose(layer.in_mean, z.mean(0), atol=1e-5)
+        zn = (z - layer.in_mean) @ layer.in_proj.T
+        if mode == "whiten":  # unit variance along every direction above the eigenvalue floor, less below it
+            ev, evn = torch.linalg.eigvalsh(torch.cov(z.T)), torch.linalg.eigvalsh(torch.cov(zn.T))
+            kept = int((ev > 0.01 * ev.max()).sum())
+            assert kept >= 2 and torch.allclose(evn[-kept:], torch.ones(kept), atol=0.02)
+            assert float(evn.max()) < 1.02
+        else:
+            assert torch.allclose(zn.std(0), torch.ones(z.shape[1]), atol=0.05)
+        stats = (layer.in_mean.clone(), layer.in_proj.clone())
+        m2 = algo.update(eng.collect(1), 1)
+    assert "train/cond_in_gain" not in m2
+    assert torch.equal(layer.in_mean, stats[0]) and torch.equal(layer.in_proj, stats[1])
+    with pytest.raises(ValueError, match="cond_standardize must be none, std or whiten"):
+        algo_cfg("grpo", cond_standardize="yes")
 
 
 class _EndlessEnv(ToyEnv):

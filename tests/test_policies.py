@@ -15,6 +15,7 @@ from rlvla.policies import (
     BackboneConfig, CheckpointError, PolicyConfig, VLAPolicy, VisionConfig, head_config, make_policy,
 )  # fmt: skip
 from rlvla.policies.heads import make_head
+from rlvla.policies.heads.base import StandardizedLinear
 from rlvla.policies.heads.diffusion import ddim_step_moments
 from rlvla.policies.heads.flow import flow_sde_step_moments
 
@@ -442,6 +443,7 @@ def test_save_load_round_trip(tmp_path, head):
     policy = make_policy(PolicyConfig(head=cfg, chunk=K, action_dim=A, backbone=backbone(dim=16), tasks=["reach-v3"]))
     policy.fit(torch.rand(200, A) ** 3 * 2 - 1)  # non-default buffers must be saved too
     policy.set_stats({"observation.state": {"mean": [0.1, 0.2, 0.3, 0.4], "std": [1.0, 2.0, 0.5, 0.25]}})
+    policy.head.condition_layer().standardize_(torch.randn(50, 16) * 0.1 + 1)
     policy.eval()
     obs = env_obs(3, seed=5)
     ckpt = tmp_path / "ckpt"
@@ -647,3 +649,74 @@ def test_spatial_softmax_keypoints_are_the_expected_positions():
     assert grad is not None and float(grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="vision.keypoints must be >= 0 and needs encoder=cnn"):
         backbone(keypoints=4, encoder="efficientnet")
+
+
+def test_standardized_linear_keeps_its_function_and_moves_the_layout_dependent_part_as_fast_as_the_rest():
+    """Known answers: ``standardize_`` leaves the outputs unchanged and stores the inputs' mean and (floored) std.
+    Metamorphic: inputs like the frozen trunk's readout (mean 1, spread 0.02 over two "layouts") and targets that
+    move the layouts apart; one Adam step moves the layouts' difference ~50x further after standardising, the
+    common part of the output no further."""
+    torch.manual_seed(0)
+    x = torch.ones(64, 32) + 0.02 * torch.randn(64, 32).sign()
+    x[:, 0] = 3.0  # a constant input: its std is floored, not zero
+    layer = StandardizedLinear(32, 8)
+    before = layer(x)
+    layer.standardize_(x)
+    assert_close(layer(x), before, atol=1e-5, rtol=1e-5)
+    assert_close(layer.in_mean, x.mean(0))
+    assert 1 / float(layer.in_proj[0, 0]) == pytest.approx(0.1 * float(x.std(0)[1:].median()), rel=0.05)
+    assert_close(torch.diag(layer.in_proj)[1:], 1 / x.std(0)[1:])
+    with pytest.raises(ValueError, match="already standardised"):
+        layer.standardize_(x)
+    with pytest.raises(ValueError, match="finite inputs of shape"):
+        StandardizedLinear(32, 8).standardize_(x[:, :5])
+
+    whitened = StandardizedLinear(32, 8)
+    before = whitened(x)
+    whitened.standardize_(x, mode="whiten")
+    assert_close(whitened(x), before, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="mode must be"):
+        StandardizedLinear(32, 8).standardize_(x, mode="pca")
+
+    def step_moves(standardize: str) -> tuple[float, float]:
+        torch.manual_seed(1)
+        lay = StandardizedLinear(32, 8)
+        u = torch.randn(32).sign()
+        inp = torch.ones(2, 32) + 0.02 * torch.stack([u, -u])  # two layouts, apart along u
+        if standardize:
+            lay.standardize_(torch.ones(64, 32) + 0.02 * torch.randn(64, 1).sign() * u, mode=standardize)
+        y0 = lay(inp).detach()
+        opt = torch.optim.Adam(lay.parameters(), lr=1e-3)
+        loss = ((lay(inp) - (y0 + torch.tensor([[1.0], [-1.0]]))) ** 2).mean()  # push the layouts apart
+        loss.backward()
+        opt.step()
+        d = (lay(inp) - y0).detach()
+        return float((d[0] - d[1]).abs().mean()), float(((d[0] + d[1]) / 2).abs().mean())
+
+    diff_plain, common_plain = step_moves("")
+    # std gives each of the 32 inputs unit spread; whitening gives the one direction they vary along unit spread
+    # in all (so 32 / sqrt(32) of std's sum of |input| per sample): ~50x and ~9x here
+    for mode, gain in (("std", 20), ("whiten", 5)):
+        diff, common = step_moves(mode)
+        assert diff > gain * diff_plain, mode
+        assert common <= common_plain + 1e-6, mode
+
+
+def test_checkpoints_without_the_standardisation_buffers_still_load(tmp_path):
+    """Weights written before StandardizedLinear existed load with the statistics at identity."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    policy = tiny_policy("flow-sde").eval()
+    policy.save_pretrained(tmp_path / "old")
+    state = load_file(str(tmp_path / "old" / "model.safetensors"))
+    old = {k: v for k, v in state.items() if not k.endswith((".in_mean", ".in_proj"))}
+    assert len(old) < len(state)
+    save_file(old, str(tmp_path / "old" / "model.safetensors"))
+    loaded = VLAPolicy.from_pretrained(tmp_path / "old").eval()
+    assert not loaded.head.condition_layer().is_standardized()
+    obs = env_obs(2, seed=3)
+    torch.manual_seed(4)
+    a1 = policy.act(obs, deterministic=True).actions
+    torch.manual_seed(4)
+    assert torch.equal(a1, loaded.act(obs, deterministic=True).actions)

@@ -300,6 +300,10 @@ class VLAPolicy(nn.Module):
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{wfile}: corrupt weights file ({e}); restore the checkpoint or train again") from None
         own = self.state_dict()
+        for k in own:  # checkpoints from before StandardizedLinear: its statistics are at identity
+            layer, _, buf = k.rpartition(".")
+            if buf in ("in_mean", "in_proj") and k not in state and f"{layer}.weight" in state:
+                state[k] = own[k].clone()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         shapes = [k for k in own if k in state and own[k].shape != state[k].shape]

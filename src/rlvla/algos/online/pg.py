@@ -108,6 +108,12 @@ class OnlineConfig:
     lets RL change what the head reads from the image (where the button is) while each update's move of the
     action, bounded by the KL stop, stays small. 10 changed nothing measurable on the quickstart tasks (0.84 and
     0.81 against 0.82 and 0.84, BENCHMARKS.md), so it is off (1) by default."""
+    cond_standardize: str = "none"
+    """``std`` or ``whiten``: at the run's first update, standardise the input of the head's conditioning layer on
+    the rollout's readouts (``StandardizedLinear.standardize_``; the policy's function is unchanged, the statistics
+    are saved with it). The frozen trunk's readout varies over a task's layouts by ~2% of its mean, so without it
+    an update moves the action alike for every layout far faster than it teaches the action to follow the layout
+    (BENCHMARKS.md)."""
     gamma: float = 0.99
     group_size: int = 8
     """Rollouts per initial state (layout seed)."""
@@ -150,6 +156,8 @@ class OnlineConfig:
             raise ValueError("explore_correlation applies to simulator rollouts, not to a world model's; set it to 0")
         if self.trunk_lr_scale <= 0:
             raise ValueError(f"trunk_lr_scale must be > 0 (got {self.trunk_lr_scale}); freeze_backbone=true fixes the trunk")
+        if self.cond_standardize not in ("none", "std", "whiten"):
+            raise ValueError(f"cond_standardize must be none, std or whiten (got {self.cond_standardize!r})")
         if self.cond_lr_scale <= 0:
             raise ValueError(f"cond_lr_scale must be > 0 (got {self.cond_lr_scale})")
         if self.trunk_lr_scale != 1.0 and self.freeze_backbone:
@@ -352,8 +360,9 @@ class PolicyGradient:
         trunk_ids = {id(p) for n, p in policy.named_parameters() if n.startswith("backbone.")} if scale != 1.0 else set()
         trunk = [p for p in self.actor_params if id(p) in trunk_ids]
         actor = [p for p in self.actor_params if id(p) not in trunk_ids]
-        if cfg.cond_lr_scale != 1.0 and not hasattr(policy, "head"):
-            raise ValueError(f"algo.cond_lr_scale applies to a VLA policy's action head; {type(policy).__name__} has none (leave it at 1)")
+        if (cfg.cond_lr_scale != 1.0 or cfg.cond_standardize != "none") and not hasattr(policy, "head"):
+            raise ValueError(f"algo.cond_lr_scale and algo.cond_standardize apply to a VLA policy's action head; "
+                             f"{type(policy).__name__} has none (leave them at 1 and none)")  # fmt: skip
         cond_ids = {id(p) for p in policy.head.condition_layer().parameters()} if cfg.cond_lr_scale != 1.0 else set()
         cond = [p for p in actor if id(p) in cond_ids]
         actor = [p for p in actor if id(p) not in cond_ids]
@@ -371,6 +380,16 @@ class PolicyGradient:
         for k in range(0, len(ro), 256):
             parts.append(self.policy.rl_features(ro.select(torch.arange(k, min(k + 256, len(ro))))))
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+    def _standardize_condition(self, ro, feats: dict | None) -> dict:
+        """``algo.cond_standardize``: once per run, before the first optimiser step (a resumed run finds the layer
+        standardised in its checkpoint and leaves it), on the readouts ``z`` of this rollout's decisions."""
+        layer = self.policy.head.condition_layer() if self.cfg.cond_standardize != "none" else None
+        if layer is None or layer.is_standardized():
+            return {}
+        with torch.no_grad():
+            layer.standardize_((feats if feats is not None else self._features(ro))["z"], self.cfg.cond_standardize)
+        return {"train/cond_in_gain": float(layer.in_proj.norm() / layer.in_features**0.5)}
 
     @torch.no_grad()
     def _explore_std(self, ro, feats: dict | None, gen: torch.Generator) -> float:
@@ -420,6 +439,7 @@ class PolicyGradient:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
         # features once per iteration: always for a frozen trunk, and in warm-up (only the critic learns)
         feats = self._features(ro) if self.has_trunk and (self.frozen or warmup) else None
+        out.update(self._standardize_condition(ro, feats))
         out["rollout/explore_std"] = self._explore_std(ro, feats, torch.Generator().manual_seed(iteration))
         it = SimpleNamespace(batch=batch, adv=adv, returns=returns, feats=feats, warmup=warmup, iteration=iteration,
                              extras=ro.extras(), ratio_error0=None,

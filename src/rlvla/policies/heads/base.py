@@ -41,6 +41,71 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
 
 
+class StandardizedLinear(nn.Linear):
+    """``nn.Linear`` on a standardised input: ``W P (x - in_mean) + b``, with ``in_mean`` (D,) and ``in_proj``
+    (D, D) buffers saved with the weights (identity, mean 0 and ``P = I``, until :meth:`standardize_` sets them).
+
+    Why (measured on the quickstart's frozen trunk, BENCHMARKS.md): the readout ``z`` that every head reads
+    varies over the layouts of a task by ~2% of its mean and of its variation over time and tasks, so an Adam step
+    on ``W`` (every entry moves by about ``lr``) changes the action in ways that do not depend on the layout far
+    faster than it teaches the action to follow the layout. :meth:`standardize_` reparametrises the layer on
+    measured statistics without changing its function, so that a step moves every input direction alike:
+    ``mode="std"`` divides each input by its std (SB3's ``VecNormalize``), ``mode="whiten"`` by the inverse square
+    root of the covariance (the input side of K-FAC's natural-gradient preconditioner), which also lifts
+    directions that vary only with the layout (where an object is) to the scale of the rest."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("in_mean", torch.zeros(in_features))
+        self.register_buffer("in_proj", torch.eye(in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_standardized():
+            return F.linear(x, self.weight, self.bias)
+        return F.linear(x - self.in_mean, self.weight @ self.in_proj, self.bias)
+
+    def is_standardized(self) -> bool:
+        return bool(getattr(self, "_standardized", False))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        eye = torch.eye(self.in_features, dtype=self.in_proj.dtype, device=self.in_proj.device)
+        self._standardized = bool(self.in_mean.any() or not torch.equal(self.in_proj, eye))
+
+    @torch.no_grad()
+    def standardize_(self, x: torch.Tensor, mode: str = "std", floor: float | None = None) -> None:
+        """Set the statistics from inputs ``x`` (N, in_features) and fold them into the weights so the layer
+        computes the same function: ``W' = W P^-1``, ``b' = b + W mean``. ``floor``: ``std`` floors each std at
+        ``floor`` (default 0.1) times their median, ``whiten`` the std along each eigendirection of the covariance
+        at ``floor`` (default 0.01) times the largest (nearly constant inputs are not blown up). The layer must not
+        be standardised already."""
+        if self.is_standardized():
+            raise ValueError("this layer is already standardised; its statistics are part of the checkpoint")
+        if x.ndim != 2 or x.shape[1] != self.in_features or x.shape[0] < 2 or not torch.isfinite(x).all():
+            raise ValueError(f"standardize_ needs >= 2 finite inputs of shape (N, {self.in_features}), got {tuple(x.shape)}")
+        x = x.to(torch.float64)
+        mean = x.mean(0)
+        if mode == "std":
+            floor = 0.1 if floor is None else floor
+            std = x.std(0)
+            std = std.clamp_min(floor * std.median().clamp_min(1e-8))
+            proj, inv = torch.diag(1 / std), torch.diag(std)
+        elif mode == "whiten":
+            floor = 0.01 if floor is None else floor
+            evals, evecs = torch.linalg.eigh(torch.cov(x.T))
+            evals = evals.clamp_min(floor**2 * evals.max().clamp_min(1e-16))
+            proj, inv = evecs @ torch.diag(evals**-0.5) @ evecs.T, evecs @ torch.diag(evals**0.5) @ evecs.T
+        else:
+            raise ValueError(f"standardize_ mode must be 'std' or 'whiten', got {mode!r}")
+        w = self.weight.to(torch.float64)
+        if self.bias is not None:
+            self.bias.add_((w @ mean).to(self.bias.dtype))
+        self.weight.copy_((w @ inv).to(self.weight.dtype))
+        self.in_mean.copy_(mean.to(self.in_mean.dtype))
+        self.in_proj.copy_(proj.to(self.in_proj.dtype))
+        self._standardized = True
+
+
 class DenoiserMLP(nn.Module):
     """f(x_t, t, z) -> (B, K*A): the noise / velocity network of the diffusion and flow heads.
 
@@ -53,7 +118,7 @@ class DenoiserMLP(nn.Module):
         super().__init__()
         self.time_dim = 64
         self.inp = nn.Linear(in_dim, hidden)
-        self.z_proj = nn.Linear(cond_dim, hidden)
+        self.z_proj = StandardizedLinear(cond_dim, hidden)
         self.t_proj = nn.Linear(self.time_dim, hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -122,7 +187,8 @@ class ActionHead(nn.Module):
 
     def condition_layer(self) -> nn.Module:
         """The linear layer through which the head's action network reads the trunk's readout ``z`` (RL can give
-        it its own learning rate, ``algo.cond_lr_scale``)."""
+        it its own learning rate, ``algo.cond_lr_scale``, and standardise its input, ``algo.cond_standardize``): a
+        :class:`StandardizedLinear`."""
         raise NotImplementedError(f"{type(self).__name__} does not name its conditioning layer")
 
     def dist_logits(self, z: torch.Tensor, extras: dict) -> torch.Tensor | None:

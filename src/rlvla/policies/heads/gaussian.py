@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlvla.policies.heads.base import ActionHead, gaussian_entropy, gaussian_log_prob, per_sample_sum
+from rlvla.policies.heads.base import ActionHead, StandardizedLinear, gaussian_entropy, gaussian_log_prob, per_sample_sum
 
 SQUASH_MODES = ("tanh", "clip")
 BC_LOSSES = ("mse", "nll")
@@ -44,7 +44,7 @@ class Head(ActionHead):
     def __init__(self, cfg: Config, cond_dim: int, chunk: int, action_dim: int) -> None:
         super().__init__(cfg, cond_dim, chunk, action_dim)
         n = chunk * action_dim
-        self.mean = nn.Sequential(nn.Linear(cond_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, n))
+        self.mean = nn.Sequential(StandardizedLinear(cond_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, n))
         self.log_std = nn.Parameter(torch.full((chunk, action_dim), math.log(cfg.init_std)))
 
     def condition_layer(self) -> nn.Module:

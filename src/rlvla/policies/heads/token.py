@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlvla.policies.heads.base import ActionHead, masked_mean, per_sample_sum
+from rlvla.policies.heads.base import ActionHead, StandardizedLinear, masked_mean, per_sample_sum
 from rlvla.policies.transformer import Transformer
 
 BIN_MODES = ("uniform", "quantile")
@@ -54,7 +54,7 @@ class Head(ActionHead):
         super().__init__(cfg, cond_dim, chunk, action_dim)
         self.length = chunk * action_dim
         d = cfg.dim
-        self.cond = nn.Linear(cond_dim, d)
+        self.cond = StandardizedLinear(cond_dim, d)
         self.tok_emb = nn.Embedding(cfg.bins, d)
         self.pos = nn.Parameter(torch.randn(1, self.length, d) * 0.02)
         self.decoder = Transformer(d, cfg.heads, cfg.layers, 2 * d)
