@@ -29,9 +29,15 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
         "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
         "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3",
     ),
-    # The quickstart's set: three articulated tasks whose layouts the pixels show (docs/TASKS.md) and where SFT from
-    # 2 demonstrations is far from saturated (0.45-0.6 success), so online RL has room to act within minutes.
-    "quickstart": ("button-press-topdown-v3", "drawer-open-v3", "door-open-v3"),
+    # The quickstart's set: two articulated tasks whose layouts the pixels show (docs/TASKS.md) and where SFT from
+    # 2 demonstrations is far from saturated (button 0.27-0.47, drawer 0.53-0.64), so online RL has room to act
+    # within minutes. Door-open left it on 2026-12-01: its SFT scored 0.87-1.00 in every measured run (saturated),
+    # so it could only lose points and took a third of RL's rollouts (BENCHMARKS.md, "The quickstart on the two
+    # unsaturated tasks").
+    "quickstart": ("button-press-topdown-v3", "drawer-open-v3"),
+    # The quickstart's set until 2026-12-01, door-open included (the world-model, learned-reward and bonus
+    # benchmarks ran on it).
+    "quickstart3": ("button-press-topdown-v3", "drawer-open-v3", "door-open-v3"),
     # The earlier quickstart set (SFT, offline-RL and rollout benchmarks in BENCHMARKS.md): two easy tasks, one
     # with a small randomised goal (reach), one contact-rich (push); drawer-open/close share a scene.
     "vla5": ("drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3", "reach-v3", "push-v3"),
