@@ -457,6 +457,7 @@ def test_save_load_round_trip(tmp_path, head):
     sd, sd2 = policy.state_dict(), loaded.state_dict()
     assert sorted(sd) == sorted(sd2)
     assert all(torch.equal(sd[k], sd2[k]) for k in sd)
+    assert loaded.head.condition_layer().is_standardized()  # a resumed RL run does not standardise it again
     torch.manual_seed(7)
     a1 = policy.act(obs, deterministic=True)
     torch.manual_seed(7)

@@ -30,7 +30,7 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
         "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3",
     ),
     # The quickstart's set: two articulated tasks whose layouts the pixels show (docs/TASKS.md) and where SFT from
-    # 2 demonstrations is far from saturated (button 0.27-0.47, drawer 0.53-0.64), so online RL has room to act
+    # 2 demonstrations is far from saturated (button 0.27-0.52, drawer 0.53-0.64), so online RL has room to act
     # within minutes. Door-open left it on 2026-12-01: its SFT scored 0.87-1.00 in every measured run (saturated),
     # so it could only lose points and took a third of RL's rollouts (BENCHMARKS.md, "The quickstart on the two
     # unsaturated tasks").
