@@ -652,6 +652,43 @@ def test_spatial_softmax_keypoints_are_the_expected_positions():
         backbone(keypoints=4, encoder="efficientnet")
 
 
+def test_relative_keypoints_do_not_move_when_the_whole_image_shifts():
+    """Metamorphic: shifting the feature map by whole cells (what the random-shift augmentation and a moved camera
+    do to every keypoint alike) moves image-frame keypoint tokens but leaves the relative ones unchanged; the
+    relative tokens still tell two layouts apart (the object moved, the gripper did not). Known answer: the joint
+    token reads the keypoints centred on their mean."""
+    from rlvla.policies.encoders import SpatialSoftmax
+
+    torch.manual_seed(0)
+    rel, img = SpatialSoftmax(2, 2, 8, relative=True), SpatialSoftmax(2, 2, 8)
+    for sp in (rel, img):
+        with torch.no_grad():
+            sp.maps.weight.zero_()
+            sp.maps.bias.zero_()
+            sp.maps.weight[0, 0, 0, 0] = sp.maps.weight[1, 1, 0, 0] = 60.0
+    assert rel.tokens == 3 and img.tokens == 2
+
+    def scene(gripper, obj, shift=(0, 0)):
+        x = torch.zeros(1, 2, 16, 16)
+        x[0, 0, gripper[0] + shift[0], gripper[1] + shift[1]] = 1.0
+        x[0, 1, obj[0] + shift[0], obj[1] + shift[1]] = 1.0
+        return x
+
+    base, moved = scene((4, 5), (9, 11)), scene((4, 5), (9, 11), shift=(2, -3))
+    assert torch.allclose(rel(base), rel(moved), atol=1e-5)
+    assert not torch.allclose(img(base), img(moved), atol=1e-2)
+    assert not torch.allclose(rel(base), rel(scene((4, 5), (9, 7))), atol=1e-2)
+    kp = rel.keypoints(base)
+    centred = kp - kp.mean(1, keepdim=True)
+    assert torch.allclose(rel(base)[:, -1], rel.joint(centred.flatten(1)), atol=1e-6)
+    policy = tiny_policy("gaussian-tanh", keypoints=4, keypoint_frame="relative")
+    loss, _ = policy.bc_loss(as_batch(env_obs(3, seed=1), torch.rand(3, K, A) * 2 - 1))
+    loss.backward()
+    assert float(policy.backbone.vision.spatial.joint.weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="unknown vision.keypoint_frame 'gripper'"):
+        backbone(keypoints=4, keypoint_frame="gripper")
+
+
 def test_standardized_linear_keeps_its_function_and_moves_the_layout_dependent_part_as_fast_as_the_rest():
     """Known answers: ``standardize_`` leaves the outputs unchanged and stores the inputs' mean and (floored) std.
     Metamorphic: inputs like the frozen trunk's readout (mean 1, spread 0.02 over two "layouts") and targets that

@@ -14,6 +14,7 @@ from typing import Any
 VISION_ENCODERS = ("cnn", "efficientnet")
 LANGUAGE_ENCODERS = ("minilm", "none")
 ABLATIONS = ("image", "language")
+KEYPOINT_FRAMES = ("image", "relative")
 
 
 @dataclass
@@ -37,6 +38,10 @@ class VisionConfig:
     keypoints: int = 0
     """cnn: spatial-softmax keypoint tokens (expected x, y of learned, FiLM-conditioned feature maps at stride 4)
     added to the patch tokens; 0 = off. Precise positions from pixels (where a coloured target is)."""
+    keypoint_frame: str = "image"
+    """cnn keypoints: ``image`` = each keypoint's (x, y) in image coordinates; ``relative`` = centred on the mean
+    of the keypoints (one more token carries all of them), so a global image shift (the random-shift augmentation,
+    a moved camera) leaves them unchanged and where the object is relative to the gripper stays readable."""
 
     def __post_init__(self) -> None:
         if self.encoder not in VISION_ENCODERS:
@@ -45,6 +50,8 @@ class VisionConfig:
             raise ValueError(f"invalid vision config {self}: need width >= 1, 1 <= depth <= 6, 1 <= stages <= 6")
         if self.keypoints < 0 or (self.keypoints and self.encoder != "cnn"):
             raise ValueError(f"vision.keypoints must be >= 0 and needs encoder=cnn (got {self.keypoints}, {self.encoder})")
+        if self.keypoint_frame not in KEYPOINT_FRAMES:
+            raise ValueError(f"unknown vision.keypoint_frame {self.keypoint_frame!r}; valid: {', '.join(KEYPOINT_FRAMES)}")
 
 
 @dataclass

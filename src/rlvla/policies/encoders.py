@@ -99,13 +99,22 @@ class SpatialSoftmax(nn.Module):
     """Keypoints from a feature map (Levine et al. 2016; Diffusion Policy): a 1x1 conv to ``k`` maps, a softmax
     over each map's pixels, and the expected (x, y) in [-1, 1] -> ``k`` tokens of ``channels`` (each keypoint's
     coordinates through a shared linear map, plus its own learned embedding). Where the map is FiLM-conditioned on
-    the instruction, a keypoint can follow "the blue one": a precise location the coarse patch grid lacks."""
+    the instruction, a keypoint can follow "the blue one": a precise location the coarse patch grid lacks.
 
-    def __init__(self, in_channels: int, k: int, channels: int) -> None:
+    ``relative``: the coordinates are centred on the keypoints' mean before the map, and one more token carries all
+    ``k`` centred positions at once (any pairwise difference is a linear function of them). A shift of the whole
+    image moves every keypoint alike and leaves these tokens unchanged, so a policy trained with random shifts can
+    still read where the object is relative to the gripper instead of learning to ignore positions."""
+
+    def __init__(self, in_channels: int, k: int, channels: int, relative: bool = False) -> None:
         super().__init__()
         self.maps = nn.Conv2d(in_channels, k, 1)
         self.coord = nn.Linear(2, channels)
         self.embed = nn.Parameter(torch.randn(1, k, channels) * 0.02)
+        self.relative = relative
+        self.tokens = k + 1 if relative else k
+        if relative:
+            self.joint = nn.Linear(2 * k, channels)
 
     def keypoints(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, k, 2) expected (x, y) positions in [-1, 1]."""
@@ -117,7 +126,11 @@ class SpatialSoftmax(nn.Module):
         return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.coord(self.keypoints(x)) + self.embed
+        kp = self.keypoints(x)
+        if not self.relative:
+            return self.coord(kp) + self.embed
+        kp = kp - kp.mean(1, keepdim=True)
+        return torch.cat([self.coord(kp) + self.embed, self.joint(kp.flatten(1))[:, None]], 1)
 
 
 class SmallCNN(nn.Module):
@@ -133,8 +146,9 @@ class SmallCNN(nn.Module):
         self.out_channels = chans[-1]
         self.stride = 2**cfg.depth
         self.kp_layer = min(1, cfg.depth - 1)  # stride 4: 16x16 at 64x64
-        self.spatial = SpatialSoftmax(chans[self.kp_layer + 1], cfg.keypoints, self.out_channels) if cfg.keypoints else None
-        self.extra_tokens = cfg.keypoints
+        self.spatial = (SpatialSoftmax(chans[self.kp_layer + 1], cfg.keypoints, self.out_channels, cfg.keypoint_frame == "relative")
+                        if cfg.keypoints else None)  # fmt: skip
+        self.extra_tokens = self.spatial.tokens if self.spatial is not None else 0
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = x - 0.5
