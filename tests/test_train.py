@@ -443,6 +443,65 @@ def test_auxiliary_goal_loss_trains_and_stays_out_of_the_policy(dataset, tmp_pat
     assert not any(k.startswith("aux") for k in load_file(str(run / "policy" / "model.safetensors")))
 
 
+def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_policy(dataset, tmp_path, monkeypatch):
+    """algo.aux_object: the action readout also predicts the object's position on frames of random training
+    layouts (training only). Tiny learning: on frames whose bright square sits where the object is, the
+    auxiliary loss falls below half its start; the deployed weights are the policy's own; the frames are asked for
+    the dataset's tasks, once; a bad setting is refused with one line."""
+    from safetensors.torch import load_file
+
+    import rlvla.collectors.layouts as layouts
+    from rlvla.configs import SFTConfig
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import train
+
+    asked = []
+
+    def frames(tasks, n, image_size, cameras, seed=0):
+        asked.append((sorted(tasks), n, image_size, tuple(cameras)))
+        g = np.random.default_rng(seed)
+        pos = np.c_[g.uniform(-0.1, 0.1, 64), np.full(64, 0.8), np.full(64, 0.1)].astype(np.float32)
+        images = np.zeros((64, 1, 64, 64, 3), np.uint8)
+        for i, x in enumerate(pos[:, 0]):
+            c = int((x + 0.1) / 0.2 * 52)
+            images[i, 0, 28:36, c : c + 12] = 255
+        return {"images": images, "proprio": g.normal(size=(64, 4)).astype(np.float32), "obj_pos": pos,
+                "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64}  # fmt: skip
+
+    monkeypatch.setattr(layouts, "layout_frames", frames)
+    run = tmp_path / "auxobj"
+    out = train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_layouts=32", "train.steps=60"), progress=False)
+    assert out["status"] == "done" and asked == [(["push-v3", "reach-v3"], 32, 64, ("corner",))]
+    aux = [r["aux_object_loss"] for r in read_metrics(run)]
+    assert np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
+    assert not any(k.startswith("aux") for k in load_file(str(run / "policy" / "model.safetensors")))
+    with pytest.raises(ValueError, match="algo.aux_object must be >= 0 and algo.aux_layouts, algo.aux_batch >= 1"):
+        SFTConfig(aux_object=1.0, aux_layouts=0)
+
+
+def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
+    """Known answer: each layout's object position is the one a fresh env reports at that seed's reset; two frames
+    per layout, the second after the arm moved; the seeds lie in RL's training range, off the validation slice."""
+    from rlvla.collectors.layouts import LAYOUT_SEED_OFFSET, layout_frames
+    from rlvla.envs import make_env
+    from rlvla.envs.splits import RL_SEEDS, VALIDATION_SEEDS
+
+    f = layout_frames(["reach-v3"], 3, 32, ("corner",), moves=4)
+    assert f["images"].shape == (6, 1, 32, 32, 3) and f["images"].dtype == np.uint8 and f["proprio"].shape == (6, 4)
+    env = make_env("reach-v3", image_size=32)
+    try:
+        for k in range(3):
+            obs, info = env.reset(seed=LAYOUT_SEED_OFFSET + k)
+            assert np.allclose(f["obj_pos"][2 * k], info["obj_pos"][:3], atol=1e-6)
+            assert np.array_equal(f["images"][2 * k, 0], obs["image"]) and f["instructions"][2 * k] == obs["instruction"]
+            assert np.abs(f["proprio"][2 * k + 1, :3] - f["proprio"][2 * k, :3]).max() > 0.002  # the hand moved
+    finally:
+        env.close()
+    assert LAYOUT_SEED_OFFSET + 3 <= RL_SEEDS.stop <= VALIDATION_SEEDS.start
+    with pytest.raises(ValueError, match="layout frames need layouts >= 1"):
+        layout_frames(["reach-v3"], 0, 32, ("corner",))
+
+
 def test_proprio_noise_adds_noise_in_units_of_the_dataset_std(dataset, tmp_path, monkeypatch):
     """algo.proprio_noise: the state the SFT loss sees is the recorded state plus Gaussian noise whose std is the
     setting times the policy's per-dimension proprio std (known answer on 20 000 draws, within 3%); the batch

@@ -72,6 +72,15 @@ class SFTConfig:
     """Weight of an auxiliary loss: predict the episode's goal position (recorded in the simulator by ``rlvla
     collect``; a training-only target, never a policy input) from the action readout, as Levine et al. (2016)
     pretrain visuomotor keypoints on object poses; 0 = off."""
+    aux_object: float = 0.0
+    """Weight of an auxiliary loss on frames of ``aux_layouts`` random training layouts per task (rendered at the
+    start; no expert, no actions): predict the simulator's object position from the action readout, so the trunk
+    learns where the object is from more places than the demonstrations show (:mod:`rlvla.collectors.layouts`).
+    A training-only target, never a policy input; 0 = off."""
+    aux_layouts: int = 256
+    """``aux_object``: random training layouts per task (two frames each: at reset and after a few random arm moves)."""
+    aux_batch: int = 32
+    """``aux_object``: layout frames per SFT step."""
     proprio_noise: float = 0.0
     """Std of Gaussian noise added to each training sample's proprioception, in units of the dataset's per-dimension
     std (the policy's proprio normalisation); 0 = off. With few demonstrations the arm's state alone identifies the
@@ -83,6 +92,9 @@ class SFTConfig:
             raise ValueError(f"algo.aux_goal must be >= 0, got {self.aux_goal}")
         if self.proprio_noise < 0:
             raise ValueError(f"algo.proprio_noise must be >= 0, got {self.proprio_noise}")
+        if self.aux_object < 0 or self.aux_layouts < 1 or self.aux_batch < 1:
+            raise ValueError(f"algo.aux_object must be >= 0 and algo.aux_layouts, algo.aux_batch >= 1 (got {self.aux_object}, "
+                             f"{self.aux_layouts}, {self.aux_batch})")  # fmt: skip
 
 
 @dataclass

@@ -169,8 +169,14 @@ def _offline_setup(cfg, loop):
         if aux > 0 and goals is None:
             raise ValueError(f"algo.aux_goal needs a dataset that records each episode's goal_pos; {data_cfg.path} does not "
                              "(re-collect it with `rlvla collect`)")  # fmt: skip
+        frames = None
+        if float(cfg.algo.aux_object) > 0:
+            from rlvla.collectors.layouts import layout_frames
+
+            frames = layout_frames(data.env_tasks, int(cfg.algo.aux_layouts), pcfg.image_size, pcfg.cameras, seed=loop.seed)
         sft = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats,
-                  proprio_noise=float(cfg.algo.proprio_noise))
+                  proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
+                  aux_batch=int(cfg.algo.aux_batch))  # fmt: skip
         return policy, sft, data, fingerprint
     from rlvla.algos.offline import method
     from rlvla.algos.offline.base import OfflineRL

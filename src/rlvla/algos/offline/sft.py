@@ -26,7 +26,8 @@ def noisy_proprio(batch, std: torch.Tensor):
 
 class SFT:
     def __init__(self, policy, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_steps: int = 100,
-                 grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0) -> None:  # fmt: skip
+                 grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0,
+                 aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
         self.lr = lr
@@ -37,10 +38,40 @@ class SFT:
         # the auxiliary goal readout is trainer state (saved with the optimiser for resume), not part of the policy
         self.aux = torch.nn.Linear(policy.backbone.dim, 3).to(policy.device) if self.aux_goal > 0 else None
         self.goal_stats = goal_stats  # (mean, std) of the goals: the target is standardised
-        params = list(policy.parameters()) + (list(self.aux.parameters()) if self.aux is not None else [])
+        self.aux_object = float(aux_object)
+        self.aux_obj = None
+        if self.aux_object > 0:
+            if not layout_frames:
+                raise ValueError("algo.aux_object needs layout frames (rlvla.collectors.layouts.layout_frames)")
+            self.frames, self.aux_batch = layout_frames, int(aux_batch)
+            pos = torch.as_tensor(layout_frames["obj_pos"]).float()
+            self.obj_stats = (pos.mean(0), pos.std(0).clamp_min(1e-3))
+            self.aux_obj = torch.nn.Linear(policy.backbone.dim, pos.shape[1]).to(policy.device)
+        params = list(policy.parameters()) + [p for m in (self.aux, self.aux_obj) if m is not None for p in m.parameters()]
         self.opt = make_adamw(params, lr, weight_decay)
 
     def _loss(self, batch) -> tuple[torch.Tensor, dict]:
+        loss, metrics = self._bc_loss(batch)
+        if self.aux_obj is None:
+            return loss, metrics
+        aux = self._object_loss()
+        return loss + self.aux_object * aux, {**metrics, "aux_object_loss": float(aux.detach())}
+
+    def _object_loss(self) -> torch.Tensor:
+        """MSE of the standardised object position predicted from the action readout, on ``aux_batch`` layout
+        frames drawn with the torch RNG (seeded per step: a resumed run draws the same frames)."""
+        from rlvla.policies.backbone import Inputs
+
+        f = self.frames
+        idx = torch.randint(0, len(f["instructions"]), (self.aux_batch,)).tolist()
+        inputs = Inputs(torch.as_tensor(f["images"][idx]), torch.as_tensor(f["proprio"][idx]).float(),
+                        [f["instructions"][i] for i in idx])  # fmt: skip
+        z, _ = self.policy.backbone(inputs)
+        mean, std = (t.to(z.device) for t in self.obj_stats)
+        target = (torch.as_tensor(f["obj_pos"][idx]).float().to(z.device) - mean) / std
+        return torch.nn.functional.mse_loss(self.aux_obj(z), target)
+
+    def _bc_loss(self, batch) -> tuple[torch.Tensor, dict]:
         if self.proprio_noise > 0:
             batch = noisy_proprio(batch, self.proprio_noise * self.policy.backbone.proprio_std)
         if self.aux is None:
@@ -74,11 +105,14 @@ class SFT:
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Training state apart from the deployable weights: optimiser tensors (+ the auxiliary readout) + JSON metadata."""
         tensors, meta = optimizer_tensors(self.opt)
-        if self.aux is not None:
-            tensors.update({f"aux_goal.{k}": v.detach().clone() for k, v in self.aux.state_dict().items()})
+        for name, m in (("aux_goal", self.aux), ("aux_object", self.aux_obj)):
+            if m is not None:
+                tensors.update({f"{name}.{k}": v.detach().clone() for k, v in m.state_dict().items()})
         return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        if self.aux is not None:
-            self.aux.load_state_dict({k.removeprefix("aux_goal."): v for k, v in tensors.items() if k.startswith("aux_goal.")})
-        load_optimizer_tensors(self.opt, {k: v for k, v in tensors.items() if not k.startswith("aux_goal.")}, meta)
+        for name, m in (("aux_goal", self.aux), ("aux_object", self.aux_obj)):
+            if m is not None:
+                m.load_state_dict({k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")})
+        aux = ("aux_goal.", "aux_object.")
+        load_optimizer_tensors(self.opt, {k: v for k, v in tensors.items() if not k.startswith(aux)}, meta)

@@ -1,0 +1,73 @@
+"""Frames of random training layouts with the simulator's object position: an auxiliary target for SFT.
+
+A policy trained on two demonstrations per task sees two object positions per task; nothing in behaviour cloning
+asks its trunk to say where the object is, and online RL with that trunk frozen then moves one place for every
+layout. Levine et al. (2016) pretrain their visuomotor keypoints on object poses for this reason. Here SFT can add
+a loss that predicts ``info["obj_pos"]`` from the action readout on frames of many *training* layouts (RL's seed
+range, never the validation or evaluation seeds): the frame at reset and the frame after a few random arm moves
+(so the hand is not always at home). No expert runs and no action is recorded: these frames teach where things
+are, not what to do. The target is training-only state; the policy's inputs stay the image, the arm's state and
+the instruction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlvla.envs.splits import RL_SEEDS
+
+# Layouts are drawn from here upward: inside RL's training range, away from the demonstrations (seed 0 upward).
+LAYOUT_SEED_OFFSET = 500_000
+
+
+def _frames_of_task(job: dict) -> dict:
+    """One task's frames (in a worker process): reset, then ``moves`` random arm actions, one frame each end."""
+    from rlvla.envs import make_env
+
+    task, n, moves = job["task"], job["layouts"], job["moves"]
+    env = make_env(task, split="id", image_size=job["image_size"], cameras=tuple(job["cameras"]), camera_every=max(moves, 1))
+    rng = np.random.default_rng([job["seed"], 104_729])
+    cams = list(env.cameras)
+    images, proprio, instr, pos = [], [], [], []
+
+    def keep(obs, info):
+        images.append(np.stack([obs["image"] if i == 0 else obs[f"image_{c}"] for i, c in enumerate(cams)]))
+        proprio.append(np.asarray(obs["proprio"], np.float32))
+        instr.append(str(obs["instruction"]))
+        pos.append(np.asarray(info["obj_pos"], np.float32)[:3])
+
+    try:
+        for k in range(n):
+            obs, info = env.reset(seed=LAYOUT_SEED_OFFSET + job["seed"] + k)
+            keep(obs, info)
+            if moves:
+                direction = rng.uniform(-1, 1, size=env.action_space.shape).astype(np.float32)
+                direction[-1] = 0.0  # the gripper stays as it is
+                for _ in range(moves):
+                    obs, _r, term, trunc, info = env.step(direction)
+                    if term or trunc:
+                        break
+                keep(obs, info)
+    finally:
+        env.close()
+    return {"images": np.stack(images), "proprio": np.stack(proprio), "instructions": instr, "obj_pos": np.stack(pos),
+            "task": [task] * len(instr)}  # fmt: skip
+
+
+def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8, seed: int = 0) -> dict:
+    """``layouts`` random training layouts per task -> ``{"images": (N, cams, H, W, 3) uint8, "proprio": (N, P),
+    "instructions": [N], "obj_pos": (N, 3), "task": [N]}`` (two frames per layout with ``moves`` > 0). Rendered in
+    spawned worker processes (a GL context is never created in the trainer)."""
+    import multiprocessing as mp
+
+    if layouts < 1:
+        raise ValueError(f"layout frames need layouts >= 1 per task (got {layouts})")
+    if LAYOUT_SEED_OFFSET + seed + layouts > RL_SEEDS.stop:
+        raise ValueError(f"layout seeds {LAYOUT_SEED_OFFSET + seed}..{LAYOUT_SEED_OFFSET + seed + layouts} leave RL's training range")
+    jobs = [{"task": t, "layouts": layouts, "moves": moves, "image_size": image_size, "cameras": list(cameras), "seed": seed}
+            for t in tasks]  # fmt: skip
+    with mp.get_context("spawn").Pool(min(2, len(jobs))) as pool:
+        parts = pool.map(_frames_of_task, jobs)
+    return {"images": np.concatenate([p["images"] for p in parts]), "proprio": np.concatenate([p["proprio"] for p in parts]),
+            "instructions": [s for p in parts for s in p["instructions"]], "obj_pos": np.concatenate([p["obj_pos"] for p in parts]),
+            "task": [s for p in parts for s in p["task"]]}  # fmt: skip
