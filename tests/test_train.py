@@ -466,7 +466,7 @@ def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_polic
             c = int((x + 0.1) / 0.2 * 52)
             images[i, 0, 28:36, c : c + 12] = 255
         return {"images": images, "proprio": g.normal(size=(64, 4)).astype(np.float32), "obj_pos": pos,
-                "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64}  # fmt: skip
+                "goal_pos": pos * np.float32([-1, 1, 1]), "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64}  # fmt: skip
 
     monkeypatch.setattr(layouts, "layout_frames", frames)
     run = tmp_path / "auxobj"
@@ -477,6 +477,15 @@ def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_polic
     assert not any(k.startswith("aux") for k in load_file(str(run / "policy" / "model.safetensors")))
     with pytest.raises(ValueError, match="algo.aux_object must be >= 0 and algo.aux_layouts, algo.aux_batch >= 1"):
         SFTConfig(aux_object=1.0, aux_layouts=0)
+    with pytest.raises(ValueError, match="unknown algo.aux_target 'hand'"):
+        SFTConfig(aux_target="hand")
+    # both targets (the goal: where the instruction picks one of several candidates): six outputs, both learnt
+    run = tmp_path / "auxboth"
+    out = train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_target=both", "train.steps=60"), progress=False)
+    aux = [r["aux_object_loss"] for r in read_metrics(run)]
+    assert out["status"] == "done" and np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
+    trainer = load_file(str(run / "checkpoints" / "step_00000060" / "trainer.safetensors"))
+    assert trainer["aux_object.weight"].shape == (6, 32)
 
 
 def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
@@ -493,6 +502,7 @@ def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
         for k in range(3):
             obs, info = env.reset(seed=LAYOUT_SEED_OFFSET + k)
             assert np.allclose(f["obj_pos"][2 * k], info["obj_pos"][:3], atol=1e-6)
+            assert np.allclose(f["goal_pos"][2 * k], info["goal_pos"][:3], atol=1e-6)
             assert np.array_equal(f["images"][2 * k, 0], obs["image"]) and f["instructions"][2 * k] == obs["instruction"]
             assert np.abs(f["proprio"][2 * k + 1, :3] - f["proprio"][2 * k, :3]).max() > 0.002  # the hand moved
     finally:

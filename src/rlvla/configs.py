@@ -65,6 +65,9 @@ class LoopConfig:
             raise ValueError(f"train needs warmup_steps, grad_clip, time_limit_s, threads >= 0 (got {self})")
 
 
+AUX_TARGETS = {"object": ("obj_pos",), "goal": ("goal_pos",), "both": ("obj_pos", "goal_pos")}
+
+
 @dataclass
 class SFTConfig:
     name: str = "sft"
@@ -77,6 +80,9 @@ class SFTConfig:
     start; no expert, no actions): predict the simulator's object position from the action readout, so the trunk
     learns where the object is from more places than the demonstrations show (:mod:`rlvla.collectors.layouts`).
     A training-only target, never a policy input; 0 = off."""
+    aux_target: str = "object"
+    """``aux_object``'s target: ``object`` (``info["obj_pos"]``), ``goal`` (``info["goal_pos"]``: on the grounded
+    suite the goal the instruction names, so the trunk must read both) or ``both``."""
     aux_layouts: int = 256
     """``aux_object``: random training layouts per task (two frames each: at reset and after a few random arm moves)."""
     aux_batch: int = 32
@@ -92,6 +98,8 @@ class SFTConfig:
             raise ValueError(f"algo.aux_goal must be >= 0, got {self.aux_goal}")
         if self.proprio_noise < 0:
             raise ValueError(f"algo.proprio_noise must be >= 0, got {self.proprio_noise}")
+        if self.aux_target not in AUX_TARGETS:
+            raise ValueError(f"unknown algo.aux_target {self.aux_target!r}; valid: {', '.join(AUX_TARGETS)}")
         if self.aux_object < 0 or self.aux_layouts < 1 or self.aux_batch < 1:
             raise ValueError(f"algo.aux_object must be >= 0 and algo.aux_layouts, algo.aux_batch >= 1 (got {self.aux_object}, "
                              f"{self.aux_layouts}, {self.aux_batch})")  # fmt: skip

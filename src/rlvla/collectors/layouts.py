@@ -3,7 +3,8 @@
 A policy trained on two demonstrations per task sees two object positions per task; nothing in behaviour cloning
 asks its trunk to say where the object is, and online RL with that trunk frozen then moves one place for every
 layout. Levine et al. (2016) pretrain their visuomotor keypoints on object poses for this reason. Here SFT can add
-a loss that predicts ``info["obj_pos"]`` from the action readout on frames of many *training* layouts (RL's seed
+a loss that predicts ``info["obj_pos"]`` (and/or ``info["goal_pos"]``, the goal the instruction names) from the
+action readout on frames of many *training* layouts (RL's seed
 range, never the validation or evaluation seeds): the frame at reset and the frame after a few random arm moves
 (so the hand is not always at home). No expert runs and no action is recorded: these frames teach where things
 are, not what to do. The target is training-only state; the policy's inputs stay the image, the arm's state and
@@ -28,13 +29,14 @@ def _frames_of_task(job: dict) -> dict:
     env = make_env(task, split="id", image_size=job["image_size"], cameras=tuple(job["cameras"]), camera_every=max(moves, 1))
     rng = np.random.default_rng([job["seed"], 104_729])
     cams = list(env.cameras)
-    images, proprio, instr, pos = [], [], [], []
+    images, proprio, instr, pos, goal = [], [], [], [], []
 
     def keep(obs, info):
         images.append(np.stack([obs["image"] if i == 0 else obs[f"image_{c}"] for i, c in enumerate(cams)]))
         proprio.append(np.asarray(obs["proprio"], np.float32))
         instr.append(str(obs["instruction"]))
         pos.append(np.asarray(info["obj_pos"], np.float32)[:3])
+        goal.append(np.asarray(info["goal_pos"], np.float32)[:3])
 
     try:
         for k in range(n):
@@ -51,13 +53,14 @@ def _frames_of_task(job: dict) -> dict:
     finally:
         env.close()
     return {"images": np.stack(images), "proprio": np.stack(proprio), "instructions": instr, "obj_pos": np.stack(pos),
-            "task": [task] * len(instr)}  # fmt: skip
+            "goal_pos": np.stack(goal), "task": [task] * len(instr)}  # fmt: skip
 
 
 def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8, seed: int = 0) -> dict:
     """``layouts`` random training layouts per task -> ``{"images": (N, cams, H, W, 3) uint8, "proprio": (N, P),
-    "instructions": [N], "obj_pos": (N, 3), "task": [N]}`` (two frames per layout with ``moves`` > 0). Rendered in
-    spawned worker processes (a GL context is never created in the trainer)."""
+    "instructions": [N], "obj_pos": (N, 3), "goal_pos": (N, 3), "task": [N]}`` (two frames per layout with ``moves``
+    > 0; ``goal_pos`` is the goal the instruction names where a suite has several candidates). Rendered in spawned
+    worker processes (a GL context is never created in the trainer)."""
     import multiprocessing as mp
 
     if layouts < 1:
@@ -68,6 +71,5 @@ def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8,
             for t in tasks]  # fmt: skip
     with mp.get_context("spawn").Pool(min(2, len(jobs))) as pool:
         parts = pool.map(_frames_of_task, jobs)
-    return {"images": np.concatenate([p["images"] for p in parts]), "proprio": np.concatenate([p["proprio"] for p in parts]),
-            "instructions": [s for p in parts for s in p["instructions"]], "obj_pos": np.concatenate([p["obj_pos"] for p in parts]),
-            "task": [s for p in parts for s in p["task"]]}  # fmt: skip
+    out = {key: np.concatenate([p[key] for p in parts]) for key in ("images", "proprio", "obj_pos", "goal_pos")}
+    return {**out, "instructions": [s for p in parts for s in p["instructions"]], "task": [s for p in parts for s in p["task"]]}

@@ -23,7 +23,7 @@ import torch
 
 from rlvla.algos.offline.sft import SFT
 from rlvla.checkpoints import resolve_checkpoint
-from rlvla.configs import check_overrides, compose, policy_config, section
+from rlvla.configs import AUX_TARGETS, check_overrides, compose, policy_config, section
 from rlvla.data.chunks import ChunkDataset
 from rlvla.data.lerobot import LeRobotDataset
 from rlvla.errors import TrainingError
@@ -176,7 +176,7 @@ def _offline_setup(cfg, loop):
             frames = layout_frames(data.env_tasks, int(cfg.algo.aux_layouts), pcfg.image_size, pcfg.cameras, seed=loop.seed)
         sft = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats,
                   proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
-                  aux_batch=int(cfg.algo.aux_batch))  # fmt: skip
+                  aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)])  # fmt: skip
         return policy, sft, data, fingerprint
     from rlvla.algos.offline import method
     from rlvla.algos.offline.base import OfflineRL

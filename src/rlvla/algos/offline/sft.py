@@ -27,7 +27,8 @@ def noisy_proprio(batch, std: torch.Tensor):
 class SFT:
     def __init__(self, policy, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_steps: int = 100,
                  grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0,
-                 aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32) -> None:  # fmt: skip
+                 aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32,
+                 aux_keys: tuple[str, ...] = ("obj_pos",)) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
         self.lr = lr
@@ -44,7 +45,8 @@ class SFT:
             if not layout_frames:
                 raise ValueError("algo.aux_object needs layout frames (rlvla.collectors.layouts.layout_frames)")
             self.frames, self.aux_batch = layout_frames, int(aux_batch)
-            pos = torch.as_tensor(layout_frames["obj_pos"]).float()
+            pos = torch.cat([torch.as_tensor(layout_frames[k]).float() for k in aux_keys], 1)
+            self.aux_target = pos  # (N, 3 per key): the frames' targets
             self.obj_stats = (pos.mean(0), pos.std(0).clamp_min(1e-3))
             self.aux_obj = torch.nn.Linear(policy.backbone.dim, pos.shape[1]).to(policy.device)
         params = list(policy.parameters()) + [p for m in (self.aux, self.aux_obj) if m is not None for p in m.parameters()]
@@ -58,7 +60,7 @@ class SFT:
         return loss + self.aux_object * aux, {**metrics, "aux_object_loss": float(aux.detach())}
 
     def _object_loss(self) -> torch.Tensor:
-        """MSE of the standardised object position predicted from the action readout, on ``aux_batch`` layout
+        """MSE of the standardised object (and/or goal) position predicted from the action readout, on ``aux_batch`` layout
         frames drawn with the torch RNG (seeded per step: a resumed run draws the same frames)."""
         from rlvla.policies.backbone import Inputs
 
@@ -68,7 +70,7 @@ class SFT:
                         [f["instructions"][i] for i in idx])  # fmt: skip
         z, _ = self.policy.backbone(inputs)
         mean, std = (t.to(z.device) for t in self.obj_stats)
-        target = (torch.as_tensor(f["obj_pos"][idx]).float().to(z.device) - mean) / std
+        target = (self.aux_target[idx].to(z.device) - mean) / std
         return torch.nn.functional.mse_loss(self.aux_obj(z), target)
 
     def _bc_loss(self, batch) -> tuple[torch.Tensor, dict]:
