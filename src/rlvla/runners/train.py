@@ -123,6 +123,25 @@ def _paraphrase_pools(dataset, episodes) -> dict[str, list[str]]:
     return paraphrase_pools(sorted(pairs))
 
 
+def _sft_algo(cfg, policy, data, pcfg, loop) -> SFT:
+    """SFT with its auxiliary targets: the episodes' recorded goals (``aux_goal``) and the object or goal position
+    on rendered frames of random training layouts (``aux_object``)."""
+    aux = float(cfg.algo.aux_goal)
+    goals = data.data.get("aux.goal")
+    stats = (goals.mean(0), goals.std(0).clamp_min(1e-3)) if goals is not None else None
+    if aux > 0 and goals is None:
+        raise ValueError(f"algo.aux_goal needs a dataset that records each episode's goal_pos; {cfg.data.path} does not "
+                         "(re-collect it with `rlvla collect`)")  # fmt: skip
+    frames = None
+    if float(cfg.algo.aux_object) > 0:
+        from rlvla.collectors.layouts import layout_frames
+
+        frames = layout_frames(data.env_tasks, int(cfg.algo.aux_layouts), pcfg.image_size, pcfg.cameras, seed=loop.seed)
+    return SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats,
+               proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
+               aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)])  # fmt: skip
+
+
 def _offline_setup(cfg, loop):
     """-> (policy, algorithm, dataset, fingerprint) for SFT or an offline method; ``init`` fixes the policy."""
     data_cfg, pcfg, offline = section(cfg, "data"), policy_config(cfg), cfg.algo.name != "sft"
@@ -163,21 +182,7 @@ def _offline_setup(cfg, loop):
         policy.set_stats(data.stats())
         policy.fit(data.action if offline else data.data["action"])
     if not offline:
-        aux = float(cfg.algo.aux_goal)  # this branch is SFT: its config has every SFT field
-        goals = data.data.get("aux.goal")
-        stats = (goals.mean(0), goals.std(0).clamp_min(1e-3)) if goals is not None else None
-        if aux > 0 and goals is None:
-            raise ValueError(f"algo.aux_goal needs a dataset that records each episode's goal_pos; {data_cfg.path} does not "
-                             "(re-collect it with `rlvla collect`)")  # fmt: skip
-        frames = None
-        if float(cfg.algo.aux_object) > 0:
-            from rlvla.collectors.layouts import layout_frames
-
-            frames = layout_frames(data.env_tasks, int(cfg.algo.aux_layouts), pcfg.image_size, pcfg.cameras, seed=loop.seed)
-        sft = SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats,
-                  proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
-                  aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)])  # fmt: skip
-        return policy, sft, data, fingerprint
+        return policy, _sft_algo(cfg, policy, data, pcfg, loop), data, fingerprint
     from rlvla.algos.offline import method
     from rlvla.algos.offline.base import OfflineRL
 
