@@ -505,6 +505,7 @@ def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
             assert np.allclose(f["goal_pos"][2 * k], info["goal_pos"][:3], atol=1e-6)
             assert np.array_equal(f["images"][2 * k, 0], obs["image"]) and f["instructions"][2 * k] == obs["instruction"]
             assert np.abs(f["proprio"][2 * k + 1, :3] - f["proprio"][2 * k, :3]).max() > 0.002  # the hand moved
+            assert not np.array_equal(f["images"][2 * k + 1], f["images"][2 * k])  # and its frame is a new render
     finally:
         env.close()
     assert LAYOUT_SEED_OFFSET + 3 <= RL_SEEDS.stop <= VALIDATION_SEEDS.start

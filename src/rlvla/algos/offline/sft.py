@@ -47,7 +47,7 @@ class SFT:
             self.frames, self.aux_batch = layout_frames, int(aux_batch)
             pos = torch.cat([torch.as_tensor(layout_frames[k]).float() for k in aux_keys], 1)
             self.aux_target = pos  # (N, 3 per key): the frames' targets
-            self.obj_stats = (pos.mean(0), pos.std(0).clamp_min(1e-3))
+            self.aux_stats = (pos.mean(0), pos.std(0).clamp_min(1e-3))
             self.aux_obj = torch.nn.Linear(policy.backbone.dim, pos.shape[1]).to(policy.device)
         params = list(policy.parameters()) + [p for m in (self.aux, self.aux_obj) if m is not None for p in m.parameters()]
         self.opt = make_adamw(params, lr, weight_decay)
@@ -69,7 +69,7 @@ class SFT:
         inputs = Inputs(torch.as_tensor(f["images"][idx]), torch.as_tensor(f["proprio"][idx]).float(),
                         [f["instructions"][i] for i in idx])  # fmt: skip
         z, _ = self.policy.backbone(inputs)
-        mean, std = (t.to(z.device) for t in self.obj_stats)
+        mean, std = (t.to(z.device) for t in self.aux_stats)
         target = (self.aux_target[idx].to(z.device) - mean) / std
         return torch.nn.functional.mse_loss(self.aux_obj(z), target)
 
