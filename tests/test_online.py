@@ -792,6 +792,7 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
     import json
     import subprocess
     import sys
+    from pathlib import Path
 
     out = tmp_path / "qs"
     cmd = [sys.executable, "-m", "rlvla.cli", "quickstart", f"--out={out}", "--tasks=grounded/reach,grounded/push",
@@ -809,7 +810,9 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
         res = summary["baselines"][name]
         assert sorted(res["splits"]) == ["id", "ood-position"]
         assert [tuple(e[:2]) for e in res["splits"]["id"]["per_episode"]] == [tuple(e[:2]) for e in summary["sft"]["splits"]["id"]["per_episode"]]
-        cfg = json.loads((out / f"sft_flow_{name}" / "policy" / "config.json").read_text())
+        # each stage's weights are where its summary says (a run cut by its time budget saves under its checkpoint)
+        assert res["checkpoint"].startswith(str(out / f"sft_flow_{name}"))
+        cfg = json.loads((Path(res["checkpoint"]) / "config.json").read_text())
         assert cfg["policy"]["backbone"]["ablate"] == [ablate]
         assert cfg["policy"]["backbone"]["dropout"] == 0.05  # --sft reaches the baselines too
     # the SFT recipe: its defaults, then --sft (later wins)
@@ -817,7 +820,8 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
 
     sft_over = summary["config"]["sft_overrides"]
     assert all(o in sft_over for o in SFT_DEFAULTS) and sft_over[-1] == "policy.backbone.dropout=0.05"
-    sft_cfg = json.loads((out / "sft_flow" / "policy" / "config.json").read_text())
+    assert summary["sft"]["checkpoint"].startswith(str(out / "sft_flow" / ""))
+    sft_cfg = json.loads((Path(summary["sft"]["checkpoint"]) / "config.json").read_text())
     assert sft_cfg["policy"]["backbone"]["dropout"] == 0.05
     assert {e[0] for e in summary["sft"]["splits"]["id"]["per_episode"]} == {"grounded/reach", "grounded/push"}
     splits = ["id", "ood-position", "ood-visual", "ood-camera", "ood-language"]
