@@ -24,6 +24,7 @@ K, A = 2, 4  # chunk length, action dims
 HEADS = {
     "token": ("token", dict(bins=32, dim=32, layers=1, heads=4)),
     "diffusion": ("diffusion", dict(hidden=128, layers=2, steps=8, train_steps=50)),
+    "diffusion-v": ("diffusion", dict(hidden=128, layers=2, steps=8, train_steps=50, prediction="v")),
     "flow-sde": ("flow", dict(logprob="sde", hidden=128, layers=2, steps=8)),
     "flow-noise": ("flow", dict(logprob="noise", hidden=128, layers=2, steps=8)),
     "gaussian-tanh": ("gaussian", dict(squash="tanh", hidden=64)),
@@ -324,6 +325,37 @@ def test_ddim_step_moments_match_reference():
         assert_close(sigma.expand_as(mean), rsigma.expand_as(mean), atol=1e-6, rtol=1e-5)
 
 
+def test_ddim_step_with_v_prediction_is_the_epsilon_step_given_the_same_truth():
+    """Known answer: from the true noise and the true v = sqrt(ab) eps - sqrt(1 - ab) x0 of the same x_t, both
+    parametrisations give the same DDIM step; at the cosine schedule's first sampling timestep (ab ~ 2e-7) a noise
+    error of 0.01 moves the epsilon form's clean-action estimate by ~20 (clipped: the step becomes a sign), the
+    v form's by 0.01."""
+    from rlvla.policies.heads.diffusion import cosine_alpha_bar
+
+    torch.manual_seed(0)
+    x0, eps = torch.rand(6, K, A) * 1.6 - 0.8, torch.randn(6, K, A)
+    ab_t = torch.tensor([0.9, 0.6, 0.3, 0.1, 0.03, 0.01]).view(-1, 1, 1)
+    ab_prev = torch.tensor([0.99, 0.9, 0.6, 0.3, 0.1, 0.03]).view(-1, 1, 1)
+    x_t = torch.sqrt(ab_t) * x0 + torch.sqrt(1 - ab_t) * eps
+    v = torch.sqrt(ab_t) * eps - torch.sqrt(1 - ab_t) * x0
+    for eta in (0.0, 1.0):
+        m_eps, s_eps = ddim_step_moments(x_t, eps, ab_t, ab_prev, eta)
+        m_v, s_v = ddim_step_moments(x_t, v, ab_t, ab_prev, eta, prediction="v")
+        assert_close(m_v, m_eps, atol=1e-5, rtol=1e-5)
+        assert_close(s_v, s_eps)
+    ab = cosine_alpha_bar(100)
+    first, nxt = ab[99].view(1, 1, 1), ab[74].view(1, 1, 1)
+    assert float(first) < 1e-6
+    x_t = torch.sqrt(first) * x0 + torch.sqrt(1 - first) * eps
+    v = torch.sqrt(first) * eps - torch.sqrt(1 - first) * x0
+    exact = ddim_step_moments(x_t, v, first, nxt, 0.0, prediction="v")[0]
+    moved_v = (ddim_step_moments(x_t, v + 0.01, first, nxt, 0.0, prediction="v")[0] - exact).abs().max()
+    moved_eps = (ddim_step_moments(x_t, eps + 0.01, first, nxt, 0.0)[0] - exact).abs().max()
+    assert float(moved_v) < 0.01 and float(moved_eps) > 0.3, (float(moved_v), float(moved_eps))
+    with pytest.raises(ValueError, match="unknown diffusion prediction 'x0'; valid: epsilon, v"):
+        head_config("diffusion", prediction="x0")
+
+
 def test_diffusion_head_log_prob_is_sum_of_normal_step_densities():
     torch.manual_seed(0)
     T, steps, eta, min_std, b, d = 22, 4, 0.7, 0.05, 5, 16
@@ -391,6 +423,7 @@ BC_RUNS = {  # head: (Adam steps, max mean |action error| of deterministic sampl
     # Diffusion / flow: 8 denoising steps from random noise. Measured on this config over 3 seeds: action error
     # 0.035-0.042 (diffusion), 0.056-0.11 (flow); loss ratio 0.047-0.060 and 0.031-0.053.
     "diffusion": (300, 0.15),
+    "diffusion-v": (300, 0.15),
     "flow-sde": (250, 0.15),
     # flow-noise: the same velocity network, BC loss and ODE sampler as flow-sde (its noise net gets no BC
     # gradient, see the gradient test), so it is not trained a second time here.

@@ -1,11 +1,19 @@
 """Diffusion action head: DDPM training, DDIM/DDPM sampling, and the denoising chain as a Gaussian-step MDP.
 
-Training predicts the noise (Ho et al. 2020) under a cosine schedule (Nichol & Dhariwal 2021). Sampling runs
+Training predicts the noise (Ho et al. 2020), or the velocity ``v`` (Salimans & Ho 2022), under a cosine schedule
+(Nichol & Dhariwal 2021). Sampling runs
 ``steps`` DDIM steps (Song et al. 2021) with stochasticity ``eta`` (1 = DDPM-like posterior variance). For RL,
 every denoising step is a Gaussian policy step ``x_{i+1} ~ N(mean_i(x_i), std_i^2)`` and the log-prob of an action
 is the sum of these step log-densities along the sampled chain (DPPO: Ren et al. 2024, arXiv 2409.00588). As
 in DPPO, the predicted clean action is clipped to [-1, 1] and every step's std is at least ``min_std`` so that
 each step explores and its log-density stays finite (a deviation from plain DDIM, which can be deterministic).
+
+Why ``v``: the cosine schedule's first sampling timestep has alpha_bar ~ 2e-7, where the noise prediction's
+estimate of the clean action, ``(x_t - sqrt(1 - ab) eps) / sqrt(ab)``, multiplies the prediction's error by ~2000:
+it is clipped to +-1 for every element, so the first step's action is a sign of ``x_t - eps``. The deterministic
+chain is then a discontinuous function of the weights and a small RL update makes a few samples' actions jump
+(measured in BENCHMARKS.md, "The diffusion head's first step"). With ``v`` the clean-action estimate is
+``sqrt(ab) x_t - sqrt(1 - ab) v``, well conditioned at every timestep.
 """
 
 from __future__ import annotations
@@ -16,6 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from rlvla.policies.heads.base import STOCHASTIC_MODES, ChainHead, DenoiserMLP
+
+
+PREDICTIONS = ("epsilon", "v")
 
 
 @dataclass
@@ -38,10 +49,15 @@ class Config:
     likelihood given the starting noise); see :class:`~rlvla.policies.heads.base.ChainHead`."""
     output_std: float = 0.1
     """``output`` mode: the exploration std around the DDIM action (action units)."""
+    prediction: str = "epsilon"
+    """What the denoiser predicts: ``epsilon`` (the noise; DDPM, Diffusion Policy, DPPO) or ``v``
+    (``sqrt(ab) eps - sqrt(1 - ab) x0``; Salimans & Ho 2022), smooth in the weights at the first sampling step."""
 
     def __post_init__(self) -> None:
         if self.stochastic not in STOCHASTIC_MODES:
             raise ValueError(f"unknown diffusion stochastic mode {self.stochastic!r}; valid: {', '.join(STOCHASTIC_MODES)}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown diffusion prediction {self.prediction!r}; valid: {', '.join(PREDICTIONS)}")
         if not 1 <= self.steps <= self.train_steps or self.min_std <= 0 or self.eta < 0 or self.output_std <= 0:
             raise ValueError(f"diffusion head needs 1 <= steps <= train_steps, min_std > 0, eta >= 0 (got {self})")
 
@@ -54,13 +70,18 @@ def cosine_alpha_bar(T: int, s: float = 0.008) -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-def ddim_step_moments(x_t, eps, ab_t, ab_prev, eta: float, clip: bool = True):
-    """One DDIM step's Gaussian: ``x_prev ~ N(mean, sigma^2)`` given noise prediction ``eps`` at ``x_t``.
+def ddim_step_moments(x_t, eps, ab_t, ab_prev, eta: float, clip: bool = True, prediction: str = "epsilon"):
+    """One DDIM step's Gaussian: ``x_prev ~ N(mean, sigma^2)`` given the denoiser's output ``eps`` at ``x_t`` (the
+    noise, or ``v`` with ``prediction="v"``).
 
     ``ab_t``, ``ab_prev``: alpha_bar at the current and next (less noisy) timestep, broadcastable to x_t.
     Returns (mean, sigma) with sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).
     """
-    x0 = (x_t - torch.sqrt(1 - ab_t) * eps) / torch.sqrt(ab_t)
+    if prediction == "v":
+        x0 = torch.sqrt(ab_t) * x_t - torch.sqrt(1 - ab_t) * eps
+        eps = torch.sqrt(1 - ab_t) * x_t + torch.sqrt(ab_t) * eps
+    else:
+        x0 = (x_t - torch.sqrt(1 - ab_t) * eps) / torch.sqrt(ab_t)
     if clip:
         x0 = x0.clamp(-1, 1)
         eps = (x_t - torch.sqrt(ab_t) * x0) / torch.sqrt(1 - ab_t)
@@ -93,7 +114,7 @@ class Head(ChainHead):
         eps = self._eps(x, self.timesteps[i], z) if eps is None else eps
         eta = self.cfg.eta if eta is None else eta
         mean, sigma = ddim_step_moments(
-            x, eps, self.ab_t[i].view(bshape), self.ab_prev[i].view(bshape), eta, self.cfg.clip_denoised
+            x, eps, self.ab_t[i].view(bshape), self.ab_prev[i].view(bshape), eta, self.cfg.clip_denoised, self.cfg.prediction
         )
         return mean, sigma.clamp_min(self.cfg.min_std).expand_as(mean)
 
@@ -140,4 +161,5 @@ class Head(ChainHead):
         ab = self.alpha_bar[t].view(-1, 1, 1)
         noise = torch.randn_like(actions)
         x_t = torch.sqrt(ab) * actions + torch.sqrt(1 - ab) * noise
-        return (self._eps(x_t, t, z) - noise) ** 2
+        target = noise if self.cfg.prediction == "epsilon" else torch.sqrt(ab) * noise - torch.sqrt(1 - ab) * actions
+        return (self._eps(x_t, t, z) - target) ** 2
