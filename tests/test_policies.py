@@ -24,7 +24,7 @@ K, A = 2, 4  # chunk length, action dims
 HEADS = {
     "token": ("token", dict(bins=32, dim=32, layers=1, heads=4)),
     "diffusion": ("diffusion", dict(hidden=128, layers=2, steps=8, train_steps=50)),
-    "diffusion-v": ("diffusion", dict(hidden=128, layers=2, steps=8, train_steps=50, prediction="v")),
+    "diffusion-eps": ("diffusion", dict(hidden=128, layers=2, steps=8, train_steps=50, prediction="epsilon")),
     "flow-sde": ("flow", dict(logprob="sde", hidden=128, layers=2, steps=8)),
     "flow-noise": ("flow", dict(logprob="noise", hidden=128, layers=2, steps=8)),
     "gaussian-tanh": ("gaussian", dict(squash="tanh", hidden=64)),
@@ -354,13 +354,19 @@ def test_ddim_step_with_v_prediction_is_the_epsilon_step_given_the_same_truth():
     assert float(moved_v) < 0.01 and float(moved_eps) > 0.3, (float(moved_v), float(moved_eps))
     with pytest.raises(ValueError, match="unknown diffusion prediction 'x0'; valid: epsilon, v"):
         head_config("diffusion", prediction="x0")
+    # v is the default; a config saved before the option existed (no key) predicted the noise and loads as such
+    assert head_config("diffusion").prediction == "v"
+    saved = PolicyConfig(head=head_config("diffusion", prediction="epsilon")).to_dict()
+    del saved["head"]["prediction"]
+    assert PolicyConfig.from_dict(saved).head.prediction == "epsilon"
 
 
 def test_diffusion_head_log_prob_is_sum_of_normal_step_densities():
     torch.manual_seed(0)
     T, steps, eta, min_std, b, d = 22, 4, 0.7, 0.05, 5, 16
     head = make_head(
-        head_config("diffusion", train_steps=T, steps=steps, eta=eta, min_std=min_std, hidden=32, layers=1), d, K, A
+        head_config("diffusion", train_steps=T, steps=steps, eta=eta, min_std=min_std, hidden=32, layers=1, prediction="epsilon"),
+        d, K, A
     )
     ab = ref_cosine_alpha_bar(T)
     assert_close(head.alpha_bar, ab, atol=1e-6, rtol=1e-5)
@@ -423,7 +429,7 @@ BC_RUNS = {  # head: (Adam steps, max mean |action error| of deterministic sampl
     # Diffusion / flow: 8 denoising steps from random noise. Measured on this config over 3 seeds: action error
     # 0.035-0.042 (diffusion), 0.056-0.11 (flow); loss ratio 0.047-0.060 and 0.031-0.053.
     "diffusion": (300, 0.15),
-    "diffusion-v": (300, 0.15),
+    "diffusion-eps": (300, 0.15),
     "flow-sde": (250, 0.15),
     # flow-noise: the same velocity network, BC loss and ODE sampler as flow-sde (its noise net gets no BC
     # gradient, see the gradient test), so it is not trained a second time here.
@@ -657,7 +663,7 @@ def test_deterministic_diffusion_follows_the_ddim_ode_not_the_posterior_mean():
     h = p.head
     with torch.no_grad():
         eps = h._eps(chain[:, 0], h.timesteps[0].expand(64), z)
-        mean, sigma = ddim_step_moments(chain[:, 0], eps, h.ab_t[0], h.ab_prev[0], 0.0, True)
+        mean, sigma = ddim_step_moments(chain[:, 0], eps, h.ab_t[0], h.ab_prev[0], 0.0, True, h.cfg.prediction)
     assert float(sigma) == 0.0 and torch.allclose(chain[:, 1], mean, atol=1e-6)
 
 

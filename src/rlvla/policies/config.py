@@ -177,6 +177,9 @@ class PolicyConfig:
         bb = d.get("backbone")
         if isinstance(bb, dict) and "isolate_value" not in bb:  # saved before the option existed: trained without it
             d = {**d, "backbone": {**bb, "isolate_value": False}}
+        head = d.get("head")
+        if isinstance(head, dict) and head.get("name") == "diffusion" and "prediction" not in head:  # saved before v
+            d = {**d, "head": {**head, "prediction": "epsilon"}}
         try:
             return cls(**d)
         except TypeError as e:  # unknown nested key
