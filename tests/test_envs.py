@@ -180,8 +180,24 @@ def test_validation_seeds_are_training_seeds_nothing_trains_on():
     assert RL_SEEDS.stop == VALIDATION_SEEDS.start and VALIDATION_SEEDS.stop == EVAL_SEEDS.start
     with pytest.raises(ValueError, match="validation"):  # demonstrations never reach the validation slice
         CollectConfig(tasks=["reach-v3"], episodes=10, out="x", seed_offset=VALIDATION_SEEDS.start - 500)
-    with pytest.raises(ValueError, match="validation seeds are for the id split only"):
-        evaluate(None, ["reach-v3"], ["ood-position"], episodes=1, seeds="validation")
+    # the OOD splits take validation seeds (a slice to tune generalisation on), never other training seeds
+    from rlvla.envs.splits import check_split_seed
+
+    for split in ("ood-position", "ood-visual", "ood-camera", "ood-language"):
+        assert check_split_seed(split, vs[0]) == "train"
+        with pytest.raises(ValueError, match="is for evaluation only but seed 123 is a training seed; use an evaluation seed"):
+            check_split_seed(split, 123)
+        with pytest.raises(ValueError, match="or, to tune, a validation seed in"):
+            check_split_seed(split, VALIDATION_SEEDS.start - 1)
+    env = make_env("push-v3", split="ood-position", cameras=())
+    try:  # a validation seed on ood-position is an out-of-distribution layout, like an evaluation seed
+        for s in vs:
+            u = normalised(env.reset(seed=s)[1]["rand_vec"], env._rand_low, env._rand_high)
+            assert env.seed_role == "train" and np.nanmax(np.abs(u)) >= OOD_POSITION_INNER - 1e-5
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="unknown seed set 'test'"):
+        evaluate(None, ["reach-v3"], ["ood-position"], episodes=1, seeds="test")
 
 
 @pytest.mark.parametrize(

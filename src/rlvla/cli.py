@@ -119,7 +119,7 @@ def _eval_args(sub) -> None:
     e.add_argument("--explore-temperature", type=float, default=0.0,
                    help="with --sample, token head: the sampling temperature (algo.explore_temperature)")
     e.add_argument("--seeds", default="eval", choices=["eval", "validation"],
-                   help="evaluation seeds (report) or validation seeds (tune; id only, never trained on)")
+                   help="evaluation seeds (report) or validation seeds (tune, on any split; never trained on)")
 
 
 def _quickstart_args(sub) -> None:

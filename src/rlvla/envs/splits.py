@@ -5,7 +5,9 @@ instruction and, for the visual and camera splits, its perturbation, so any epis
 exactly. Seeds in ``TRAIN_SEEDS`` are for training and data collection, seeds in ``EVAL_SEEDS`` for
 evaluation; the two ranges are disjoint and every out-of-distribution split refuses training seeds.
 ``VALIDATION_SEEDS`` is the top slice of the training range that no run trains on (online RL draws below it,
-demonstrations are collected from seed 0 upward): recipes are tuned there, on ``id``, never on evaluation seeds.
+demonstrations are collected from seed 0 upward): recipes are tuned there, never on evaluation seeds. The
+out-of-distribution splits accept validation seeds too (no run trains on them or on these seeds), so that a recipe
+meant to generalise can be chosen on an OOD validation slice and reported once on the evaluation seeds.
 
 Splits
 ------
@@ -56,13 +58,15 @@ def seed_role(seed: int) -> str:
 
 
 def check_split_seed(split: str, seed: int) -> str:
-    """Return the seed's role; refuse a training seed on an evaluation-only split."""
+    """Return the seed's role; refuse a training seed on an evaluation-only split (validation seeds are allowed:
+    no run trains on them)."""
     check_split(split)
     role = seed_role(seed)
-    if split in EVAL_ONLY_SPLITS and role != "eval":
+    if split in EVAL_ONLY_SPLITS and role != "eval" and int(seed) not in VALIDATION_SEEDS:
         raise ValueError(
-            f"split {split!r} is for evaluation only but seed {seed} is a training seed; "
-            f"use a seed in [{EVAL_SEEDS.start}, {EVAL_SEEDS.stop}) (rlvla.envs.eval_seeds(n))"
+            f"split {split!r} is for evaluation only but seed {seed} is a training seed; use an evaluation seed in "
+            f"[{EVAL_SEEDS.start}, {EVAL_SEEDS.stop}) (rlvla.envs.eval_seeds(n)) or, to tune, a validation seed in "
+            f"[{VALIDATION_SEEDS.start}, {VALIDATION_SEEDS.stop}) (rlvla.envs.splits.validation_seeds(n))"
         )
     return role
 
