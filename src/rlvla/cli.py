@@ -132,7 +132,8 @@ def _quickstart_args(sub) -> None:
     q.add_argument("--steps", type=int, default=1500, help="SFT optimiser steps")
     q.add_argument("--budget", type=float, default=240.0, help="SFT wall-clock limit (s)")
     q.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes on id (the headline split)")
-    q.add_argument("--ood-episodes", type=int, default=40, help="evaluation episodes on each out-of-distribution split")
+    q.add_argument("--ood-episodes", type=int, default=80,
+                   help="evaluation episodes on each out-of-distribution split (80: the OOD average's standard error ~2 points)")
     q.add_argument("--eval-max-steps", type=int, default=0,
                    help="cut every evaluation episode at this many env steps (0, default: each task's own limit; for smoke runs)")
     q.add_argument("--sample-episodes", type=int, default=40,
