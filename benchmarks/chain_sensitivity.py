@@ -18,6 +18,7 @@ import torch
 from rlvla.data.chunks import ChunkDataset
 from rlvla.data.lerobot import LeRobotDataset
 from rlvla.policies import VLAPolicy
+from rlvla.policies.heads.diffusion import clean_estimate
 
 N, RELATIVE, DIRECTIONS = 256, (1e-3, 3e-3, 1e-2), 4
 
@@ -42,11 +43,7 @@ def clipped_per_step(head, z, x0) -> list[float]:
     for i in range(head.cfg.steps):
         idx = torch.full((len(z),), i)
         out = head._eps(x, head.timesteps[idx], z)
-        ab = head.ab_t[i]
-        if head.cfg.prediction == "v":
-            est = torch.sqrt(ab) * x - torch.sqrt(1 - ab) * out
-        else:
-            est = (x - torch.sqrt(1 - ab) * out) / torch.sqrt(ab)
+        est = clean_estimate(x, out, head.ab_t[i], head.cfg.prediction)
         frac.append(float((est.abs() > 1).float().mean()))
         x = head._step_moments(x, idx, z, eps=out, eta=0.0)[0]
     return frac

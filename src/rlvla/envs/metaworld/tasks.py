@@ -32,7 +32,8 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
     # The quickstart's set: two articulated tasks whose layouts the pixels show (docs/TASKS.md) and where SFT from
     # 2 demonstrations is far from saturated (button 0.27-0.52, drawer 0.53-0.64), so online RL has room to act
     # within minutes. With the quickstart's object-position target (``algo.aux_object``, since run 10) the SFT opens
-    # every drawer (1.00) and button stays at 0.42-0.50: the set's SFT is 0.71-0.75, and RL's room is on button. Door-open left it on 2026-12-01: its SFT scored 0.87-1.00 in every measured run (saturated),
+    # every drawer (1.00) and button stays at 0.42-0.50: the set's SFT is 0.71-0.75, and RL's room is on button.
+    # Door-open left it on 2026-12-01: its SFT scored 0.87-1.00 in every measured run (saturated),
     # so it could only lose points and took a third of RL's rollouts (BENCHMARKS.md, "The quickstart on the two
     # unsaturated tasks").
     "quickstart": ("button-press-topdown-v3", "drawer-open-v3"),

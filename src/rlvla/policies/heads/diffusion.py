@@ -73,6 +73,13 @@ def cosine_alpha_bar(T: int, s: float = 0.008) -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
+def clean_estimate(x_t, out, ab_t, prediction: str = "epsilon"):
+    """The denoiser's estimate of the clean action from its output ``out`` (the noise, or ``v``) at ``x_t``."""
+    if prediction == "v":
+        return torch.sqrt(ab_t) * x_t - torch.sqrt(1 - ab_t) * out
+    return (x_t - torch.sqrt(1 - ab_t) * out) / torch.sqrt(ab_t)
+
+
 def ddim_step_moments(x_t, eps, ab_t, ab_prev, eta: float, clip: bool = True, prediction: str = "epsilon"):
     """One DDIM step's Gaussian: ``x_prev ~ N(mean, sigma^2)`` given the denoiser's output ``eps`` at ``x_t`` (the
     noise, or ``v`` with ``prediction="v"``).
@@ -80,11 +87,9 @@ def ddim_step_moments(x_t, eps, ab_t, ab_prev, eta: float, clip: bool = True, pr
     ``ab_t``, ``ab_prev``: alpha_bar at the current and next (less noisy) timestep, broadcastable to x_t.
     Returns (mean, sigma) with sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).
     """
+    x0 = clean_estimate(x_t, eps, ab_t, prediction)
     if prediction == "v":
-        x0 = torch.sqrt(ab_t) * x_t - torch.sqrt(1 - ab_t) * eps
         eps = torch.sqrt(1 - ab_t) * x_t + torch.sqrt(ab_t) * eps
-    else:
-        x0 = (x_t - torch.sqrt(1 - ab_t) * eps) / torch.sqrt(ab_t)
     if clip:
         x0 = x0.clamp(-1, 1)
         eps = (x_t - torch.sqrt(ab_t) * x0) / torch.sqrt(1 - ab_t)
