@@ -443,6 +443,23 @@ def test_auxiliary_goal_loss_trains_and_stays_out_of_the_policy(dataset, tmp_pat
     assert not any(k.startswith("aux") for k in load_file(str(run / "policy" / "model.safetensors")))
 
 
+def _fake_layout_frames(asked: list):
+    """A stand-in for ``layout_frames``: 64 frames whose bright square sits where the object is (x in [-0.1, 0.1])."""
+
+    def frames(tasks, n, image_size, cameras, seed=0):
+        asked.append((sorted(tasks), n, image_size, tuple(cameras)))
+        g = np.random.default_rng(seed)
+        pos = np.c_[g.uniform(-0.1, 0.1, 64), np.full(64, 0.8), np.full(64, 0.1)].astype(np.float32)
+        images = np.zeros((64, 1, 64, 64, 3), np.uint8)
+        for i, x in enumerate(pos[:, 0]):
+            c = int((x + 0.1) / 0.2 * 52)
+            images[i, 0, 28:36, c : c + 12] = 255
+        return {"images": images, "proprio": g.normal(size=(64, 4)).astype(np.float32), "obj_pos": pos,
+                "goal_pos": pos * np.float32([-1, 1, 1]), "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64}  # fmt: skip
+
+    return frames
+
+
 def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_policy(dataset, tmp_path, monkeypatch):
     """algo.aux_object: the action readout also predicts the object's position on frames of random training
     layouts (training only). Tiny learning: on frames whose bright square sits where the object is, the
@@ -456,18 +473,7 @@ def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_polic
     from rlvla.runners.train import train
 
     asked = []
-
-    def frames(tasks, n, image_size, cameras, seed=0):
-        asked.append((sorted(tasks), n, image_size, tuple(cameras)))
-        g = np.random.default_rng(seed)
-        pos = np.c_[g.uniform(-0.1, 0.1, 64), np.full(64, 0.8), np.full(64, 0.1)].astype(np.float32)
-        images = np.zeros((64, 1, 64, 64, 3), np.uint8)
-        for i, x in enumerate(pos[:, 0]):
-            c = int((x + 0.1) / 0.2 * 52)
-            images[i, 0, 28:36, c : c + 12] = 255
-        return {"images": images, "proprio": g.normal(size=(64, 4)).astype(np.float32), "obj_pos": pos,
-                "goal_pos": pos * np.float32([-1, 1, 1]), "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64}  # fmt: skip
-
+    frames = _fake_layout_frames(asked)
     monkeypatch.setattr(layouts, "layout_frames", frames)
     run = tmp_path / "auxobj"
     out = train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_layouts=32", "train.steps=60"), progress=False)
@@ -486,6 +492,40 @@ def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_polic
     assert out["status"] == "done" and np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
     trainer = load_file(str(run / "checkpoints" / "step_00000060" / "trainer.safetensors"))
     assert trainer["aux_object.weight"].shape == (6, 32)
+
+
+def test_layout_target_warmup_trains_the_trunk_alone_before_cloning(dataset, tmp_path, monkeypatch):
+    """algo.aux_warmup=N: the first N steps train only the layout target. Known answer: after a run made only of
+    warm-up steps the action head is exactly its initial value (it got no gradient) while the trunk moved and the
+    target's loss fell; after the warm-up, behaviour cloning runs as usual; a warm-up without the target is refused."""
+    from safetensors.torch import load_file
+
+    import rlvla.collectors.layouts as layouts
+    from rlvla.configs import SFTConfig
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import train
+
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
+    runs = {}
+    for name, steps in (("one", 1), ("warm", 60)):
+        runs[name] = tmp_path / name
+        out = train(_cfg(dataset, runs[name], "algo.aux_object=1.0", "algo.aux_warmup=60", f"train.steps={steps}"), progress=False)
+        assert out["status"] == "done"
+    one, warm = (load_file(str(runs[n] / "policy" / "model.safetensors")) for n in ("one", "warm"))
+    head = [k for k in warm if k.startswith("head.")]
+    assert head and all(torch.equal(one[k], warm[k]) for k in head)
+    assert any(not torch.equal(one[k], warm[k]) for k in warm if k.startswith("backbone."))
+    rows = read_metrics(runs["warm"])
+    assert all(r["aux_warmup"] == 1.0 and "bc_loss" not in r for r in rows)
+    aux = [r["aux_object_loss"] for r in rows]
+    assert np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
+    run = tmp_path / "then_bc"
+    train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_warmup=10", "train.steps=20"), progress=False)
+    rows = read_metrics(run)
+    assert [r.get("aux_warmup", 0.0) for r in rows] == [1.0] * 10 + [0.0] * 10
+    assert all("bc_loss" in r for r in rows[10:])
+    with pytest.raises(ValueError, match="algo.aux_warmup must be >= 0 and needs algo.aux_object > 0"):
+        SFTConfig(aux_warmup=100)
 
 
 def test_layout_frames_are_the_simulators_layouts_on_training_seeds():

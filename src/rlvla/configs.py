@@ -87,6 +87,9 @@ class SFTConfig:
     """``aux_object``: random training layouts per task (two frames each: at reset and after a few random arm moves)."""
     aux_batch: int = 32
     """``aux_object``: layout frames per SFT step."""
+    aux_warmup: int = 0
+    """``aux_object``: the first ``aux_warmup`` steps train the trunk on the layout target alone (no behaviour
+    cloning), so that it learns where things are before it learns what to do (part of ``train.steps``)."""
     proprio_noise: float = 0.0
     """Std of Gaussian noise added to each training sample's proprioception, in units of the dataset's per-dimension
     std (the policy's proprio normalisation); 0 = off. With few demonstrations the arm's state alone identifies the
@@ -100,6 +103,9 @@ class SFTConfig:
             raise ValueError(f"algo.proprio_noise must be >= 0, got {self.proprio_noise}")
         if self.aux_target not in AUX_TARGETS:
             raise ValueError(f"unknown algo.aux_target {self.aux_target!r}; valid: {', '.join(AUX_TARGETS)}")
+        if self.aux_warmup < 0 or (self.aux_warmup > 0 and self.aux_object <= 0):
+            raise ValueError(f"algo.aux_warmup must be >= 0 and needs algo.aux_object > 0 (got {self.aux_warmup}, "
+                             f"{self.aux_object})")  # fmt: skip
         if self.aux_object < 0 or self.aux_layouts < 1 or self.aux_batch < 1:
             raise ValueError(f"algo.aux_object must be >= 0 and algo.aux_layouts, algo.aux_batch >= 1 (got {self.aux_object}, "
                              f"{self.aux_layouts}, {self.aux_batch})")  # fmt: skip

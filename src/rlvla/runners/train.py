@@ -139,7 +139,8 @@ def _sft_algo(cfg, policy, data, pcfg, loop) -> SFT:
         frames = layout_frames(data.env_tasks, int(cfg.algo.aux_layouts), pcfg.image_size, pcfg.cameras, seed=loop.seed)
     return SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats,
                proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
-               aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)])  # fmt: skip
+               aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)],
+               aux_warmup=int(cfg.algo.aux_warmup))  # fmt: skip
 
 
 def _offline_setup(cfg, loop):

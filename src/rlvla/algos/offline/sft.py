@@ -28,7 +28,7 @@ class SFT:
     def __init__(self, policy, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_steps: int = 100,
                  grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0,
                  aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32,
-                 aux_keys: tuple[str, ...] = ("obj_pos",)) -> None:  # fmt: skip
+                 aux_keys: tuple[str, ...] = ("obj_pos",), aux_warmup: int = 0) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
         self.lr = lr
@@ -40,6 +40,7 @@ class SFT:
         self.aux = torch.nn.Linear(policy.backbone.dim, 3).to(policy.device) if self.aux_goal > 0 else None
         self.goal_stats = goal_stats  # (mean, std) of the goals: the target is standardised
         self.aux_object = float(aux_object)
+        self.aux_warmup = int(aux_warmup)  # the first steps train the layout target alone
         self.aux_obj = None
         if self.aux_object > 0:
             if not layout_frames:
@@ -52,7 +53,10 @@ class SFT:
         params = list(policy.parameters()) + [p for m in (self.aux, self.aux_obj) if m is not None for p in m.parameters()]
         self.opt = make_adamw(params, lr, weight_decay)
 
-    def _loss(self, batch) -> tuple[torch.Tensor, dict]:
+    def _loss(self, batch, step: int) -> tuple[torch.Tensor, dict]:
+        if self.aux_obj is not None and step < self.aux_warmup:
+            aux = self._object_loss()
+            return self.aux_object * aux, {"aux_object_loss": float(aux.detach()), "aux_warmup": 1.0}
         loss, metrics = self._bc_loss(batch)
         if self.aux_obj is None:
             return loss, metrics
@@ -92,7 +96,7 @@ class SFT:
         lr = self.lr * warmup_cosine(step, self.steps, self.warmup)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        loss, metrics = self._loss(batch)
+        loss, metrics = self._loss(batch, step)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {float(loss.detach())} at step {step}")
         self.opt.zero_grad(set_to_none=True)
