@@ -443,8 +443,9 @@ def test_auxiliary_goal_loss_trains_and_stays_out_of_the_policy(dataset, tmp_pat
     assert not any(k.startswith("aux") for k in load_file(str(run / "policy" / "model.safetensors")))
 
 
-def _fake_layout_frames(asked: list):
-    """A stand-in for ``layout_frames``: 64 frames whose bright square sits where the object is (x in [-0.1, 0.1])."""
+def _fake_layout_frames(asked: list, ranks: bool = True):
+    """A stand-in for ``layout_frames``: 64 frames whose bright square sits where the object is (x in [-0.1, 0.1]);
+    the "named candidate" is the square's third of that range (``ranks=False``: a suite without candidates)."""
 
     def frames(tasks, n, image_size, cameras, seed=0):
         asked.append((sorted(tasks), n, image_size, tuple(cameras)))
@@ -455,7 +456,8 @@ def _fake_layout_frames(asked: list):
             c = int((x + 0.1) / 0.2 * 52)
             images[i, 0, 28:36, c : c + 12] = 255
         return {"images": images, "proprio": g.normal(size=(64, 4)).astype(np.float32), "obj_pos": pos,
-                "goal_pos": pos * np.float32([-1, 1, 1]), "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64}  # fmt: skip
+                "goal_pos": pos * np.float32([-1, 1, 1]), "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64,
+                "target_rank": np.digitize(pos[:, 0], [-0.1 / 3, 0.1 / 3]) if ranks else np.full(64, -1)}  # fmt: skip
 
     return frames
 
@@ -492,6 +494,29 @@ def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_polic
     assert out["status"] == "done" and np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
     trainer = load_file(str(run / "checkpoints" / "step_00000060" / "trainer.safetensors"))
     assert trainer["aux_object.weight"].shape == (6, 32)
+
+
+def test_named_candidate_target_is_a_classification_that_trains(dataset, tmp_path, monkeypatch):
+    """algo.aux_target=candidate: which candidate the instruction names, as a class (three here). Tiny learning: the
+    cross-entropy falls below half its start (it starts near log 3); tasks without candidates are refused in one line."""
+    from safetensors.torch import load_file
+
+    import rlvla.collectors.layouts as layouts
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import train
+
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
+    run = tmp_path / "cand"
+    out = train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_target=candidate", "algo.aux_warmup=80",
+                     "train.steps=80", "algo.aux_batch=64"), progress=False)  # fmt: skip
+    aux = [r["aux_object_loss"] for r in read_metrics(run)]
+    assert out["status"] == "done" and abs(np.mean(aux[:3]) - np.log(3)) < 0.3
+    assert np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
+    trainer = load_file(str(run / "checkpoints" / "step_00000080" / "trainer.safetensors"))
+    assert trainer["aux_object.weight"].shape == (3, 32)
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([], ranks=False))
+    with pytest.raises(ValueError, match="algo.aux_target=candidate needs tasks with several candidates"):
+        train(_cfg(dataset, tmp_path / "nocand", "algo.aux_object=1.0", "algo.aux_target=candidate"), progress=False)
 
 
 def test_layout_target_warmup_trains_the_trunk_alone_before_cloning(dataset, tmp_path, monkeypatch):
@@ -549,6 +574,18 @@ def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
     finally:
         env.close()
     assert LAYOUT_SEED_OFFSET + 3 <= RL_SEEDS.stop <= VALIDATION_SEEDS.start
+    assert list(f["target_rank"]) == [-1] * 6  # one goal: no candidate to name
+    # the grounded suite: the named candidate's place among the candidates, left to right in x
+    g = layout_frames(["grounded/reach"], 4, 32, ("corner",), moves=0)
+    env = make_env("grounded/reach", image_size=32)
+    try:
+        for k in range(4):
+            _, info = env.reset(seed=LAYOUT_SEED_OFFSET + k)
+            xs = info["candidates"][:, 0]
+            assert g["target_rank"][k] == int(np.sum(xs < xs[info["target_index"]]))
+            assert np.allclose(g["goal_pos"][k], info["candidates"][info["target_index"]], atol=1e-6)
+    finally:
+        env.close()
     with pytest.raises(ValueError, match="layout frames need layouts >= 1"):
         layout_frames(["reach-v3"], 0, 32, ("corner",))
 

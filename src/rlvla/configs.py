@@ -65,7 +65,7 @@ class LoopConfig:
             raise ValueError(f"train needs warmup_steps, grad_clip, time_limit_s, threads >= 0 (got {self})")
 
 
-AUX_TARGETS = {"object": ("obj_pos",), "goal": ("goal_pos",), "both": ("obj_pos", "goal_pos")}
+AUX_TARGETS = {"object": ("obj_pos",), "goal": ("goal_pos",), "both": ("obj_pos", "goal_pos"), "candidate": ("target_rank",)}
 
 
 @dataclass
@@ -82,7 +82,8 @@ class SFTConfig:
     A training-only target, never a policy input; 0 = off."""
     aux_target: str = "object"
     """``aux_object``'s target: ``object`` (``info["obj_pos"]``), ``goal`` (``info["goal_pos"]``: on the grounded
-    suite the goal the instruction names, so the trunk must read both) or ``both``."""
+    suite the goal the instruction names, so the trunk must read both), ``both``, or ``candidate`` (grounded suite:
+    which candidate, left to right, the instruction names; a classification)."""
     aux_layouts: int = 256
     """``aux_object``: random training layouts per task (two frames each: at reset and after a few random arm moves)."""
     aux_batch: int = 32

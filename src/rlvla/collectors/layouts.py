@@ -29,7 +29,7 @@ def _frames_of_task(job: dict) -> dict:
     env = make_env(task, split="id", image_size=job["image_size"], cameras=tuple(job["cameras"]), camera_every=max(moves, 1))
     rng = np.random.default_rng([job["seed"], 104_729])
     cams = list(env.cameras)
-    images, proprio, instr, pos, goal = [], [], [], [], []
+    images, proprio, instr, pos, goal, rank = [], [], [], [], [], []
 
     def keep(obs, info):
         images.append(np.stack([obs["image"] if i == 0 else obs[f"image_{c}"] for i, c in enumerate(cams)]))
@@ -37,6 +37,8 @@ def _frames_of_task(job: dict) -> dict:
         instr.append(str(obs["instruction"]))
         pos.append(np.asarray(info["obj_pos"], np.float32)[:3])
         goal.append(np.asarray(info["goal_pos"], np.float32)[:3])
+        cands = info.get("candidates")  # several candidates: the named one's place among them, left to right in x
+        rank.append(int(np.argsort(np.argsort(np.asarray(cands)[:, 0]))[info["target_index"]]) if cands is not None else -1)
 
     try:
         for k in range(n):
@@ -53,13 +55,14 @@ def _frames_of_task(job: dict) -> dict:
     finally:
         env.close()
     return {"images": np.stack(images), "proprio": np.stack(proprio), "instructions": instr, "obj_pos": np.stack(pos),
-            "goal_pos": np.stack(goal), "task": [task] * len(instr)}  # fmt: skip
+            "goal_pos": np.stack(goal), "target_rank": np.asarray(rank, np.int64), "task": [task] * len(instr)}  # fmt: skip
 
 
 def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8, seed: int = 0) -> dict:
     """``layouts`` random training layouts per task -> ``{"images": (N, cams, H, W, 3) uint8, "proprio": (N, P),
-    "instructions": [N], "obj_pos": (N, 3), "goal_pos": (N, 3), "task": [N]}`` (two frames per layout with ``moves``
-    > 0; ``goal_pos`` is the goal the instruction names where a suite has several candidates). Rendered in spawned
+    "instructions": [N], "obj_pos": (N, 3), "goal_pos": (N, 3), "target_rank": (N,), "task": [N]}`` (two frames per
+    layout with ``moves`` > 0; where a suite has several candidates, ``goal_pos`` is the goal the instruction names
+    and ``target_rank`` its place among them sorted by x, else -1). Rendered in spawned
     worker processes (a GL context is never created in the trainer)."""
     import multiprocessing as mp
 
@@ -71,5 +74,5 @@ def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8,
             for t in tasks]  # fmt: skip
     with mp.get_context("spawn").Pool(min(2, len(jobs))) as pool:
         parts = pool.map(_frames_of_task, jobs)
-    out = {key: np.concatenate([p[key] for p in parts]) for key in ("images", "proprio", "obj_pos", "goal_pos")}
+    out = {key: np.concatenate([p[key] for p in parts]) for key in ("images", "proprio", "obj_pos", "goal_pos", "target_rank")}
     return {**out, "instructions": [s for p in parts for s in p["instructions"]], "task": [s for p in parts for s in p["task"]]}

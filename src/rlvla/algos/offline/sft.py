@@ -46,10 +46,7 @@ class SFT:
             if not layout_frames:
                 raise ValueError("algo.aux_object needs layout frames (rlvla.collectors.layouts.layout_frames)")
             self.frames, self.aux_batch = layout_frames, int(aux_batch)
-            pos = torch.cat([torch.as_tensor(layout_frames[k]).float() for k in aux_keys], 1)
-            self.aux_target = pos  # (N, 3 per key): the frames' targets
-            self.aux_stats = (pos.mean(0), pos.std(0).clamp_min(1e-3))
-            self.aux_obj = torch.nn.Linear(policy.backbone.dim, pos.shape[1]).to(policy.device)
+            self.aux_obj = self._layout_target(layout_frames, aux_keys).to(policy.device)
         params = list(policy.parameters()) + [p for m in (self.aux, self.aux_obj) if m is not None for p in m.parameters()]
         self.opt = make_adamw(params, lr, weight_decay)
 
@@ -63,9 +60,25 @@ class SFT:
         aux = self._object_loss()
         return loss + self.aux_object * aux, {**metrics, "aux_object_loss": float(aux.detach())}
 
+    def _layout_target(self, frames: dict, keys: tuple[str, ...]) -> torch.nn.Linear:
+        """The layout target and its readout: positions (regression on standardised coordinates) or, for
+        ``target_rank``, which candidate the instruction names (classification)."""
+        self.aux_classes = 0
+        if keys == ("target_rank",):
+            ranks = torch.as_tensor(frames["target_rank"]).long()
+            if bool((ranks < 0).any()):
+                raise ValueError("algo.aux_target=candidate needs tasks with several candidates (--tasks grounded)")
+            self.aux_target, self.aux_classes = ranks, int(ranks.max()) + 1
+            return torch.nn.Linear(self.policy.backbone.dim, self.aux_classes)
+        pos = torch.cat([torch.as_tensor(frames[k]).float() for k in keys], 1)
+        self.aux_target = pos  # (N, 3 per key): the frames' targets
+        self.aux_stats = (pos.mean(0), pos.std(0).clamp_min(1e-3))
+        return torch.nn.Linear(self.policy.backbone.dim, pos.shape[1])
+
     def _object_loss(self) -> torch.Tensor:
-        """MSE of the standardised object (and/or goal) position predicted from the action readout, on ``aux_batch`` layout
-        frames drawn with the torch RNG (seeded per step: a resumed run draws the same frames)."""
+        """MSE of the standardised object (and/or goal) position predicted from the action readout (or the cross-entropy
+        of the named candidate), on ``aux_batch`` layout frames drawn with the torch RNG (seeded per step: a resumed run
+        draws the same frames)."""
         from rlvla.policies.backbone import Inputs
 
         f = self.frames
@@ -73,6 +86,8 @@ class SFT:
         inputs = Inputs(torch.as_tensor(f["images"][idx]), torch.as_tensor(f["proprio"][idx]).float(),
                         [f["instructions"][i] for i in idx])  # fmt: skip
         z, _ = self.policy.backbone(inputs)
+        if self.aux_classes:
+            return torch.nn.functional.cross_entropy(self.aux_obj(z), self.aux_target[idx].to(z.device))
         mean, std = (t.to(z.device) for t in self.aux_stats)
         target = (self.aux_target[idx].to(z.device) - mean) / std
         return torch.nn.functional.mse_loss(self.aux_obj(z), target)
