@@ -24,10 +24,12 @@ def grab(split, seeds):
     e = make_env(task, split=split, chunk=pol.cfg.chunk, image_size=pol.cfg.image_size, cameras=tuple(pol.cfg.cameras))
     Z, X = [], []
     for s in seeds:
-        obs, _ = e.reset(seed=s)
-        with torch.no_grad(): Z.append(pol.rl_features(stack_obs([obs]))['z'][0].numpy())
-        X.append(np.array(e._mw.obj_init_pos[:2]))
-    e.close(); return np.array(Z), np.array(X)
+        obs, info = e.reset(seed=s)
+        with torch.no_grad():
+            Z.append(pol.rl_features(stack_obs([obs]))['z'][0].numpy())
+        X.append(np.asarray(info["obj_pos"][:2]))
+    e.close()
+    return np.array(Z), np.array(X)
 Ztr, Xtr = grab('id', range(0, 300))
 Zid, Xid = grab('id', range(900000, 900100))
 Zood, Xood = grab('ood-position', range(900000, 900100))
