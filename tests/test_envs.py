@@ -13,7 +13,7 @@ from rlvla.envs import EVAL_SEEDS, TASK_SETS, TASKS, TRAIN_SEEDS, eval_seeds, ma
 from rlvla.envs.metaworld.experts import ExpertConfig, ScriptedExpert
 from rlvla.envs.metaworld.instructions import INSTRUCTIONS
 from rlvla.envs.metaworld.env import NonFiniteError
-from rlvla.envs.splits import ID_FRACTION, OOD_POSITION_INNER, normalised
+from rlvla.envs.splits import EDGE_INNER, ID_FRACTION, OOD_POSITION_INNER, normalised, sample_layout
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -98,6 +98,29 @@ def test_ood_position_is_outside_training_region():
             assert np.nanmax(np.abs(u_ood)) >= OOD_POSITION_INNER - 1e-5
         idenv.close()
         ood.close()
+
+
+def test_edge_weighted_layouts_stay_in_the_training_region():
+    low, high = np.array([-0.1, 0.8, 0.1]), np.array([0.1, 0.9, 0.1])  # z fixed, as button-press-topdown's box
+    plain = [sample_layout(np.random.default_rng(s), low, high, "id") for s in range(300)]
+    off = [sample_layout(np.random.default_rng(s), low, high, "id", edge=0.0) for s in range(300)]
+    assert np.array_equal(plain, off)  # edge 0 leaves the stream alone: the same layouts as before
+    edge = np.array([normalised(sample_layout(np.random.default_rng(s), low, high, "id", edge=1.0), low, high) for s in range(300)])
+    band = np.abs(edge[:, :2])
+    assert np.all(band <= ID_FRACTION + 1e-9) and np.all(np.isnan(edge[:, 2]))
+    assert np.all(band.max(axis=1) >= EDGE_INNER - 1e-9)
+    # the band is [0.45, 0.6] of 0.6: a uniform draw lands a given coordinate there a quarter of the time
+    u = np.abs(np.array([normalised(p, low, high)[:2] for p in plain]))
+    assert 0.35 < np.mean(u.max(axis=1) >= EDGE_INNER) < 0.55
+    half = np.array([normalised(sample_layout(np.random.default_rng(s), low, high, "id", edge=0.5), low, high)[:2] for s in range(2000)])
+    assert 0.6 < np.mean(np.abs(half).max(axis=1) >= EDGE_INNER) < 0.8  # 0.5 + 0.5 * 0.44
+    env = make_env("button-press-topdown-v3", cameras=(), layout_edge=1.0)
+    for s in train_seeds(20):
+        u = normalised(env.reset(seed=s)[1]["rand_vec"], env._rand_low, env._rand_high)
+        assert np.nanmax(np.abs(u)) <= ID_FRACTION + 1e-5 and np.nanmax(np.abs(u)) >= EDGE_INNER - 1e-5
+    env.close()
+    with pytest.raises(ValueError, match=r"layout_edge is a probability in \[0, 1\] for the id split .* on ood-position"):
+        make_env("button-press-topdown-v3", split="ood-position", layout_edge=0.5)
 
 
 @pytest.mark.parametrize("split", ["ood-visual", "ood-camera"])

@@ -163,6 +163,24 @@ def test_dynamic_sampling_drops_uniform_groups_and_is_bounded():
     assert PolicyGradient(policy, cfg).update(ro, 0) == {"train/updates": 0}
 
 
+def test_layout_edge_reaches_every_rollout_env_and_is_checked():
+    policy = toy_policy("gaussian")
+    pools = []
+
+    def make(specs, workers=None):
+        pools.append(ToyPool(specs))
+        return pools[-1]
+
+    with RolloutEngine(policy, ["toy"], algo_cfg("grpo", layout_edge=0.5), make_pool=make):
+        pass
+    with RolloutEngine(policy, ["toy"], algo_cfg("grpo"), make_pool=make):
+        pass
+    assert [s.get("layout_edge") for s in pools[0].specs] == [0.5] * len(pools[0].specs)
+    assert all("layout_edge" not in s for s in pools[1].specs)  # off: the env's own default, nothing passed
+    with pytest.raises(ValueError, match=r"layout_edge is a probability in \[0, 1\], got 1.5"):
+        algo_cfg("grpo", layout_edge=1.5)
+
+
 def _zero_mean_gaussian(std: float):
     """The toy Gaussian policy with every head weight zeroed (mean action 0) and the given action std."""
     policy = toy_policy("gaussian")

@@ -137,6 +137,7 @@ class RolloutSettings:
     progress_score: float = 0.0
     speed_score: float = 0.0
     explore_correlation: float = 0.0
+    layout_edge: float = 0.0
     success_bonus: float = 1.0
     shaping: float = 0.0
     env_reward: float = 0.0
@@ -163,6 +164,8 @@ class RolloutEngine:
         extra = dict(getattr(pc, "env_kwargs", None) or {})
         if not cfg.terminate_on_success:
             extra["terminate_on_success"] = False
+        if cfg.layout_edge:
+            extra["layout_edge"] = cfg.layout_edge
         specs = [dict(name=t, split="id", image_size=pc.image_size, cameras=tuple(pc.cameras), chunk=pc.chunk,
                       max_steps=cfg.max_steps, **extra) for t in self.env_tasks]  # fmt: skip
         if cfg.explore_correlation and getattr(pc.head, "stochastic", "") != "output":

@@ -36,6 +36,9 @@ RL_SEEDS = range(TRAIN_SEEDS.start, VALIDATION_SEEDS.start)  # where online RL d
 ID_FRACTION = 0.6
 # ood-position layouts: max |u| >= OOD_POSITION_INNER (and <= 1, inside MetaWorld's valid box).
 OOD_POSITION_INNER = 0.8
+# Edge-weighted training layouts (``edge`` in sample_layout): one coordinate in the training region's outer band,
+# EDGE_INNER <= |u| <= ID_FRACTION. Still inside the training region: no evaluation-only layout is ever drawn.
+EDGE_INNER = 0.45
 
 
 def check_split(split: str) -> str:
@@ -98,11 +101,14 @@ def normalised(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return out
 
 
-def sample_layout(rng: np.random.Generator, low: np.ndarray, high: np.ndarray, split: str) -> np.ndarray:
+def sample_layout(rng: np.random.Generator, low: np.ndarray, high: np.ndarray, split: str, edge: float = 0.0) -> np.ndarray:
     """Draw one MetaWorld ``rand_vec`` (object/goal positions) for ``split``.
 
     ``id`` and the appearance/language splits draw ``u ~ U[-ID_FRACTION, ID_FRACTION]`` per free coordinate;
     ``ood-position`` draws ``u ~ U[-1, 1]`` and keeps the draw only if ``max|u| >= OOD_POSITION_INNER``.
+    ``edge`` (``id`` only): with this probability, one free coordinate (chosen uniformly) is redrawn in the
+    training region's outer band ``EDGE_INNER <= |u| <= ID_FRACTION`` (training that meets the region's edges
+    more often than a uniform draw does). At 0 the stream is untouched: the layouts are those of a plain draw.
     """
     low = np.asarray(low, float)
     high = np.asarray(high, float)
@@ -116,5 +122,8 @@ def sample_layout(rng: np.random.Generator, low: np.ndarray, high: np.ndarray, s
                 break
     else:
         u = rng.uniform(-ID_FRACTION, ID_FRACTION, size=low.shape)
+        if edge > 0.0 and split == "id" and free.any() and rng.uniform() < edge:
+            k = rng.choice(np.flatnonzero(free))
+            u[k] = rng.choice((-1.0, 1.0)) * rng.uniform(EDGE_INNER, ID_FRACTION)
     u[~free] = 0.0
     return centre + u * half

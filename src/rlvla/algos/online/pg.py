@@ -137,6 +137,10 @@ class OnlineConfig:
     """Checkpoint every N iterations (and at the end or on Ctrl-C)."""
     tasks: list[str] = field(default_factory=list)
     """Tasks to train on (default: the initial policy's tasks). Always the ``id`` split on training seeds."""
+    layout_edge: float = 0.0
+    """Probability that a rollout layout has one coordinate in the training region's outer band (``EDGE_INNER``
+    to ``ID_FRACTION`` of the box half-width, :mod:`rlvla.envs.splits`) instead of a uniform draw: RL meets the
+    edges of the region more often. Layouts stay inside the training region. 0: uniform layouts."""
     world_model: str = ""
     """Roll out in a learned world model (``rlvla train algo=world_model``; its dir or run dir) instead of the
     simulator: each episode starts from a real reset (one rendered frame) and every decision after it is imagined.
@@ -151,6 +155,8 @@ class OnlineConfig:
             raise ValueError(f"unknown explore_steps {self.explore_steps!r}; valid: one, all, output (or empty: the policy's)")
         if min(self.iterations, self.epochs, self.minibatch, self.group_size, self.groups_per_task, self.envs_per_task, self.max_steps, self.ckpt_every) < 1:
             raise ValueError("iterations, epochs, minibatch, group_size, groups_per_task, envs_per_task, max_steps, ckpt_every must be >= 1")
+        if not 0 <= self.layout_edge <= 1:
+            raise ValueError(f"layout_edge is a probability in [0, 1], got {self.layout_edge}")
         if not 0 <= self.explore_correlation < 1:
             raise ValueError(f"explore_correlation must be in [0, 1), got {self.explore_correlation}")
         if self.explore_correlation and self.world_model:

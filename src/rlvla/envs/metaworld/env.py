@@ -70,6 +70,7 @@ class MetaWorldVLAEnv(gym.Env):
         full_state: bool = False,
         render_mode: str | None = None,
         camera_every: int = 1,
+        layout_edge: float = 0.0,
     ) -> None:
         ensure_gl_backend()
         self._check_args(task, split, seed, image_size, cameras, chunk, max_steps, render_mode)
@@ -81,6 +82,9 @@ class MetaWorldVLAEnv(gym.Env):
         if int(camera_every) < 1:
             raise ValueError(f"camera_every must be >= 1, got {camera_every}")
         self.camera_every = int(camera_every)
+        if not 0.0 <= float(layout_edge) <= 1.0 or (layout_edge and self.split != "id"):
+            raise ValueError(f"layout_edge is a probability in [0, 1] for the id split (training layouts); got {layout_edge} on {self.split}")
+        self.layout_edge = float(layout_edge)
         self._base_seed = seed
         self._task_index = TASKS.index(self.task)
         self._build_sim(goal_marker)
@@ -183,7 +187,7 @@ class MetaWorldVLAEnv(gym.Env):
 
     def _draw_layout(self) -> np.ndarray:
         """One MetaWorld ``rand_vec`` (object and goal positions) from the layout stream, by the split's rule."""
-        return S.sample_layout(self._layout_rng, self._rand_low, self._rand_high, self.split)
+        return S.sample_layout(self._layout_rng, self._rand_low, self._rand_high, self.split, self.layout_edge)
 
     def _after_layout(self) -> None:
         """Called once the episode's layout is in the scene, before the first render (a suite's scene changes)."""

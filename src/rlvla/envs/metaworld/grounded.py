@@ -180,7 +180,7 @@ class GroundedEnv(MetaWorldVLAEnv):
         low = np.concatenate([self._rand_low[:3], self._cand_low]) if goal_kind else self._cand_low
         high = np.concatenate([self._rand_high[:3], self._cand_high]) if goal_kind else self._cand_high
         for _ in range(MAX_LAYOUT_DRAWS):
-            vec = S.sample_layout(self._layout_rng, low, high, self.split)
+            vec = S.sample_layout(self._layout_rng, low, high, self.split, self.layout_edge)
             obj, cands = (vec[:3], vec[3:].reshape(N_CANDIDATES, 3)) if goal_kind else (None, vec.reshape(N_CANDIDATES, 3))
             if self._valid(obj, cands):
                 break
