@@ -953,6 +953,26 @@ def test_cond_standardize_reparametrises_the_conditioning_layer_once_without_cha
         algo_cfg("grpo", cond_standardize="yes")
 
 
+def test_cond_floor_bounds_how_far_whitening_amplifies_a_direction():
+    """A higher floor amplifies the readout's rarely-varying directions less: with ``cond_floor=f`` no direction
+    is scaled by more than 1 / (f * the largest std), and the directions above the floor still get unit variance."""
+    policy = toy_policy("flow-sde")
+    cfg = algo_cfg("grpo", dynamic_sampling=False, cond_standardize="whiten", cond_floor=0.3)
+    with RolloutEngine(policy, ["toy"], cfg, make_pool=ToyPool) as eng:
+        ro = eng.collect(0)
+        algo = PolicyGradient(policy, cfg)
+        with torch.no_grad():
+            z = algo._features(ro)["z"].double()
+        algo.update(ro, 0)
+    layer = policy.head.condition_layer()
+    ev = torch.linalg.eigvalsh(torch.cov(z.T))
+    gains = torch.linalg.svdvals(layer.in_proj.double())
+    assert float(gains.max()) == pytest.approx(1 / (0.3 * float(ev.max().sqrt())), rel=1e-3)
+    assert int((ev < 0.3**2 * ev.max()).sum()) >= 1  # the floor binds on the toy readouts (it is tested, not idle)
+    with pytest.raises(ValueError, match=r"cond_floor must be in \[0, 1\)"):
+        algo_cfg("grpo", cond_floor=1.0)
+
+
 class _EndlessEnv(ToyEnv):
     """Never succeeds: every episode runs to its time limit (long episodes for the noise's statistics)."""
 

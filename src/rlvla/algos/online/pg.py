@@ -115,6 +115,11 @@ class OnlineConfig:
     an update moves the action alike for every layout far faster than it teaches the action to follow the layout.
     Measured on the quickstart tasks (validation seeds, BENCHMARKS.md): ``std`` 0.78 and ``whiten`` 0.83 against
     0.82, and the policy still goes to one place whatever the layout, so it is off (``none``) by default."""
+    cond_floor: float = 0.0
+    """The standardisation's floor (``standardize_``): ``whiten`` keeps each eigendirection's std at least this
+    times the largest, ``std`` each input's at least this times the median; a higher floor amplifies the
+    readout's rarely-varying directions (a held-out phrasing moves z along them) less. 0: the mode's default
+    (0.01 whiten, 0.1 std)."""
     gamma: float = 0.99
     group_size: int = 8
     """Rollouts per initial state (layout seed)."""
@@ -163,6 +168,8 @@ class OnlineConfig:
             raise ValueError("explore_correlation applies to simulator rollouts, not to a world model's; set it to 0")
         if self.trunk_lr_scale <= 0:
             raise ValueError(f"trunk_lr_scale must be > 0 (got {self.trunk_lr_scale}); freeze_backbone=true fixes the trunk")
+        if self.cond_floor < 0 or self.cond_floor >= 1:
+            raise ValueError(f"cond_floor must be in [0, 1) (0: the mode's default), got {self.cond_floor}")
         if self.cond_standardize not in ("none", "std", "whiten"):
             raise ValueError(f"cond_standardize must be none, std or whiten (got {self.cond_standardize!r})")
         if self.cond_lr_scale <= 0:
@@ -395,7 +402,8 @@ class PolicyGradient:
         if layer is None or layer.is_standardized():
             return {}
         with torch.no_grad():
-            layer.standardize_((feats if feats is not None else self._features(ro))["z"], self.cfg.cond_standardize)
+            z = (feats if feats is not None else self._features(ro))["z"]
+            layer.standardize_(z, self.cfg.cond_standardize, floor=self.cfg.cond_floor or None)
         return {"train/cond_in_gain": float(layer.in_proj.norm() / layer.in_features**0.5)}
 
     @torch.no_grad()
