@@ -42,7 +42,7 @@ from rlvla.runners.loop import peak_rss_mb
 # the SFT learns where the object is (``aux_object``), the readout's layout directions are small but present, and
 # whitening lets an update move the action along them as fast as along the rest. Validation seeds, from the
 # quickstart's SFT, 500 s each: OOD average +18.1 and +16.25 (two RL seeds; `id` 0.95 and 1.00) against +14.4 to
-# +15.6 in four runs without it (BENCHMARKS.md, "Whitening what the head reads, again").
+# +15.6 in four runs without it (BENCHMARKS.md, "Whitening what the head reads, again, and RL layouts near the edge").
 RL_DEFAULTS = ("algo.freeze_backbone=true", f"algo.explore_steps={RL_EXPLORATION['steps_mode']}",
                f"algo.denoise_steps={RL_EXPLORATION['denoise_steps']}", f"algo.explore_noise={RL_EXPLORATION['noise']}",
                "algo.explore_correlation=0.8", "algo.lr=2e-5", "algo.groups_per_task=2", "algo.envs_per_task=4",
