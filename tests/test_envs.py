@@ -102,9 +102,11 @@ def test_ood_position_is_outside_training_region():
 
 def test_edge_weighted_layouts_stay_in_the_training_region():
     low, high = np.array([-0.1, 0.8, 0.1]), np.array([0.1, 0.9, 0.1])  # z fixed, as button-press-topdown's box
-    plain = [sample_layout(np.random.default_rng(s), low, high, "id") for s in range(300)]
-    off = [sample_layout(np.random.default_rng(s), low, high, "id", edge=0.0) for s in range(300)]
-    assert np.array_equal(plain, off)  # edge 0 leaves the stream alone: the same layouts as before
+    plain = [sample_layout(np.random.default_rng(s), low, high, "id", edge=0.0) for s in range(300)]
+    for s, p in enumerate(plain):  # edge 0 leaves the stream alone: exactly the uniform draw of before
+        u = np.random.default_rng(s).uniform(-ID_FRACTION, ID_FRACTION, size=3)
+        u[2] = 0.0
+        assert np.array_equal(p, (low + high) / 2 + u * (high - low) / 2)
     edge = np.array([normalised(sample_layout(np.random.default_rng(s), low, high, "id", edge=1.0), low, high) for s in range(300)])
     band = np.abs(edge[:, :2])
     assert np.all(band <= ID_FRACTION + 1e-9) and np.all(np.isnan(edge[:, 2]))

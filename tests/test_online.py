@@ -969,6 +969,9 @@ def test_cond_floor_bounds_how_far_whitening_amplifies_a_direction():
     gains = torch.linalg.svdvals(layer.in_proj.double())
     assert float(gains.max()) == pytest.approx(1 / (0.3 * float(ev.max().sqrt())), rel=1e-3)
     assert int((ev < 0.3**2 * ev.max()).sum()) >= 1  # the floor binds on the toy readouts (it is tested, not idle)
+    zn = (z - layer.in_mean.double()) @ layer.in_proj.double().T
+    kept = int((ev > 0.4**2 * ev.max()).sum())  # clear of the floor: whitened to unit variance
+    assert kept >= 1 and torch.allclose(torch.linalg.eigvalsh(torch.cov(zn.T))[-kept:], torch.ones(kept, dtype=torch.float64), atol=0.02)
     with pytest.raises(ValueError, match=r"cond_floor must be in \[0, 1\)"):
         algo_cfg("grpo", cond_floor=1.0)
 
