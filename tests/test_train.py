@@ -519,6 +519,88 @@ def test_named_candidate_target_is_a_classification_that_trains(dataset, tmp_pat
         train(_cfg(dataset, tmp_path / "nocand", "algo.aux_object=1.0", "algo.aux_target=candidate"), progress=False)
 
 
+def test_grounded_target_is_the_candidate_class_and_both_positions(dataset, tmp_path, monkeypatch):
+    """algo.aux_target=grounded: the named candidate (3 logits first) and the object and goal positions (6 more),
+    one loss. Tiny learning: the summed loss falls below half its start; it starts near log 3 + 1 (chance
+    cross-entropy + the MSE of a standardised target); tasks without candidates are refused in one line."""
+    from safetensors.torch import load_file
+
+    import rlvla.collectors.layouts as layouts
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import train
+
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
+    run = tmp_path / "grounded"
+    out = train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_target=grounded", "algo.aux_warmup=80",
+                     "train.steps=80", "algo.aux_batch=64"), progress=False)  # fmt: skip
+    aux = [r["aux_object_loss"] for r in read_metrics(run)]
+    assert out["status"] == "done" and abs(np.mean(aux[:3]) - (np.log(3) + 1.0)) < 0.5
+    assert np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
+    trainer = load_file(str(run / "checkpoints" / "step_00000080" / "trainer.safetensors"))
+    assert trainer["aux_object.weight"].shape == (9, 32)
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([], ranks=False))
+    with pytest.raises(ValueError, match="algo.aux_target=grounded needs tasks with several candidates"):
+        train(_cfg(dataset, tmp_path / "nocand", "algo.aux_object=1.0", "algo.aux_target=grounded"), progress=False)
+
+
+def test_cloning_without_the_layout_batch_after_the_warmup(dataset, tmp_path, monkeypatch):
+    """algo.aux_clone=0: after the warm-up no layout batch is drawn (no ``aux_object_loss`` in the cloning rows)
+    and the cloning steps are those of a run without the target: from the same weights and the same batches, the
+    same loss (known answer, the layout readout takes no part); a negative weight is refused in one line."""
+    import rlvla.collectors.layouts as layouts
+    from rlvla.algos.offline.sft import SFT
+    from rlvla.configs import SFTConfig
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import train
+
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
+    run = tmp_path / "clone0"
+    train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_warmup=10", "algo.aux_clone=0", "train.steps=20"), progress=False)
+    rows = read_metrics(run)
+    assert all("aux_object_loss" in r for r in rows[:10]) and not any("aux_object_loss" in r for r in rows[10:])
+    assert all("bc_loss" in r for r in rows[10:])
+    same = {}
+    for name, extra in (("plain", ()), ("aux0", ("algo.aux_object=1.0", "algo.aux_clone=0"))):
+        train(_cfg(dataset, tmp_path / name, *extra, "train.steps=6"), progress=False)
+        same[name] = [r["bc_loss"] for r in read_metrics(tmp_path / name)]
+    assert np.allclose(same["plain"], same["aux0"], rtol=1e-5, atol=1e-7)
+    calls = []
+    monkeypatch.setattr(SFT, "_object_loss", lambda self: calls.append(1) or torch.zeros((), requires_grad=True))
+    run = tmp_path / "clone_half"
+    train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_warmup=5", "algo.aux_clone=0.5", "train.steps=8"), progress=False)
+    assert len(calls) == 8  # with a weight the layout batch is drawn at every step
+    with pytest.raises(ValueError, match="algo.aux_clone must be >= 0"):
+        SFTConfig(aux_object=1.0, aux_clone=-1.0)
+
+
+def test_restarted_schedule_gives_the_cloning_stage_its_own_warmup(dataset, tmp_path, monkeypatch):
+    """algo.aux_restart: known answer for the learning rate at every step of a 10 + 10 step run with a 4-step
+    warm-up: the layout stage climbs 1/4, 2/4, ... of train.lr and stays there; the cloning stage climbs again and
+    decays by its own cosine to 10% at its end; without it one schedule spans the run (cloning starts decayed)."""
+    import math
+
+    import rlvla.collectors.layouts as layouts
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import train
+
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
+
+    def expected(step, total):
+        if step < 4:
+            return 3e-4 * (step + 1) / 4
+        return 3e-4 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - 4) / (total - 4)))))
+
+    lrs = {}
+    for name, extra in (("restart", ("algo.aux_restart=true",)), ("one", ())):
+        run = tmp_path / name
+        train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_warmup=10", "train.steps=20", "train.warmup_steps=4",
+                   "train.log_every=1", "train.lr=3e-4", *extra), progress=False)  # fmt: skip
+        lrs[name] = [r["lr"] for r in read_metrics(run)]
+    warm = [3e-4 * min(1.0, (s + 1) / 4) for s in range(10)]  # the warm-up: a ramp, then the full rate
+    assert np.allclose(lrs["restart"], warm + [expected(s, 10) for s in range(10)])
+    assert np.allclose(lrs["one"], [expected(s, 20) for s in range(20)])
+
+
 def test_layout_target_warmup_trains_the_trunk_alone_before_cloning(dataset, tmp_path, monkeypatch):
     """algo.aux_warmup=N: the first N steps train only the layout target. Known answer: after a run made only of
     warm-up steps the action head is exactly its initial value (it got no gradient) while the trunk moved and the

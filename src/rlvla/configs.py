@@ -65,7 +65,8 @@ class LoopConfig:
             raise ValueError(f"train needs warmup_steps, grad_clip, time_limit_s, threads >= 0 (got {self})")
 
 
-AUX_TARGETS = {"object": ("obj_pos",), "goal": ("goal_pos",), "both": ("obj_pos", "goal_pos"), "candidate": ("target_rank",)}
+AUX_TARGETS = {"object": ("obj_pos",), "goal": ("goal_pos",), "both": ("obj_pos", "goal_pos"), "candidate": ("target_rank",),
+               "grounded": ("target_rank", "obj_pos", "goal_pos")}  # fmt: skip
 
 
 @dataclass
@@ -83,7 +84,8 @@ class SFTConfig:
     aux_target: str = "object"
     """``aux_object``'s target: ``object`` (``info["obj_pos"]``), ``goal`` (``info["goal_pos"]``: on the grounded
     suite the goal the instruction names, so the trunk must read both), ``both``, or ``candidate`` (grounded suite:
-    which candidate, left to right, the instruction names; a classification)."""
+    which candidate, left to right, the instruction names; a classification), or ``grounded`` (the candidate, the
+    object and the named goal at once: what the skills read)."""
     aux_layouts: int = 256
     """``aux_object``: random training layouts per task (two frames each: at reset and after a few random arm moves)."""
     aux_batch: int = 32
@@ -91,6 +93,13 @@ class SFTConfig:
     aux_warmup: int = 0
     """``aux_object``: the first ``aux_warmup`` steps train the trunk on the layout target alone (no behaviour
     cloning), so that it learns where things are before it learns what to do (part of ``train.steps``)."""
+    aux_clone: float = 1.0
+    """``aux_object``: the layout loss's weight during behaviour cloning (after ``aux_warmup``), as a fraction of
+    ``aux_object``; 0 = cloning steps pass no layout batch through the trunk (about 40% cheaper per step)."""
+    aux_restart: bool = False
+    """``aux_warmup``: one learning-rate schedule per stage instead of one for the run: the layout warm-up ramps up
+    over ``train.warmup_steps`` and stays at ``train.lr``; cloning ramps up again and decays by its own cosine, so it
+    is not run at a rate the warm-up already decayed."""
     proprio_noise: float = 0.0
     """Std of Gaussian noise added to each training sample's proprioception, in units of the dataset's per-dimension
     std (the policy's proprio normalisation); 0 = off. With few demonstrations the arm's state alone identifies the
@@ -107,6 +116,8 @@ class SFTConfig:
         if self.aux_warmup < 0 or (self.aux_warmup > 0 and self.aux_object <= 0):
             raise ValueError(f"algo.aux_warmup must be >= 0 and needs algo.aux_object > 0 (got {self.aux_warmup}, "
                              f"{self.aux_object})")  # fmt: skip
+        if self.aux_clone < 0:
+            raise ValueError(f"algo.aux_clone must be >= 0, got {self.aux_clone}")
         if self.aux_object < 0 or self.aux_layouts < 1 or self.aux_batch < 1:
             raise ValueError(f"algo.aux_object must be >= 0 and algo.aux_layouts, algo.aux_batch >= 1 (got {self.aux_object}, "
                              f"{self.aux_layouts}, {self.aux_batch})")  # fmt: skip

@@ -140,7 +140,8 @@ def _sft_algo(cfg, policy, data, pcfg, loop) -> SFT:
     return SFT(policy, loop.steps, loop.lr, loop.weight_decay, loop.warmup_steps, loop.grad_clip, aux, stats,
                proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
                aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)],
-               aux_warmup=int(cfg.algo.aux_warmup))  # fmt: skip
+               aux_warmup=int(cfg.algo.aux_warmup), aux_clone=float(cfg.algo.aux_clone),
+               aux_restart=bool(cfg.algo.aux_restart))  # fmt: skip
 
 
 def _offline_setup(cfg, loop):

@@ -28,7 +28,8 @@ class SFT:
     def __init__(self, policy, steps: int, lr: float = 3e-4, weight_decay: float = 1e-4, warmup_steps: int = 100,
                  grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0,
                  aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32,
-                 aux_keys: tuple[str, ...] = ("obj_pos",), aux_warmup: int = 0) -> None:  # fmt: skip
+                 aux_keys: tuple[str, ...] = ("obj_pos",), aux_warmup: int = 0, aux_clone: float = 1.0,
+                 aux_restart: bool = False) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
         self.lr = lr
@@ -41,6 +42,8 @@ class SFT:
         self.goal_stats = goal_stats  # (mean, std) of the goals: the target is standardised
         self.aux_object = float(aux_object)
         self.aux_warmup = int(aux_warmup)  # the first steps train the layout target alone
+        self.aux_clone = float(aux_clone)  # the layout loss's weight after the warm-up (x aux_object); 0: no layout batch
+        self.aux_restart = bool(aux_restart) and self.aux_warmup > 0  # each stage has its own lr schedule
         self.aux_obj = None
         if self.aux_object > 0:
             if not layout_frames:
@@ -55,30 +58,34 @@ class SFT:
             aux = self._object_loss()
             return self.aux_object * aux, {"aux_object_loss": float(aux.detach()), "aux_warmup": 1.0}
         loss, metrics = self._bc_loss(batch)
-        if self.aux_obj is None:
+        if self.aux_obj is None or self.aux_clone == 0:
             return loss, metrics
         aux = self._object_loss()
-        return loss + self.aux_object * aux, {**metrics, "aux_object_loss": float(aux.detach())}
+        return loss + self.aux_clone * self.aux_object * aux, {**metrics, "aux_object_loss": float(aux.detach())}
 
     def _layout_target(self, frames: dict, keys: tuple[str, ...]) -> torch.nn.Linear:
-        """The layout target and its readout: positions (regression on standardised coordinates) or, for
-        ``target_rank``, which candidate the instruction names (classification)."""
-        self.aux_classes = 0
-        if keys == ("target_rank",):
+        """The layout target and its readout: positions (regression on standardised coordinates) and/or, for
+        ``target_rank``, which candidate the instruction names (classification; its logits come first)."""
+        self.aux_classes, self.aux_target = 0, None
+        if "target_rank" in keys:
             ranks = torch.as_tensor(frames["target_rank"]).long()
             if bool((ranks < 0).any()):
-                raise ValueError("algo.aux_target=candidate needs tasks with several candidates (--tasks grounded)")
-            self.aux_target, self.aux_classes = ranks, int(ranks.max()) + 1
-            return torch.nn.Linear(self.policy.backbone.dim, self.aux_classes)
-        pos = torch.cat([torch.as_tensor(frames[k]).float() for k in keys], 1)
-        self.aux_target = pos  # (N, 3 per key): the frames' targets
-        self.aux_stats = (pos.mean(0), pos.std(0).clamp_min(1e-3))
-        return torch.nn.Linear(self.policy.backbone.dim, pos.shape[1])
+                raise ValueError(f"algo.aux_target={'candidate' if keys == ('target_rank',) else 'grounded'} needs tasks "
+                                 "with several candidates (--tasks grounded)")  # fmt: skip
+            self.aux_rank, self.aux_classes = ranks, int(ranks.max()) + 1
+        pos_keys = [k for k in keys if k != "target_rank"]
+        width = 0
+        if pos_keys:
+            pos = torch.cat([torch.as_tensor(frames[k]).float() for k in pos_keys], 1)
+            self.aux_target = pos  # (N, 3 per key): the frames' targets
+            self.aux_stats = (pos.mean(0), pos.std(0).clamp_min(1e-3))
+            width = pos.shape[1]
+        return torch.nn.Linear(self.policy.backbone.dim, self.aux_classes + width)
 
     def _object_loss(self) -> torch.Tensor:
-        """MSE of the standardised object (and/or goal) position predicted from the action readout (or the cross-entropy
-        of the named candidate), on ``aux_batch`` layout frames drawn with the torch RNG (seeded per step: a resumed run
-        draws the same frames)."""
+        """MSE of the standardised object (and/or goal) position predicted from the action readout, plus the
+        cross-entropy of the named candidate where it is a target, on ``aux_batch`` layout frames drawn with the torch
+        RNG (seeded per step: a resumed run draws the same frames)."""
         from rlvla.policies.backbone import Inputs
 
         f = self.frames
@@ -86,11 +93,14 @@ class SFT:
         inputs = Inputs(torch.as_tensor(f["images"][idx]), torch.as_tensor(f["proprio"][idx]).float(),
                         [f["instructions"][i] for i in idx])  # fmt: skip
         z, _ = self.policy.backbone(inputs)
+        out, loss = self.aux_obj(z), z.new_zeros(())
         if self.aux_classes:
-            return torch.nn.functional.cross_entropy(self.aux_obj(z), self.aux_target[idx].to(z.device))
-        mean, std = (t.to(z.device) for t in self.aux_stats)
-        target = (self.aux_target[idx].to(z.device) - mean) / std
-        return torch.nn.functional.mse_loss(self.aux_obj(z), target)
+            loss = loss + torch.nn.functional.cross_entropy(out[:, : self.aux_classes], self.aux_rank[idx].to(z.device))
+        if self.aux_target is not None:
+            mean, std = (t.to(z.device) for t in self.aux_stats)
+            target = (self.aux_target[idx].to(z.device) - mean) / std
+            loss = loss + torch.nn.functional.mse_loss(out[:, self.aux_classes :], target)
+        return loss
 
     def _bc_loss(self, batch) -> tuple[torch.Tensor, dict]:
         if self.proprio_noise > 0:
@@ -106,9 +116,19 @@ class SFT:
         aux = torch.nn.functional.mse_loss(self.aux(z), target)
         return loss + self.aux_goal * aux, {**metrics, "aux_goal_loss": float(aux.detach())}
 
+    def _lr_scale(self, step: int) -> float:
+        """Warm-up then cosine over the whole run, or (``aux_restart``) per stage: the layout warm-up at the full
+        rate after its ramp (its loss sits on a plateau before it drops: a decaying rate can stall it there), then
+        behaviour cloning with a ramp and cosine of its own (the new head starts at the full rate, not a decayed one)."""
+        if not self.aux_restart:
+            return warmup_cosine(step, self.steps, self.warmup)
+        if step < self.aux_warmup:
+            return min(1.0, (step + 1) / max(1, self.warmup))
+        return warmup_cosine(step - self.aux_warmup, self.steps - self.aux_warmup, self.warmup)
+
     def update(self, batch, step: int) -> dict:
         self.policy.train()
-        lr = self.lr * warmup_cosine(step, self.steps, self.warmup)
+        lr = self.lr * self._lr_scale(step)
         for g in self.opt.param_groups:
             g["lr"] = lr
         loss, metrics = self._loss(batch, step)
