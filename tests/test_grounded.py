@@ -31,6 +31,7 @@ def _force_target(env, k: int) -> None:
 def test_the_suite_is_a_task_set_everywhere():
     assert resolve_tasks("grounded") == tuple(f"grounded/{t}" for t in TASKS)
     assert resolve_tasks("grounded/push,reach-v3") == ("grounded/push", "reach-v3")
+    assert resolve_tasks("grounded/quickstart") == ("grounded/reach", "grounded/button-press-topdown")
     with pytest.raises(ValueError, match="unknown task 'grounded/pushh'.*did you mean push"):
         resolve_tasks("grounded/pushh")
     kinds = {GROUNDED[t].kind for t in TASKS}

@@ -815,7 +815,7 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
     out = tmp_path / "qs"
     cmd = [sys.executable, "-m", "rlvla.cli", "quickstart", f"--out={out}", "--tasks=grounded/reach,grounded/push",
            "--episodes=1", "--steps=4", "--budget=30", "--baseline-steps=2", "--baseline-splits=id,ood-position",
-           "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--eval-max-steps=24", "--rl-iterations=1", "--sft", "algo.aux_layouts=3", "policy.backbone.dropout=0.05",
+           "--eval-episodes=5", "--ood-episodes=3", "--sample-episodes=4", "--eval-max-steps=24", "--rl-iterations=1", "--sft", "algo.aux_layouts=3", "algo.aux_warmup=2", "policy.backbone.dropout=0.05",
            "--rl", "algo.group_size=2",
            "algo.groups_per_task=1", "algo.envs_per_task=1", "algo.max_steps=16"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -833,6 +833,9 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
         cfg = json.loads((Path(res["checkpoint"]) / "config.json").read_text())
         assert cfg["policy"]["backbone"]["ablate"] == [ablate]
         assert cfg["policy"]["backbone"]["dropout"] == 0.05  # --sft reaches the baselines too
+        # a shorter baseline keeps the recipe's proportions: 2 warm-up steps of 4 -> 1 of 2
+        recipe = json.loads((out / f"sft_flow_{name}" / "quickstart_recipe.json").read_text())["overrides"]
+        assert "train.steps=2" in recipe and "algo.aux_warmup=1" in recipe
     # the SFT recipe: its defaults, then --sft (later wins)
     from rlvla.runners.quickstart import SFT_DEFAULTS
 

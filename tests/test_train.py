@@ -350,6 +350,27 @@ def test_a_key_the_algorithm_does_not_have_is_an_error_naming_the_valid_ones(ove
         compose(overrides)
 
 
+def test_quickstart_presets_fill_only_what_was_not_passed():
+    """The grounded quickstart's preset: 50 demos, 3000 SFT steps with the grounded recipe in front of --sft,
+    baselines on id and ood-position at 1000 steps; an option passed on the command line wins; other task lists
+    get the plain preset; every preset's SFT recipe composes."""
+    from types import SimpleNamespace
+
+    from rlvla.runners.quickstart import GROUNDED_SFT, PRESETS, SFT_DEFAULTS, _compose, apply_preset
+
+    names = ("episodes", "steps", "budget", "baseline_steps", "baseline_splits", "rl_budget")
+    args = apply_preset(SimpleNamespace(tasks="grounded/quickstart", sft=["algo.aux_layouts=8"], **dict.fromkeys(names)))
+    assert (args.episodes, args.steps, args.baseline_steps, args.baseline_splits) == (50, 3000, 1000, "id,ood-position")
+    assert args.sft == [*GROUNDED_SFT, "algo.aux_layouts=8"]
+    args = apply_preset(SimpleNamespace(tasks="grounded/quickstart", sft=[], **{**dict.fromkeys(names), "steps": 10}))
+    assert args.steps == 10 and args.episodes == 50
+    args = apply_preset(SimpleNamespace(tasks="reach-v3", sft=[], **dict.fromkeys(names)))
+    assert (args.episodes, args.steps, args.baseline_splits, args.sft) == (2, 1500, "", [])
+    for preset in PRESETS.values():
+        cfg = _compose(["head=flow", *SFT_DEFAULTS, *preset.sft])
+        assert cfg.algo.aux_object == 1.0
+
+
 def test_the_quickstart_rl_recipe_composes_for_every_online_algorithm():
     """The recipe's group settings (progress score, refill rounds) apply to group methods only: `rlvla quickstart
     --algo ppo` composed keys PPO does not have, and failed only after collection, SFT and evaluation."""
@@ -670,6 +691,10 @@ def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
         env.close()
     with pytest.raises(ValueError, match="layout frames need layouts >= 1"):
         layout_frames(["reach-v3"], 0, 32, ("corner",))
+    # the same call again in this process: the same frames, not rendered again; other arguments render anew
+    assert layout_frames(["grounded/reach"], 4, 32, ("corner",), moves=0) is g
+    h = layout_frames(["grounded/reach"], 4, 32, ("corner",), moves=0, seed=1)
+    assert h is not g and np.array_equal(h["images"][:3], g["images"][1:])  # seed 1 starts one layout later
 
 
 def test_proprio_noise_adds_noise_in_units_of_the_dataset_std(dataset, tmp_path, monkeypatch):

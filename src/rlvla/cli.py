@@ -126,11 +126,12 @@ def _quickstart_args(sub) -> None:
     q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--tasks", default="quickstart",
-                   help="task set or tasks (comma-separated), e.g. grounded (the suite where vision and language are both needed)")
-    q.add_argument("--episodes", type=int, default=2, help="demonstrations per task (few: SFT is not saturated)")
+                   help="task set or tasks (comma-separated), e.g. grounded/quickstart (tasks where vision and language are "
+                   "both needed; its own preset of the options below)")
+    q.add_argument("--episodes", type=int, default=None, help="demonstrations per task (preset: 2, grounded 50)")
     q.add_argument("--head", default="flow", help="action head: token, diffusion, flow, gaussian")
-    q.add_argument("--steps", type=int, default=1500, help="SFT optimiser steps")
-    q.add_argument("--budget", type=float, default=240.0, help="SFT wall-clock limit (s)")
+    q.add_argument("--steps", type=int, default=None, help="SFT optimiser steps (preset: 1500, grounded 3000)")
+    q.add_argument("--budget", type=float, default=None, help="SFT wall-clock limit (s; preset: 240, grounded 330)")
     q.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes on id (the headline split)")
     q.add_argument("--ood-episodes", type=int, default=80,
                    help="evaluation episodes on each out-of-distribution split (80: the OOD average's standard error ~2 points)")
@@ -138,13 +139,16 @@ def _quickstart_args(sub) -> None:
                    help="cut every evaluation episode at this many env steps (0, default: each task's own limit; for smoke runs)")
     q.add_argument("--sample-episodes", type=int, default=40,
                    help="id episodes evaluating the sampling (exploring) policy before and after RL (0: skip)")
-    q.add_argument("--baseline-steps", type=int, default=0, help="SFT steps of the blind and instruction-blind baselines (0: --steps)")
-    q.add_argument("--baseline-splits", default="",
+    q.add_argument("--baseline-steps", type=int, default=None,
+                   help="SFT steps of the blind and instruction-blind baselines (0: --steps; preset: 0, grounded 1000, "
+                   "a layout warm-up shortened in proportion)")
+    q.add_argument("--baseline-splits", default=None,
                    help="train blind and instruction-blind baselines on the same demos and evaluate them on these splits "
-                   "(the VLA's episodes), e.g. id,ood-position; empty (default): no baselines")
+                   "(the VLA's episodes), e.g. id,ood-position; empty: no baselines (preset: none, grounded id,ood-position)")
     q.add_argument("--algo", default="grpo", help="online RL algorithm: grpo, ppo, rloo, reinforce_pp")
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
-    q.add_argument("--rl-budget", type=float, default=500.0, help="RL wall-clock limit (s); the whole quickstart, set-up included, must fit in 20 minutes")
+    q.add_argument("--rl-budget", type=float, default=None,
+                   help="RL wall-clock limit (s; preset: 500, grounded 400); the whole quickstart, set-up included, must fit in 20 minutes")
     q.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra SFT overrides (the VLA and its baselines), e.g. policy.backbone.dropout=0 algo.proprio_noise=0")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")

@@ -103,6 +103,9 @@ GROUNDED: dict[str, GroundedTask] = {
                                          0.2, _BUTTON_TRAIN, _BUTTON_HELDOUT),
 }  # fmt: skip
 TASKS: tuple[str, ...] = tuple(GROUNDED)
+# The grounded quickstart's tasks: those whose skills 50 demonstrations teach within its budget on two cores (push
+# and pick-place stay skill-limited there: BENCHMARKS.md, "SFT on the grounded suite").
+QUICKSTART: tuple[str, ...] = ("reach", "button-press-topdown")
 OBJECT_CLEARANCE = 0.15  # MetaWorld's own rule: the object starts at least this far (x-y) from the goal
 
 
@@ -273,7 +276,7 @@ def expert(task: str, config=None, seed=None):
 
 
 SUITE = register_suite(Suite(
-    name="grounded", tasks=TASKS, make=make, task_sets={"all": TASKS}, reward_scale=REWARD_SCALE,
+    name="grounded", tasks=TASKS, make=make, task_sets={"all": TASKS, "quickstart": QUICKSTART}, reward_scale=REWARD_SCALE,
     instructions=instructions, expert=expert, paraphrases=paraphrases,
     info_keys=("success", "substeps", "progress", "substep_rewards", "candidates", "target_index", "target_colour"),
     default_max_steps=DEFAULT_MAX_STEPS, module=__name__,
