@@ -100,6 +100,11 @@ class SFTConfig:
     """``aux_warmup``: one learning-rate schedule per stage instead of one for the run: the layout warm-up ramps up
     over ``train.warmup_steps`` and stays at ``train.lr``; cloning ramps up again and decays by its own cosine, so it
     is not run at a rate the warm-up already decayed."""
+    lang_noise: float = 0.0
+    """Gaussian noise on each training sample's instruction embedding (the frozen MiniLM's unit vector), as the
+    noise vector's expected norm (its per-dimension std is this / sqrt(384)); 0 = off. Paraphrases of one
+    instruction lie around 0.5-0.9 apart; a policy that has only seen the training phrasings' exact points can read a
+    held-out one as another instruction. Training only (SFT's own steps; RL and evaluation never see it)."""
     proprio_noise: float = 0.0
     """Std of Gaussian noise added to each training sample's proprioception, in units of the dataset's per-dimension
     std (the policy's proprio normalisation); 0 = off. With few demonstrations the arm's state alone identifies the
@@ -116,8 +121,11 @@ class SFTConfig:
         if self.aux_warmup < 0 or (self.aux_warmup > 0 and self.aux_object <= 0):
             raise ValueError(f"algo.aux_warmup must be >= 0 and needs algo.aux_object > 0 (got {self.aux_warmup}, "
                              f"{self.aux_object})")  # fmt: skip
-        if self.aux_clone < 0:
-            raise ValueError(f"algo.aux_clone must be >= 0, got {self.aux_clone}")
+        if self.aux_clone < 0 or self.lang_noise < 0:
+            raise ValueError(f"algo.aux_clone and algo.lang_noise must be >= 0, got {self.aux_clone}, {self.lang_noise}")
+        if self.aux_object > 0 and self.aux_clone == 0 and self.aux_warmup == 0:
+            raise ValueError("algo.aux_clone=0 without algo.aux_warmup renders layout frames that no step uses; "
+                             "set algo.aux_warmup > 0 or algo.aux_object=0")  # fmt: skip
         if self.aux_object < 0 or self.aux_layouts < 1 or self.aux_batch < 1:
             raise ValueError(f"algo.aux_object must be >= 0 and algo.aux_layouts, algo.aux_batch >= 1 (got {self.aux_object}, "
                              f"{self.aux_layouts}, {self.aux_batch})")  # fmt: skip

@@ -64,6 +64,9 @@ class Backbone(nn.Module):
         self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
         self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
         self.dim = d
+        # Gaussian noise added to the instruction embedding in training mode (SFT sets it for its own steps only;
+        # 0 everywhere else, so RL's log-probs and every evaluation see the embedding as it is)
+        self.lang_noise = 0.0
 
     def forward(self, x: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (action readout (B, D), value readout (B, D))."""
@@ -88,6 +91,8 @@ class Backbone(nn.Module):
         dev = self.readouts.device
         texts = ["" for _ in x.instructions] if "language" in bb.ablate else list(x.instructions)
         lang = self.language(texts, dev)  # (B, 384)
+        if self.training and self.lang_noise > 0:
+            lang = lang + torch.randn_like(lang) * (self.lang_noise / lang.shape[-1] ** 0.5)
         b, cams = x.images.shape[:2]
         img = x.images.to(dev).flatten(0, 1).permute(0, 3, 1, 2).float().div_(255.0)  # (B*cams, 3, H, W)
         if "image" in bb.ablate:

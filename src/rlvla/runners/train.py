@@ -141,7 +141,7 @@ def _sft_algo(cfg, policy, data, pcfg, loop) -> SFT:
                proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
                aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)],
                aux_warmup=int(cfg.algo.aux_warmup), aux_clone=float(cfg.algo.aux_clone),
-               aux_restart=bool(cfg.algo.aux_restart))  # fmt: skip
+               aux_restart=bool(cfg.algo.aux_restart), lang_noise=float(cfg.algo.lang_noise))  # fmt: skip
 
 
 def _offline_setup(cfg, loop):

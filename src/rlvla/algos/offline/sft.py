@@ -29,7 +29,7 @@ class SFT:
                  grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0,
                  aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32,
                  aux_keys: tuple[str, ...] = ("obj_pos",), aux_warmup: int = 0, aux_clone: float = 1.0,
-                 aux_restart: bool = False) -> None:  # fmt: skip
+                 aux_restart: bool = False, lang_noise: float = 0.0) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
         self.lr = lr
@@ -44,6 +44,7 @@ class SFT:
         self.aux_warmup = int(aux_warmup)  # the first steps train the layout target alone
         self.aux_clone = float(aux_clone)  # the layout loss's weight after the warm-up (x aux_object); 0: no layout batch
         self.aux_restart = bool(aux_restart) and self.aux_warmup > 0  # each stage has its own lr schedule
+        self.lang_noise = float(lang_noise)  # instruction-embedding noise, for this trainer's steps only
         self.aux_obj = None
         if self.aux_object > 0:
             if not layout_frames:
@@ -131,7 +132,11 @@ class SFT:
         lr = self.lr * self._lr_scale(step)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        loss, metrics = self._loss(batch, step)
+        self.policy.backbone.lang_noise = self.lang_noise
+        try:
+            loss, metrics = self._loss(batch, step)
+        finally:
+            self.policy.backbone.lang_noise = 0.0
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {float(loss.detach())} at step {step}")
         self.opt.zero_grad(set_to_none=True)
