@@ -517,9 +517,12 @@ def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_polic
     assert trainer["aux_object.weight"].shape == (6, 32)
 
 
-def test_named_candidate_target_is_a_classification_that_trains(dataset, tmp_path, monkeypatch):
-    """algo.aux_target=candidate: which candidate the instruction names, as a class (three here). Tiny learning: the
-    cross-entropy falls below half its start (it starts near log 3); tasks without candidates are refused in one line."""
+@pytest.mark.parametrize("target,start,tol,width", [("candidate", np.log(3), 0.3, 3), ("grounded", np.log(3) + 1.0, 0.5, 9)])
+def test_named_candidate_targets_train(dataset, tmp_path, monkeypatch, target, start, tol, width):
+    """algo.aux_target=candidate: which candidate the instruction names, as a class (three here); ``grounded``: that
+    class (its 3 logits first) plus the object and goal positions (6 more), one loss. Tiny learning: the loss starts
+    near its chance value (log 3, + 1 for the MSE of a standardised target) and falls below half its start; the
+    readout has one output per class and coordinate; tasks without candidates are refused in one line."""
     from safetensors.torch import load_file
 
     import rlvla.collectors.layouts as layouts
@@ -527,41 +530,17 @@ def test_named_candidate_target_is_a_classification_that_trains(dataset, tmp_pat
     from rlvla.runners.train import train
 
     monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
-    run = tmp_path / "cand"
-    out = train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_target=candidate", "algo.aux_warmup=80",
+    run = tmp_path / target
+    out = train(_cfg(dataset, run, "algo.aux_object=1.0", f"algo.aux_target={target}", "algo.aux_warmup=80",
                      "train.steps=80", "algo.aux_batch=64"), progress=False)  # fmt: skip
     aux = [r["aux_object_loss"] for r in read_metrics(run)]
-    assert out["status"] == "done" and abs(np.mean(aux[:3]) - np.log(3)) < 0.3
+    assert out["status"] == "done" and abs(np.mean(aux[:3]) - start) < tol
     assert np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
     trainer = load_file(str(run / "checkpoints" / "step_00000080" / "trainer.safetensors"))
-    assert trainer["aux_object.weight"].shape == (3, 32)
+    assert trainer["aux_object.weight"].shape == (width, 32)
     monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([], ranks=False))
-    with pytest.raises(ValueError, match="algo.aux_target=candidate needs tasks with several candidates"):
-        train(_cfg(dataset, tmp_path / "nocand", "algo.aux_object=1.0", "algo.aux_target=candidate"), progress=False)
-
-
-def test_grounded_target_is_the_candidate_class_and_both_positions(dataset, tmp_path, monkeypatch):
-    """algo.aux_target=grounded: the named candidate (3 logits first) and the object and goal positions (6 more),
-    one loss. Tiny learning: the summed loss falls below half its start; it starts near log 3 + 1 (chance
-    cross-entropy + the MSE of a standardised target); tasks without candidates are refused in one line."""
-    from safetensors.torch import load_file
-
-    import rlvla.collectors.layouts as layouts
-    from rlvla.runners.runlog import read_metrics
-    from rlvla.runners.train import train
-
-    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
-    run = tmp_path / "grounded"
-    out = train(_cfg(dataset, run, "algo.aux_object=1.0", "algo.aux_target=grounded", "algo.aux_warmup=80",
-                     "train.steps=80", "algo.aux_batch=64"), progress=False)  # fmt: skip
-    aux = [r["aux_object_loss"] for r in read_metrics(run)]
-    assert out["status"] == "done" and abs(np.mean(aux[:3]) - (np.log(3) + 1.0)) < 0.5
-    assert np.mean(aux[-5:]) < 0.5 * np.mean(aux[:5])
-    trainer = load_file(str(run / "checkpoints" / "step_00000080" / "trainer.safetensors"))
-    assert trainer["aux_object.weight"].shape == (9, 32)
-    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([], ranks=False))
-    with pytest.raises(ValueError, match="algo.aux_target=grounded needs tasks with several candidates"):
-        train(_cfg(dataset, tmp_path / "nocand", "algo.aux_object=1.0", "algo.aux_target=grounded"), progress=False)
+    with pytest.raises(ValueError, match=f"algo.aux_target={target} needs tasks with several candidates"):
+        train(_cfg(dataset, tmp_path / "nocand", "algo.aux_object=1.0", f"algo.aux_target={target}"), progress=False)
 
 
 def test_cloning_without_the_layout_batch_after_the_warmup(dataset, tmp_path, monkeypatch):

@@ -110,9 +110,9 @@ def apply_preset(args):
     """Fill the options left unset (None) from the task set's preset (the plain one for other task lists); the
     preset's SFT additions go before ``--sft`` (later wins)."""
     preset = PRESETS.get(str(args.tasks).strip(), PRESETS["quickstart"])
-    for name in ("episodes", "steps", "budget", "baseline_steps", "baseline_splits", "rl_budget"):
-        if getattr(args, name, None) is None:
-            setattr(args, name, getattr(preset, name))
+    for f in dataclasses.fields(Preset):
+        if f.name != "sft" and getattr(args, f.name, None) is None:
+            setattr(args, f.name, getattr(preset, f.name))
     args.sft = [*preset.sft, *(args.sft or [])]
     return args
 
