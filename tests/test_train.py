@@ -478,7 +478,9 @@ def _fake_layout_frames(asked: list, ranks: bool = True):
             images[i, 0, 28:36, c : c + 12] = 255
         return {"images": images, "proprio": g.normal(size=(64, 4)).astype(np.float32), "obj_pos": pos,
                 "goal_pos": pos * np.float32([-1, 1, 1]), "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64,
-                "target_rank": np.digitize(pos[:, 0], [-0.1 / 3, 0.1 / 3]) if ranks else np.full(64, -1)}  # fmt: skip
+                "target_rank": np.digitize(pos[:, 0], [-0.1 / 3, 0.1 / 3]) if ranks else np.full(64, -1),
+                "colour_pos": np.c_[pos, pos * np.float32([-1, 1, 1]), pos * np.float32([0.5, 1, 1])] if ranks
+                else np.zeros((64, 0), np.float32)}  # fmt: skip
 
     return frames
 
@@ -517,10 +519,12 @@ def test_object_position_loss_on_layout_frames_trains_and_stays_out_of_the_polic
     assert trainer["aux_object.weight"].shape == (6, 32)
 
 
-@pytest.mark.parametrize("target,start,tol,width", [("candidate", np.log(3), 0.3, 3), ("grounded", np.log(3) + 1.0, 0.5, 9)])
+@pytest.mark.parametrize("target,start,tol,width", [("candidate", np.log(3), 0.3, 3), ("grounded", np.log(3) + 1.0, 0.5, 9),
+                                                     ("colours", np.log(3) + 1.0, 0.5, 18)])  # fmt: skip
 def test_named_candidate_targets_train(dataset, tmp_path, monkeypatch, target, start, tol, width):
     """algo.aux_target=candidate: which candidate the instruction names, as a class (three here); ``grounded``: that
-    class (its 3 logits first) plus the object and goal positions (6 more), one loss. Tiny learning: the loss starts
+    class (its 3 logits first) plus the object and goal positions (6 more), one loss; ``colours``: those plus every
+    candidate's position by colour (9 more). Tiny learning: the loss starts
     near its chance value (log 3, + 1 for the MSE of a standardised target) and falls below half its start; the
     readout has one output per class and coordinate; tasks without candidates are refused in one line."""
     from safetensors.torch import load_file
@@ -539,7 +543,7 @@ def test_named_candidate_targets_train(dataset, tmp_path, monkeypatch, target, s
     trainer = load_file(str(run / "checkpoints" / "step_00000080" / "trainer.safetensors"))
     assert trainer["aux_object.weight"].shape == (width, 32)
     monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([], ranks=False))
-    with pytest.raises(ValueError, match=f"algo.aux_target={target} needs tasks with several candidates"):
+    with pytest.raises(ValueError, match=f"algo.aux_target .*{target}.* needs tasks with several candidates"):
         train(_cfg(dataset, tmp_path / "nocand", "algo.aux_object=1.0", f"algo.aux_target={target}"), progress=False)
 
 
@@ -687,7 +691,7 @@ def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
     finally:
         env.close()
     assert LAYOUT_SEED_OFFSET + 3 <= RL_SEEDS.stop <= VALIDATION_SEEDS.start
-    assert list(f["target_rank"]) == [-1] * 6  # one goal: no candidate to name
+    assert list(f["target_rank"]) == [-1] * 6 and f["colour_pos"].shape == (6, 0)  # one goal: no candidate to name
     # the grounded suite: the named candidate's place among the candidates, left to right in x
     g = layout_frames(["grounded/reach"], 4, 32, ("corner",), moves=0)
     env = make_env("grounded/reach", image_size=32)
@@ -697,6 +701,8 @@ def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
             xs = info["candidates"][:, 0]
             assert g["target_rank"][k] == int(np.sum(xs < xs[info["target_index"]]))
             assert np.allclose(g["goal_pos"][k], info["candidates"][info["target_index"]], atol=1e-6)
+            by_name = dict(zip(info["colours"], info["candidates"]))  # every candidate, in the order of its colour's name
+            assert np.allclose(g["colour_pos"][k], np.concatenate([by_name[c] for c in sorted(by_name)]), atol=1e-6)
     finally:
         env.close()
     with pytest.raises(ValueError, match="layout frames need layouts >= 1"):
@@ -737,3 +743,36 @@ def test_proprio_noise_adds_noise_in_units_of_the_dataset_std(dataset, tmp_path,
     saved_std = load_file(str(run / "policy" / "model.safetensors"))["backbone.proprio_std"]
     assert not torch.allclose(saved_std, torch.ones_like(saved_std))  # the dataset's std, not the identity default
     assert len(seen) == 3 and all(torch.allclose(s, 0.5 * saved_std) for s in seen)  # every step, scaled by it
+
+
+def test_sft_fills_the_instruction_prototypes_and_the_policy_keeps_them(dataset, tmp_path):
+    """policy.backbone.language.prototype_temperature > 0: SFT groups its dataset's instructions (each with its
+    suite's training paraphrases: for MetaWorld, every training instruction of the task), the saved policy carries
+    the groups in its config and reads an instruction as the softmax(cos / T) mix of the groups' normalised mean
+    embeddings (known answer for two groups); a policy with the setting but no prototypes fails in one line; a bad
+    setting is refused at composition."""
+    from rlvla.configs import compose, policy_config
+    from rlvla.envs.metaworld.instructions import INSTRUCTIONS
+    from rlvla.policies import VLAPolicy
+    from rlvla.policies.config import LanguageConfig
+    from rlvla.policies.encoders import LanguageEncoder, embed_instructions
+    from rlvla.runners.train import train
+
+    out = train(_cfg(dataset, tmp_path / "proto", "policy.backbone.language.encoder=minilm",
+                     "policy.backbone.language.prototype_temperature=0.05", "train.steps=2"), progress=False)  # fmt: skip
+    policy = VLAPolicy.from_pretrained(out["policy"])
+    lang = policy.backbone.language
+    groups = [sorted({f"do {t}", *INSTRUCTIONS[t]["train"]}) for t in ("push-v3", "reach-v3")]
+    assert sorted(lang.cfg.prototypes) == sorted(groups)
+    unit = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
+    protos = torch.stack([unit(unit(embed_instructions(g)).mean(0)) for g in lang.cfg.prototypes])
+    texts = ["do reach-v3", "push the puck to the goal", "an instruction from nowhere"]
+    w = torch.softmax(unit(embed_instructions(texts)) @ protos.T / 0.05, dim=-1)
+    assert torch.allclose(lang(texts, torch.device("cpu")), w @ protos, atol=1e-5)
+    assert float(w[0, lang.cfg.prototypes.index(groups[1])]) > 0.9  # reach's instruction reads as reach's prototype
+    with pytest.raises(ValueError, match="prototype_temperature > 0 but the policy has no prototypes"):
+        LanguageEncoder(LanguageConfig(prototype_temperature=0.05))(["do reach-v3"], torch.device("cpu"))
+    for bad, msg in (("-1", "must be >= 0"), ("0.05 policy.backbone.language.freeze=false", "needs the frozen minilm")):
+        first, *rest = bad.split()
+        with pytest.raises(ValueError, match=msg):
+            policy_config(compose([f"policy.backbone.language.prototype_temperature={first}", *rest]))

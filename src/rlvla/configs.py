@@ -66,7 +66,8 @@ class LoopConfig:
 
 
 AUX_TARGETS = {"object": ("obj_pos",), "goal": ("goal_pos",), "both": ("obj_pos", "goal_pos"), "candidate": ("target_rank",),
-               "grounded": ("target_rank", "obj_pos", "goal_pos")}  # fmt: skip
+               "grounded": ("target_rank", "obj_pos", "goal_pos"),
+               "colours": ("target_rank", "obj_pos", "goal_pos", "colour_pos")}  # fmt: skip
 
 
 @dataclass
@@ -85,7 +86,9 @@ class SFTConfig:
     """``aux_object``'s target: ``object`` (``info["obj_pos"]``), ``goal`` (``info["goal_pos"]``: on the grounded
     suite the goal the instruction names, so the trunk must read both), ``both``, or ``candidate`` (grounded suite:
     which candidate, left to right, the instruction names; a classification), or ``grounded`` (the candidate, the
-    object and the named goal at once: what the skills read)."""
+    object and the named goal at once: what the skills read), or ``colours`` (``grounded`` plus every candidate's
+    position by colour: a target that needs no language, so the trunk learns where each colour is before (and
+    while) it learns which colour the instruction names)."""
     aux_layouts: int = 256
     """``aux_object``: random training layouts per task (two frames each: at reset and after a few random arm moves)."""
     aux_batch: int = 32

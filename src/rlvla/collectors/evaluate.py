@@ -232,6 +232,13 @@ class _SplitRun:
         return self.results, self.latencies, wall, self.selector.stats["decisions"] - decisions0
 
 
+def _quantiles(lengths: list[int]) -> dict | None:
+    """Median, 95th percentile and maximum of the successful episodes' lengths (env steps); None when none succeeded."""
+    if not lengths:
+        return None
+    return {"p50": float(np.percentile(lengths, 50)), "p95": float(np.percentile(lengths, 95)), "max": int(max(lengths))}
+
+
 def _summarise(results: list[dict], latencies: list[float], tasks, wall: float, decisions: int) -> dict:
     succ = sum(r["success"] for r in results)
     lo, hi = wilson_interval(succ, len(results))
@@ -247,6 +254,7 @@ def _summarise(results: list[dict], latencies: list[float], tasks, wall: float, 
         "episodes": len(results),
         "mean_return": float(np.mean([r["ret"] for r in results])),
         "mean_length": float(np.mean([r["length"] for r in results])),
+        "success_length": _quantiles([r["length"] for r in results if r["success"]]),
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
                        "mean_per_env": float(lat.sum() / max(1, decisions))},  # fmt: skip
         "env_steps_per_s": sum(r["length"] for r in results) / wall,

@@ -32,7 +32,7 @@ def _frames_of_task(job: dict) -> dict:
     env = make_env(task, split="id", image_size=job["image_size"], cameras=tuple(job["cameras"]), camera_every=max(moves, 1))
     rng = np.random.default_rng([job["seed"], 104_729])
     cams = list(env.cameras)
-    images, proprio, instr, pos, goal, rank = [], [], [], [], [], []
+    images, proprio, instr, pos, goal, rank, by_colour = [], [], [], [], [], [], []
 
     def keep(obs, info):
         images.append(np.stack([obs["image"] if i == 0 else obs[f"image_{c}"] for i, c in enumerate(cams)]))
@@ -42,6 +42,9 @@ def _frames_of_task(job: dict) -> dict:
         goal.append(np.asarray(info["goal_pos"], np.float32)[:3])
         cands = info.get("candidates")  # several candidates: the named one's place among them, left to right in x
         rank.append(int(np.argsort(np.argsort(np.asarray(cands)[:, 0]))[info["target_index"]]) if cands is not None else -1)
+        colours = list(info.get("colours", []))  # every candidate's place, in the order of its colour's name
+        by_colour.append(np.concatenate([np.asarray(cands[colours.index(c)], np.float32)[:3] for c in sorted(colours)])
+                         if cands is not None and colours else np.zeros(0, np.float32))  # fmt: skip
 
     try:
         for k in range(n):
@@ -58,14 +61,16 @@ def _frames_of_task(job: dict) -> dict:
     finally:
         env.close()
     return {"images": np.stack(images), "proprio": np.stack(proprio), "instructions": instr, "obj_pos": np.stack(pos),
-            "goal_pos": np.stack(goal), "target_rank": np.asarray(rank, np.int64), "task": [task] * len(instr)}  # fmt: skip
+            "goal_pos": np.stack(goal), "target_rank": np.asarray(rank, np.int64), "colour_pos": np.stack(by_colour),
+            "task": [task] * len(instr)}  # fmt: skip
 
 
 def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8, seed: int = 0) -> dict:
     """``layouts`` random training layouts per task -> ``{"images": (N, cams, H, W, 3) uint8, "proprio": (N, P),
     "instructions": [N], "obj_pos": (N, 3), "goal_pos": (N, 3), "target_rank": (N,), "task": [N]}`` (two frames per
     layout with ``moves`` > 0; where a suite has several candidates, ``goal_pos`` is the goal the instruction names
-    and ``target_rank`` its place among them sorted by x, else -1). Rendered in spawned
+    and ``target_rank`` its place among them sorted by x, else -1; ``colour_pos`` (N, 3 x candidates): every
+    candidate's position, in the order of its colour's name, or (N, 0) where a task has none). Rendered in spawned
     worker processes (a GL context is never created in the trainer); a second call with the same arguments in the
     same process returns the same frames (shared: callers read them, never write) without rendering again."""
     import multiprocessing as mp
@@ -82,6 +87,9 @@ def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8,
     with mp.get_context("spawn").Pool(min(2, len(jobs))) as pool:
         parts = pool.map(_frames_of_task, jobs)
     out = {k: np.concatenate([p[k] for p in parts]) for k in ("images", "proprio", "obj_pos", "goal_pos", "target_rank")}
+    widths = {p["colour_pos"].shape[1] for p in parts}  # tasks without candidates (or with other counts): none
+    out["colour_pos"] = (np.concatenate([p["colour_pos"] for p in parts]) if len(widths) == 1
+                         else np.zeros((len(out["proprio"]), 0), np.float32))  # fmt: skip
     out = {**out, "instructions": [s for p in parts for s in p["instructions"]], "task": [s for p in parts for s in p["task"]]}
     _LAST.clear()
     _LAST[key] = out

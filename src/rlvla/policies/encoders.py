@@ -65,6 +65,7 @@ class LanguageEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.model = None
+        self._protos: torch.Tensor | None = None  # from cfg.prototypes on first use (the frozen encoder's, not weights)
         if cfg.encoder == "minilm" and not cfg.freeze:
             import copy
 
@@ -74,10 +75,27 @@ class LanguageEncoder(nn.Module):
         if self.cfg.encoder == "none":
             return torch.zeros(len(texts), LANGUAGE_DIM, device=device)
         if self.model is None:
-            return embed_instructions(list(texts)).to(device)
+            emb = embed_instructions(list(texts))
+            return (self.snap(emb) if self.cfg.prototype_temperature > 0 else emb).to(device)
         feats = self.model.tokenize(list(texts))
         feats = {k: v.to(device) for k, v in feats.items()}
         return self.model(feats)["sentence_embedding"]
+
+
+    def snap(self, emb: torch.Tensor) -> torch.Tensor:
+        """``emb`` (B, 384) -> the prototypes mixed by ``softmax(cos(emb, prototype) / temperature)`` (B, 384)."""
+        if not self.cfg.prototypes:
+            raise ValueError("language.prototype_temperature > 0 but the policy has no prototypes; train it with SFT "
+                             "(which fills policy.backbone.language.prototypes from its dataset) or set them")  # fmt: skip
+        if self._protos is None:
+            self._protos = prototypes(self.cfg.prototypes)
+        sim = F.normalize(emb, dim=-1) @ self._protos.T
+        return torch.softmax(sim / self.cfg.prototype_temperature, dim=-1) @ self._protos
+
+
+def prototypes(groups: list[list[str]]) -> torch.Tensor:
+    """One unit vector per group of phrasings: the normalised mean of their frozen MiniLM embeddings, (G, 384)."""
+    return torch.stack([F.normalize(F.normalize(embed_instructions(list(g)), dim=-1).mean(0), dim=0) for g in groups])
 
 
 # ---------------------------------------------------------------------------------------------- vision

@@ -264,7 +264,9 @@ def _check_args(args) -> None:
     if args.algo not in CONFIGS:
         raise ValueError(f"unknown online algo {args.algo!r}; valid: {', '.join(sorted(CONFIGS))}")
     _compose([f"algo={args.algo}", *rl_defaults(args.algo), *args.rl])
-    _compose([f"head={args.head}", *SFT_DEFAULTS, *args.sft])
+    from rlvla.configs import policy_config
+
+    policy_config(_compose([f"head={args.head}", *SFT_DEFAULTS, *args.sft]))  # the policy's own checks too
 
 
 def rl_defaults(algo: str) -> list[str]:

@@ -123,6 +123,14 @@ def _paraphrase_pools(dataset, episodes) -> dict[str, list[str]]:
     return paraphrase_pools(sorted(pairs))
 
 
+def prototype_groups(dataset, episodes) -> list[list[str]]:
+    """The instructions of ``episodes`` grouped by meaning: each with its suite's training paraphrases (one group
+    per distinct set), an instruction without paraphrases alone; sorted, so the same data gives the same groups."""
+    pools = _paraphrase_pools(dataset, episodes)
+    texts = {t for i in episodes for t in dataset.episodes[i].get("tasks", [])}
+    return [list(g) for g in sorted({tuple(sorted({t, *pools.get(t, [])})) for t in texts})]
+
+
 def _sft_algo(cfg, policy, data, pcfg, loop) -> SFT:
     """SFT with its auxiliary targets: the episodes' recorded goals (``aux_goal``) and the object or goal position
     on rendered frames of random training layouts (``aux_object``)."""
@@ -172,6 +180,9 @@ def _offline_setup(cfg, loop):
     if not data.env_tasks:
         raise ValueError(f"dataset {data_cfg.path} records no env_task per episode; collect it with `rlvla collect`")
     pcfg.tasks = data.env_tasks
+    lang = pcfg.backbone.language
+    if lang.prototype_temperature > 0 and not lang.prototypes:
+        lang.prototypes = prototype_groups(dataset, data.episodes if not offline else range(dataset.num_episodes))
     torch.manual_seed(loop.seed)
     policy = VLAPolicy(pcfg).to(loop.device)
     if init is not None:

@@ -71,9 +71,11 @@ class SFT:
         if "target_rank" in keys:
             ranks = torch.as_tensor(frames["target_rank"]).long()
             if bool((ranks < 0).any()):
-                raise ValueError(f"algo.aux_target={'candidate' if keys == ('target_rank',) else 'grounded'} needs tasks "
+                raise ValueError("algo.aux_target (candidate, grounded, colours: a named candidate) needs tasks "
                                  "with several candidates (--tasks grounded)")  # fmt: skip
             self.aux_rank, self.aux_classes = ranks, int(ranks.max()) + 1
+        if "colour_pos" in keys and torch.as_tensor(frames["colour_pos"]).shape[1] == 0:
+            raise ValueError("algo.aux_target=colours needs tasks whose candidates have colours (--tasks grounded)")
         pos_keys = [k for k in keys if k != "target_rank"]
         width = 0
         if pos_keys:
