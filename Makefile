@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 sysdeps:
 	@bash scripts/sysdeps.sh
 
+# The grounded quickstart: tasks where the policy has to look and to read (the plain `rlvla quickstart` runs the
+# earlier two-task set).
 quickstart: $(STAMP)
-	$(BIN)/rlvla quickstart
+	$(BIN)/rlvla quickstart --tasks grounded/quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -7,8 +7,8 @@ import warnings
 warnings.filterwarnings("ignore")
 
 from rlvla.envs import TASKS  # noqa: E402
-from rlvla.envs.metaworld.grounded import COLOURS, GROUNDED, N_CANDIDATES  # noqa: E402
-from rlvla.envs.metaworld.visibility import expert_success, grounded_visibility, task_visibility  # noqa: E402
+from rlvla.envs.metaworld.grounded import COLOURS, GROUNDED, MAX_STEPS, N_CANDIDATES  # noqa: E402
+from rlvla.envs.metaworld.visibility import expert_episodes, grounded_visibility, task_visibility  # noqa: E402
 
 MIN_MARKER_PX = 4  # a goal marker this many pixels is clearly visible at 64x64
 MIN_LAYOUT_PX = 4  # two layouts differing by this many pixels are told apart
@@ -35,8 +35,10 @@ for task in TASKS:
 grounded = []
 for task in GROUNDED:
     v = grounded_visibility(task)
-    ok = {split: expert_success(f"grounded/{task}", split, 50) for split in ("id", "ood-position")}
-    grounded.append(f"| grounded/{task} | {GROUNDED[task].kind} | {ok['id']:.2f} | {ok['ood-position']:.2f} | "
+    ok = {split: expert_episodes(f"grounded/{task}", split, 50) for split in ("id", "ood-position")}
+    steps = " / ".join(f"{ok[s]['steps_p95']:.0f}, {ok[s]['steps_max']}" for s in ok)
+    grounded.append(f"| grounded/{task} | {GROUNDED[task].kind} | {ok['id']['success_rate']:.2f} | "
+                    f"{ok['ood-position']['success_rate']:.2f} | {steps} | "
                     f"{v['target_px_min']} / {v['target_px_mean']:.1f} | {v['decoy_px_min']} / {v['decoy_px_mean']:.1f} | "
                     f"{100 * v['under_4px']:.0f}% |")  # fmt: skip
     print(grounded[-1], file=sys.stderr, flush=True)
@@ -54,10 +56,11 @@ that ignores the image or the instruction is right about 1/{N_CANDIDATES} of the
 Measured by `python benchmarks/task_visibility.py`: the scripted expert (MetaWorld's policy for the base task,
 reading the real goal from `info`) on 50 evaluation episodes per split, and at reset on 20 training layouts the
 pixels (64x64, corner camera) that show each candidate's colour: those that change when it is painted black
-(min / mean; "< 4 px": the share of candidates shown by fewer than 4 pixels).
+(min / mean; "< 4 px": the share of candidates shown by fewer than 4 pixels). Expert steps: the 95th percentile
+and the maximum length of its successful episodes on id / ood-position, against the episode limit of {MAX_STEPS}.
 
-| task | candidates are | expert id | expert ood-position | target px (min / mean) | decoy px (min / mean) | < 4 px |
-|---|---|---|---|---|---|---|
+| task | candidates are | expert id | expert ood-position | expert steps (p95, max) | target px (min / mean) | decoy px (min / mean) | < 4 px |
+|---|---|---|---|---|---|---|---|
 """ + "\n".join(grounded) + f"""
 
 ## MetaWorld v3

@@ -776,3 +776,38 @@ def test_sft_fills_the_instruction_prototypes_and_the_policy_keeps_them(dataset,
         first, *rest = bad.split()
         with pytest.raises(ValueError, match=msg):
             policy_config(compose([f"policy.backbone.language.prototype_temperature={first}", *rest]))
+
+
+def test_cross_task_prototype_mixing_is_sfts_own_and_has_its_law(dataset, tmp_path):
+    """algo.lang_mix: known answer for the mix (each mixed row is w * its own prototype + (1 - w) * a partner's,
+    w in [0.5, 1], over 400 rows about half mixed at p = 0.5, every partner drawn); rows whose prototype has no
+    partner stay; the partners are the groups of other env tasks; SFT leaves no mixing on the saved policy; without
+    prototypes the setting is refused in one line."""
+    from rlvla.data.lerobot import LeRobotDataset
+    from rlvla.policies import VLAPolicy
+    from rlvla.runners.train import prototype_groups, prototype_partners, train
+
+    ds = LeRobotDataset(dataset)
+    groups = prototype_groups(ds, range(ds.num_episodes))
+    partners = prototype_partners(groups, ds, range(ds.num_episodes))
+    assert partners == [[1], [0]]  # push's group and reach's: each the other's partner
+    out = train(_cfg(dataset, tmp_path / "mix", "policy.backbone.language.encoder=minilm", "algo.lang_mix=0.5",
+                     "policy.backbone.language.prototype_temperature=0.05", "train.steps=2"), progress=False)  # fmt: skip
+    policy = VLAPolicy.from_pretrained(out["policy"])
+    assert policy.backbone.lang_mix is None
+    lang = policy.backbone.language
+    snapped = lang(["do reach-v3"] * 400, torch.device("cpu"))
+    protos = lang._protos
+    torch.manual_seed(0)
+    mixed = lang.mix_partners(snapped, 0.5, partners)
+    w = torch.linalg.lstsq(protos.T, mixed.T).solution.T  # each row's weights on the two prototypes
+    w0 = torch.linalg.lstsq(protos.T, snapped[:1].T).solution.T[0]
+    changed = (mixed - snapped).norm(dim=-1) > 1e-6
+    assert 150 < int(changed.sum()) < 250
+    own = lang.cfg.prototypes.index(next(g for g in lang.cfg.prototypes if "do reach-v3" in g))
+    scale = w[changed, own] / w0[own]  # the own prototype's share kept: w
+    assert float(scale.min()) >= 0.5 - 1e-4 and float(scale.max()) <= 1 + 1e-4 and float(scale.min()) < 0.55
+    assert torch.allclose(w[changed].sum(-1), torch.ones(int(changed.sum())), atol=1e-4)
+    assert torch.equal(lang.mix_partners(snapped, 1.0, [[], []]), snapped)  # no partner: unchanged
+    with pytest.raises(ValueError, match="algo.lang_mix mixes instruction prototypes; set policy.backbone.language.prototype_temperature"):
+        train(_cfg(dataset, tmp_path / "nomix", "policy.backbone.language.encoder=minilm", "algo.lang_mix=0.5"), progress=False)

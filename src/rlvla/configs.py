@@ -108,6 +108,13 @@ class SFTConfig:
     noise vector's expected norm (its per-dimension std is this / sqrt(384)); 0 = off. On the grounded suite the
     training phrasings of one instruction lie ~0.83 apart and a colour swap moves one by ~0.66; a policy that has only seen the training phrasings' exact points can read a
     held-out one as another instruction. Training only (SFT's own steps; RL and evaluation never see it)."""
+    lang_mix: float = 0.0
+    """With instruction prototypes (``policy.backbone.language.prototype_temperature``): the probability that a
+    training sample reads its instruction as a mix of its own prototype (weight ~ U(0.5, 1)) and the prototype of an
+    instruction of another task of the dataset. A new wording can land partly on another task's prototype (on the
+    grounded suite, held-out reach phrasings put ~20% of their weight on the button's); trained this way, the policy
+    takes the task from the scene and the rest from the instruction. For task sets whose tasks each have their own
+    scene; 0 = off. SFT's own steps only."""
     proprio_noise: float = 0.0
     """Std of Gaussian noise added to each training sample's proprioception, in units of the dataset's per-dimension
     std (the policy's proprio normalisation); 0 = off. With few demonstrations the arm's state alone identifies the
@@ -124,6 +131,8 @@ class SFTConfig:
         if self.aux_warmup < 0 or (self.aux_warmup > 0 and self.aux_object <= 0):
             raise ValueError(f"algo.aux_warmup must be >= 0 and needs algo.aux_object > 0 (got {self.aux_warmup}, "
                              f"{self.aux_object})")  # fmt: skip
+        if not 0 <= self.lang_mix <= 1:
+            raise ValueError(f"algo.lang_mix is a probability in [0, 1], got {self.lang_mix}")
         if self.aux_clone < 0 or self.lang_noise < 0:
             raise ValueError(f"algo.aux_clone and algo.lang_noise must be >= 0, got {self.aux_clone}, {self.lang_noise}")
         if self.aux_object > 0 and self.aux_clone == 0 and self.aux_warmup == 0:

@@ -67,6 +67,8 @@ class Backbone(nn.Module):
         # Gaussian noise added to the instruction embedding in training mode (SFT sets it for its own steps only;
         # 0 everywhere else, so RL's log-probs and every evaluation see the embedding as it is)
         self.lang_noise = 0.0
+        # (probability, partners): cross-task prototype mixing in training mode (SFT sets it for its own steps only)
+        self.lang_mix: tuple[float, list[list[int]]] | None = None
 
     def forward(self, x: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (action readout (B, D), value readout (B, D))."""
@@ -93,6 +95,8 @@ class Backbone(nn.Module):
         lang = self.language(texts, dev)  # (B, 384)
         if self.training and self.lang_noise > 0:
             lang = lang + torch.randn_like(lang) * (self.lang_noise / lang.shape[-1] ** 0.5)
+        if self.training and self.lang_mix is not None:
+            lang = self.language.mix_partners(lang, *self.lang_mix)
         b, cams = x.images.shape[:2]
         img = x.images.to(dev).flatten(0, 1).permute(0, 3, 1, 2).float().div_(255.0)  # (B*cams, 3, H, W)
         if "image" in bb.ablate:

@@ -92,6 +92,26 @@ class LanguageEncoder(nn.Module):
         sim = F.normalize(emb, dim=-1) @ self._protos.T
         return torch.softmax(sim / self.cfg.prototype_temperature, dim=-1) @ self._protos
 
+    def mix_partners(self, snapped: torch.Tensor, prob: float, partners: list[list[int]]) -> torch.Tensor:
+        """Training augmentation: each row of ``snapped`` (from :meth:`snap`), with probability ``prob``, becomes
+        ``w * row + (1 - w) * prototype[j]``, ``w ~ U(0.5, 1)`` (its own stays the heaviest) and ``j`` drawn from
+        ``partners[k]`` (``k``: the row's own prototype, its heaviest; rows whose prototype has no partner stay).
+        Torch RNG: seeded per step."""
+        if self._protos is None:
+            self._protos = prototypes(self.cfg.prototypes)
+        protos = self._protos.to(snapped.device)
+        own = (snapped @ protos.T).argmax(-1).tolist()
+        pick = (torch.rand(len(own)) < prob).tolist()
+        w = torch.empty(len(own), 1).uniform_(0.5, 1.0).to(snapped.device)
+        draws = torch.rand(len(own)).tolist()
+        rows = [i for i in range(len(own)) if pick[i] and partners[own[i]]]
+        if not rows:
+            return snapped
+        other = torch.stack([protos[partners[own[i]][int(draws[i] * len(partners[own[i]]))]] for i in rows])
+        out = snapped.clone()
+        out[rows] = w[rows] * snapped[rows] + (1 - w[rows]) * other
+        return out
+
 
 def prototypes(groups: list[list[str]]) -> torch.Tensor:
     """One unit vector per group of phrasings: the normalised mean of their frozen MiniLM embeddings, (G, 384)."""

@@ -131,7 +131,19 @@ def prototype_groups(dataset, episodes) -> list[list[str]]:
     return [list(g) for g in sorted({tuple(sorted({t, *pools.get(t, [])})) for t in texts})]
 
 
-def _sft_algo(cfg, policy, data, pcfg, loop) -> SFT:
+def prototype_partners(groups: list[list[str]], dataset, episodes) -> list[list[int]]:
+    """For each prototype group, the groups whose instructions come only from other env tasks of the dataset
+    (``algo.lang_mix``'s partners)."""
+    tasks: list[set] = [set() for _ in groups]
+    where = {t: k for k, g in enumerate(groups) for t in g}
+    for i in episodes:
+        for t in dataset.episodes[i].get("tasks", []):
+            if t in where:
+                tasks[where[t]].add(dataset.episodes[i].get("env_task"))
+    return [[j for j in range(len(groups)) if tasks[j] and not tasks[j] & tasks[k]] for k in range(len(groups))]
+
+
+def _sft_algo(cfg, policy, data, pcfg, loop, dataset) -> SFT:
     """SFT with its auxiliary targets: the episodes' recorded goals (``aux_goal``) and the object or goal position
     on rendered frames of random training layouts (``aux_object``)."""
     aux = float(cfg.algo.aux_goal)
@@ -140,7 +152,11 @@ def _sft_algo(cfg, policy, data, pcfg, loop) -> SFT:
     if aux > 0 and goals is None:
         raise ValueError(f"algo.aux_goal needs a dataset that records each episode's goal_pos; {cfg.data.path} does not "
                          "(re-collect it with `rlvla collect`)")  # fmt: skip
-    frames = None
+    frames, lang, partners = None, pcfg.backbone.language, None
+    if float(cfg.algo.lang_mix) > 0:
+        if lang.prototype_temperature <= 0:
+            raise ValueError("algo.lang_mix mixes instruction prototypes; set policy.backbone.language.prototype_temperature > 0")
+        partners = prototype_partners(lang.prototypes, dataset, data.episodes)
     if float(cfg.algo.aux_object) > 0:
         from rlvla.collectors.layouts import layout_frames
 
@@ -149,7 +165,8 @@ def _sft_algo(cfg, policy, data, pcfg, loop) -> SFT:
                proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
                aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)],
                aux_warmup=int(cfg.algo.aux_warmup), aux_clone=float(cfg.algo.aux_clone),
-               aux_restart=bool(cfg.algo.aux_restart), lang_noise=float(cfg.algo.lang_noise))  # fmt: skip
+               aux_restart=bool(cfg.algo.aux_restart), lang_noise=float(cfg.algo.lang_noise),
+               lang_mix=float(cfg.algo.lang_mix), lang_partners=partners)  # fmt: skip
 
 
 def _offline_setup(cfg, loop):
@@ -195,7 +212,7 @@ def _offline_setup(cfg, loop):
         policy.set_stats(data.stats())
         policy.fit(data.action if offline else data.data["action"])
     if not offline:
-        return policy, _sft_algo(cfg, policy, data, pcfg, loop), data, fingerprint
+        return policy, _sft_algo(cfg, policy, data, pcfg, loop, dataset), data, fingerprint
     from rlvla.algos.offline import method
     from rlvla.algos.offline.base import OfflineRL
 

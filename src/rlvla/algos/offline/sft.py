@@ -29,7 +29,8 @@ class SFT:
                  grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0,
                  aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32,
                  aux_keys: tuple[str, ...] = ("obj_pos",), aux_warmup: int = 0, aux_clone: float = 1.0,
-                 aux_restart: bool = False, lang_noise: float = 0.0) -> None:  # fmt: skip
+                 aux_restart: bool = False, lang_noise: float = 0.0, lang_mix: float = 0.0,
+                 lang_partners: list[list[int]] | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
         self.lr = lr
@@ -45,6 +46,8 @@ class SFT:
         self.aux_clone = float(aux_clone)  # the layout loss's weight after the warm-up (x aux_object); 0: no layout batch
         self.aux_restart = bool(aux_restart) and self.aux_warmup > 0  # each stage has its own lr schedule
         self.lang_noise = float(lang_noise)  # instruction-embedding noise, for this trainer's steps only
+        # cross-task prototype mixing, for this trainer's steps only: (probability, each prototype's partners)
+        self.lang_mix = (float(lang_mix), lang_partners or []) if lang_mix > 0 else None
         self.aux_obj = None
         if self.aux_object > 0:
             if not layout_frames:
@@ -134,11 +137,11 @@ class SFT:
         lr = self.lr * self._lr_scale(step)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        self.policy.backbone.lang_noise = self.lang_noise
+        self.policy.backbone.lang_noise, self.policy.backbone.lang_mix = self.lang_noise, self.lang_mix
         try:
             loss, metrics = self._loss(batch, step)
         finally:
-            self.policy.backbone.lang_noise = 0.0
+            self.policy.backbone.lang_noise, self.policy.backbone.lang_mix = 0.0, None
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {float(loss.detach())} at step {step}")
         self.opt.zero_grad(set_to_none=True)

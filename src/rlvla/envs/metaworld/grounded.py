@@ -26,7 +26,7 @@ import numpy as np
 
 from rlvla.envs import splits as S
 from rlvla.envs.metaworld.env import MetaWorldVLAEnv
-from rlvla.envs.metaworld.tasks import DEFAULT_MAX_STEPS, REWARD_SCALE
+from rlvla.envs.metaworld.tasks import REWARD_SCALE
 from rlvla.envs.suites import Suite, register_suite
 
 COLOURS: dict[str, tuple[float, float, float, float]] = {
@@ -106,6 +106,11 @@ TASKS: tuple[str, ...] = tuple(GROUNDED)
 # The grounded quickstart's tasks: those whose skills 50 demonstrations teach within its budget on two cores (push
 # and pick-place stay skill-limited there: BENCHMARKS.md, "SFT on the grounded suite").
 QUICKSTART: tuple[str, ...] = ("reach", "button-press-topdown")
+# Episodes end after 150 low-level steps (MetaWorld suite: 200). The expert's longest episode over 50 evaluation
+# layouts per task and split is 145 steps (button-press-topdown, ood-position; p95 <= 104, and <= 72 everywhere
+# else); a policy that has not succeeded by 150 does not later (validation: SFT policies' successes end by step 69),
+# and every failed episode, in rollouts and evaluations, costs a quarter less.
+MAX_STEPS = 150
 OBJECT_CLEARANCE = 0.15  # MetaWorld's own rule: the object starts at least this far (x-y) from the goal
 
 
@@ -265,7 +270,7 @@ class GroundedEnv(MetaWorldVLAEnv):
 def make(task: str, split: str = "id", seed=None, image_size: int = 64, cameras=("corner",), chunk: int = 1,
          max_steps: int | None = None, **kwargs):  # fmt: skip
     return GroundedEnv(task, split=split, seed=seed, image_size=image_size, cameras=cameras, chunk=chunk,
-                       max_steps=DEFAULT_MAX_STEPS if max_steps is None else max_steps, **kwargs)  # fmt: skip
+                       max_steps=MAX_STEPS if max_steps is None else max_steps, **kwargs)  # fmt: skip
 
 
 def expert(task: str, config=None, seed=None):
@@ -279,5 +284,5 @@ SUITE = register_suite(Suite(
     name="grounded", tasks=TASKS, make=make, task_sets={"all": TASKS, "quickstart": QUICKSTART}, reward_scale=REWARD_SCALE,
     instructions=instructions, expert=expert, paraphrases=paraphrases,
     info_keys=("success", "substeps", "progress", "substep_rewards", "candidates", "target_index", "target_colour"),
-    default_max_steps=DEFAULT_MAX_STEPS, module=__name__,
+    default_max_steps=MAX_STEPS, module=__name__,
 ))  # fmt: skip

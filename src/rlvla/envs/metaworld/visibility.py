@@ -66,19 +66,27 @@ def grounded_visibility(task: str, seeds=None, image_size: int = 64, camera: str
 
 def expert_success(task: str, split: str, episodes: int) -> float:
     """The suite's scripted expert on ``episodes`` evaluation layouts of ``split`` (no rendering)."""
+    return expert_episodes(task, split, episodes)["success_rate"]
+
+
+def expert_episodes(task: str, split: str, episodes: int) -> dict:
+    """The scripted expert on ``episodes`` evaluation layouts: ``success_rate`` and its successful episodes'
+    lengths in env steps (``steps_p95``, ``steps_max``; 0 when none succeeded) against the episode limit ``limit``."""
     from rlvla.envs import eval_seeds, split_task
 
     suite, name = split_task(task)
     env = make_env(task, split=split, cameras=())
     expert = suite.expert(name)
-    wins = 0
+    lengths = []
     for s in eval_seeds(episodes):
         _, info = env.reset(seed=s)
         expert.begin_episode()
-        done = False
+        done, steps = False, 0
         while not done:
             _, _, term, trunc, info = env.step(expert.act(info))
-            done = term or trunc
-        wins += bool(info["success"])
+            done, steps = term or trunc, steps + 1
+        if info["success"]:
+            lengths.append(steps)
     env.close()
-    return wins / episodes
+    return {"success_rate": len(lengths) / episodes, "steps_p95": float(np.percentile(lengths, 95)) if lengths else 0.0,
+            "steps_max": max(lengths, default=0), "limit": int(env.max_steps)}  # fmt: skip
