@@ -10,7 +10,7 @@ import pytest
 
 from rlvla.envs import make_env, resolve_tasks, train_seeds
 from rlvla.envs.metaworld.grounded import COLOURS, GROUNDED, N_CANDIDATES, instructions, paraphrases
-from rlvla.envs.metaworld.visibility import expert_success
+from rlvla.envs.metaworld.visibility import expert_episodes, expert_success
 
 TASKS = tuple(GROUNDED)
 
@@ -93,7 +93,10 @@ def test_candidates_are_exchangeable(task):
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("split", ["id", "ood-position"])
 def test_the_expert_reads_the_real_goal(task, split):
+    """The expert succeeds, within the suite's episode limit of 150 steps (shorter than MetaWorld's 200)."""
     assert expert_success(f"grounded/{task}", split, 3) == 1.0
+    run = expert_episodes(f"grounded/{task}", split, 3)
+    assert run["limit"] == 150 and run["success_rate"] == 1.0 and 0 < run["steps_max"] < 150
 
 
 def test_language_has_ten_phrasings_and_heldout_paraphrases():
