@@ -29,6 +29,7 @@ quickstart: $(STAMP)
 	$(BIN)/rlvla quickstart --tasks grounded/quickstart
 
 test: $(STAMP)
+	@bash scripts/sysdeps.sh --optional
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages: headless MuJoCo rendering (EGL and OSMesa software GL; required) and headless Chromium
-# (optional: the test that renders the quickstart's report.html uses it, and is skipped with a message without it).
+# (optional, and only with --optional, as `make test` asks: the test that renders the quickstart's report.html uses
+# it and is skipped with a message without it; `make quickstart` does not wait for it).
 set -euo pipefail
 PKGS=(libegl-mesa0 libegl1 libgl1 libosmesa6 libgles2)
-OPTIONAL=(chromium)
+OPTIONAL=()
+[ "${1:-}" = "--optional" ] && OPTIONAL=(chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,7 +16,7 @@ for p in "${OPTIONAL[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && [ ${#opt_missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-  echo "rlvla: installing Debian packages (headless rendering, headless Chromium): ${missing[*]} ${opt_missing[*]}"
+  echo "rlvla: installing Debian packages (headless rendering${OPTIONAL[*]:+, headless Chromium}): ${missing[*]} ${opt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

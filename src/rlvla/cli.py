@@ -123,7 +123,7 @@ def _eval_args(sub) -> None:
 
 
 def _quickstart_args(sub) -> None:
-    q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark")
+    q = sub.add_parser("quickstart", help="the main job on the embedded default benchmark (make quickstart: --tasks grounded/quickstart)")
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--tasks", default="quickstart",
                    help="task set or tasks (comma-separated), e.g. grounded/quickstart (tasks where vision and language are "
@@ -148,7 +148,7 @@ def _quickstart_args(sub) -> None:
     q.add_argument("--algo", default="grpo", help="online RL algorithm: grpo, ppo, rloo, reinforce_pp")
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
     q.add_argument("--rl-budget", type=float, default=None,
-                   help="RL wall-clock limit (s; preset: 500, grounded 400); the whole quickstart, set-up included, must fit in 20 minutes")
+                   help="RL wall-clock limit (s; preset: 500, grounded 300); the whole quickstart, set-up included, must fit in 20 minutes")
     q.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra SFT overrides (the VLA and its baselines), e.g. policy.backbone.dropout=0 algo.proprio_noise=0")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")
