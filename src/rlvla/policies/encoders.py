@@ -81,25 +81,27 @@ class LanguageEncoder(nn.Module):
         feats = {k: v.to(device) for k, v in feats.items()}
         return self.model(feats)["sentence_embedding"]
 
-
-    def snap(self, emb: torch.Tensor) -> torch.Tensor:
-        """``emb`` (B, 384) -> the prototypes mixed by ``softmax(cos(emb, prototype) / temperature)`` (B, 384)."""
+    def _prototypes(self) -> torch.Tensor:
+        """(G, 384), computed from ``cfg.prototypes`` on first use."""
         if not self.cfg.prototypes:
             raise ValueError("language.prototype_temperature > 0 but the policy has no prototypes; train it with SFT "
                              "(which fills policy.backbone.language.prototypes from its dataset) or set them")  # fmt: skip
         if self._protos is None:
             self._protos = prototypes(self.cfg.prototypes)
-        sim = F.normalize(emb, dim=-1) @ self._protos.T
-        return torch.softmax(sim / self.cfg.prototype_temperature, dim=-1) @ self._protos
+        return self._protos
+
+    def snap(self, emb: torch.Tensor) -> torch.Tensor:
+        """``emb`` (B, 384) -> the prototypes mixed by ``softmax(cos(emb, prototype) / temperature)`` (B, 384)."""
+        protos = self._prototypes()
+        sim = F.normalize(emb, dim=-1) @ protos.T
+        return torch.softmax(sim / self.cfg.prototype_temperature, dim=-1) @ protos
 
     def mix_partners(self, snapped: torch.Tensor, prob: float, partners: list[list[int]]) -> torch.Tensor:
         """Training augmentation: each row of ``snapped`` (from :meth:`snap`), with probability ``prob``, becomes
         ``w * row + (1 - w) * prototype[j]``, ``w ~ U(0.5, 1)`` (its own stays the heaviest) and ``j`` drawn from
         ``partners[k]`` (``k``: the row's own prototype, its heaviest; rows whose prototype has no partner stay).
         Torch RNG: seeded per step."""
-        if self._protos is None:
-            self._protos = prototypes(self.cfg.prototypes)
-        protos = self._protos.to(snapped.device)
+        protos = self._prototypes().to(snapped.device)
         own = (snapped @ protos.T).argmax(-1).tolist()
         pick = (torch.rand(len(own)) < prob).tolist()
         w = torch.empty(len(own), 1).uniform_(0.5, 1.0).to(snapped.device)

@@ -108,7 +108,7 @@ TASKS: tuple[str, ...] = tuple(GROUNDED)
 QUICKSTART: tuple[str, ...] = ("reach", "button-press-topdown")
 # Episodes end after 150 low-level steps (MetaWorld suite: 200). The expert's longest episode over 50 evaluation
 # layouts per task and split is 145 steps (button-press-topdown, ood-position; p95 <= 104, and <= 72 everywhere
-# else); a policy that has not succeeded by 150 does not later (validation: SFT policies' successes end by step 69),
+# else); a policy that has not succeeded by 150 does not later (SFT and RL policies' successes end by step 77),
 # and every failed episode, in rollouts and evaluations, costs a quarter less.
 MAX_STEPS = 150
 OBJECT_CLEARANCE = 0.15  # MetaWorld's own rule: the object starts at least this far (x-y) from the goal
