@@ -77,8 +77,8 @@ SFT_DEFAULTS = ("policy.backbone.dropout=0.1", "algo.proprio_noise=0.2", "data.p
 # this budget on two cores). The trunk first learns, on frames of 1024 random training layouts per task, where each
 # colour's candidate is, which one the instruction names and where the object and that candidate are
 # (``aux_target=colours``, 1000 steps alone: the per-colour places need no language, so the loss leaves its
-# plateau by step ~500, where the named candidate alone sat at chance for ~1400 steps and then dropped at a random
-# step), then clones the demonstrations for 2000 steps without the layout batch (``aux_clone=0``: 40% cheaper per
+# plateau by step 500-750, where the named candidate alone sat at chance for ~1400 steps and then dropped at a
+# random step), then clones the demonstrations for 2000 steps without the layout batch (``aux_clone=0``: 40% cheaper per
 # step). 8 spatial-softmax keypoints give the precise place of a coloured candidate. The instruction is read
 # through its training phrasings' prototypes (``prototype_temperature=0.02``) and, in half of the training
 # samples, mixed with a prototype of the other task (``lang_mix=0.5``, own weight >= 0.5): held-out reach
