@@ -24,7 +24,10 @@ TINY = TINY_BACKBONE + ["policy.head.dim=32", "policy.head.layers=1", "policy.he
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A small synthetic LeRobot dataset: 4 episodes, 2 tasks, random images, smooth actions."""
-    root = tmp_path_factory.mktemp("data") / "ds"
+    return _write_dataset(tmp_path_factory.mktemp("data") / "ds", ("reach-v3", "push-v3"))
+
+
+def _write_dataset(root, env_tasks):
     w = LeRobotWriter(root, features(("corner",), 64), episode_meta={"env_task": "string"})
     rng = np.random.default_rng(0)
     for e in range(4):
@@ -41,7 +44,7 @@ def dataset(tmp_path_factory):
             "next.success": np.r_[np.zeros(n - 1, bool), True],
             "next.return": np.zeros(n, np.float32),
         }
-        task = ["reach-v3", "push-v3"][e % 2]
+        task = env_tasks[e % len(env_tasks)]
         w.add_episode(frames, f"do {task}", meta={"env_task": task})
     return root
 
@@ -396,6 +399,11 @@ def test_the_quickstart_rl_recipe_composes_for_every_online_algorithm():
         _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=["algo.nope=1"], tasks="quickstart", baseline_splits=""))
     with pytest.raises(ValueError, match="--eval-max-steps must be >= 0"):
         _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=[], tasks="quickstart", baseline_splits="", eval_max_steps=-1))
+    # the policy's own checks and the cross-section ones, before any collection
+    for bad, msg in ((["policy.backbone.language.prototype_temperature=-1"], "must be >= 0"),
+                     (["algo.lang_mix=0.5"], "algo.lang_mix mixes instruction prototypes")):  # fmt: skip
+        with pytest.raises(ValueError, match=msg):
+            _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=bad, tasks="quickstart", baseline_splits=""))
 
 
 def test_paraphrase_augmentation_swaps_only_same_meaning_instructions(tmp_path):
@@ -811,3 +819,9 @@ def test_cross_task_prototype_mixing_is_sfts_own_and_has_its_law(dataset, tmp_pa
     assert torch.equal(lang.mix_partners(snapped, 1.0, [[], []]), snapped)  # no partner: unchanged
     with pytest.raises(ValueError, match="algo.lang_mix mixes instruction prototypes; set policy.backbone.language.prototype_temperature"):
         train(_cfg(dataset, tmp_path / "nomix", "policy.backbone.language.encoder=minilm", "algo.lang_mix=0.5"), progress=False)
+    assert not (tmp_path / "nomix").exists()  # refused before the run dir is made
+    # one env task: no partner anywhere, so the setting would silently do nothing; refused instead
+    with pytest.raises(ValueError, match="has instructions of one env task only"):
+        train(_cfg(_write_dataset(tmp_path / "one", ("reach-v3",)), tmp_path / "onetask", "algo.lang_mix=0.5",
+                   "policy.backbone.language.encoder=minilm", "policy.backbone.language.prototype_temperature=0.05"),
+              progress=False)  # fmt: skip

@@ -274,7 +274,11 @@ def _check_args(args) -> None:
     _compose([f"algo={args.algo}", *rl_defaults(args.algo), *args.rl])
     from rlvla.configs import policy_config
 
-    policy_config(_compose([f"head={args.head}", *SFT_DEFAULTS, *args.sft]))  # the policy's own checks too
+    from rlvla.runners.train import check_lang_mix
+
+    sft = _compose([f"head={args.head}", *SFT_DEFAULTS, *args.sft])
+    policy_config(sft)  # the policy's own checks too
+    check_lang_mix(sft)
 
 
 def rl_defaults(algo: str) -> list[str]:

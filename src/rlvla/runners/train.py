@@ -143,6 +143,12 @@ def prototype_partners(groups: list[list[str]], dataset, episodes) -> list[list[
     return [[j for j in range(len(groups)) if tasks[j] and not tasks[j] & tasks[k]] for k in range(len(groups))]
 
 
+def check_lang_mix(cfg) -> None:
+    """``algo.lang_mix`` mixes instruction prototypes: refused without them (before any data is read)."""
+    if float(getattr(cfg.algo, "lang_mix", 0.0)) > 0 and policy_config(cfg).backbone.language.prototype_temperature <= 0:
+        raise ValueError("algo.lang_mix mixes instruction prototypes; set policy.backbone.language.prototype_temperature > 0")
+
+
 def _sft_algo(cfg, policy, data, pcfg, loop, dataset) -> SFT:
     """SFT with its auxiliary targets: the episodes' recorded goals (``aux_goal``) and the object or goal position
     on rendered frames of random training layouts (``aux_object``)."""
@@ -154,9 +160,10 @@ def _sft_algo(cfg, policy, data, pcfg, loop, dataset) -> SFT:
                          "(re-collect it with `rlvla collect`)")  # fmt: skip
     frames, lang, partners = None, pcfg.backbone.language, None
     if float(cfg.algo.lang_mix) > 0:
-        if lang.prototype_temperature <= 0:
-            raise ValueError("algo.lang_mix mixes instruction prototypes; set policy.backbone.language.prototype_temperature > 0")
         partners = prototype_partners(lang.prototypes, dataset, data.episodes)
+        if not any(partners):  # one env task: nothing to mix with, and the setting would do nothing
+            raise ValueError(f"algo.lang_mix mixes an instruction with another task's; {cfg.data.path} has instructions "
+                             "of one env task only: set algo.lang_mix=0 or train on several tasks")  # fmt: skip
     if float(cfg.algo.aux_object) > 0:
         from rlvla.collectors.layouts import layout_frames
 
@@ -172,6 +179,7 @@ def _sft_algo(cfg, policy, data, pcfg, loop, dataset) -> SFT:
 def _offline_setup(cfg, loop):
     """-> (policy, algorithm, dataset, fingerprint) for SFT or an offline method; ``init`` fixes the policy."""
     data_cfg, pcfg, offline = section(cfg, "data"), policy_config(cfg), cfg.algo.name != "sft"
+    check_lang_mix(cfg)
     prepare_run_dir(cfg)  # refuse to overwrite or to resume another config before reading any data
     dataset, init, acfg = LeRobotDataset(data_cfg.path), None, section(cfg, "algo") if offline else None
     if offline:
