@@ -1,10 +1,10 @@
-"""Which way did RL move a policy's actions, decision by decision, on the layouts where the policy it started from fails?
+"""Which way did RL move a policy's actions, decision by decision, on layouts where the policy it started from fails?
 
     python benchmarks/rl_decision_change.py START_POLICY RL_POLICY [RL_POLICY ...] [--task T] [--layouts N]
 
 Drives START_POLICY deterministically on the first N validation layouts of task T (default: the grounded button,
 24 layouts) and, at every decision, asks each RL policy for its deterministic action from the same starting noise
-(flow and diffusion heads start their sampler from noise). Prints the mean absolute change per action dimension and
+(flow and diffusion heads: ``VLAPolicy.deterministic_like``). Prints the mean absolute change per action dimension and
 chunk slot, and for every layout the start policy fails: where its hand ended against the named candidate (x-y offset
 in cm, height) and RL's mean change of the action (x, y, z, gripper) over the first half of the episode. A change
 that points against the offset is one RL learnt for that layout; one that is the same on every layout is not.
@@ -33,11 +33,11 @@ def drive(start, others, task: str, seed: int) -> tuple[list[dict], bool]:
         batch = stack_obs([obs])
         with torch.no_grad():
             x0 = torch.randn(1, start.cfg.chunk, start.cfg.action_dim)
-            a0 = start.head._deterministic_path(start.encode(batch)[0], x0)
-            changes = [(p.head._deterministic_path(p.encode(batch)[0], x0) - a0)[0].numpy() for p in others]
-        target = np.asarray(info["candidates"])[info["target_index"]] if "candidates" in info else np.asarray(info["goal_pos"])
+            a0 = start.deterministic_like(batch, None, {"x0": x0})
+            changes = [(p.deterministic_like(batch, None, {"x0": x0}) - a0)[0].numpy() for p in others]
+        target = np.asarray(info["candidates"][info["target_index"]] if "candidates" in info else info["goal_pos"])
         rows.append({"hand": np.asarray(info["state"])[:3].copy(), "target": target.copy(), "changes": changes})
-        obs, _, term, trunc, info = env.step(a0[0].clamp(-1, 1).numpy())
+        obs, _, term, trunc, info = env.step(a0[0].numpy())
         success, done = success or bool(info["success"]), term or trunc
     env.close()
     return rows, success
