@@ -5,7 +5,7 @@
 Drives START_POLICY deterministically on the first N validation layouts of task T (default: the grounded button,
 24 layouts) and, at every decision, asks each RL policy for its deterministic action from the same starting noise
 (flow and diffusion heads: ``VLAPolicy.deterministic_like``). Prints the mean absolute change per action dimension and
-chunk slot, and for every layout the start policy fails: where its hand ended against the named candidate (x-y offset
+chunk slot, and for every layout the start policy fails: where its hand ended against the named candidate (x-y-z offset
 in cm, height) and RL's mean change of the action (x, y, z, gripper) over the first half of the episode. A change
 that points against the offset is one RL learnt for that layout; one that is the same on every layout is not.
 """
@@ -64,7 +64,8 @@ def main() -> None:
                 continue
             off = (rows[-1]["hand"] - rows[-1]["target"]) * 100
             ch = np.stack([r["changes"][j] for r in rows[: max(1, len(rows) // 2)]]).mean((0, 1))
-            print(f"  fails {seed}: offset x {off[0]:+5.1f} y {off[1]:+5.1f} cm, hand z {rows[-1]['hand'][2]:.3f} | "
+            print(f"  fails {seed}: offset x {off[0]:+5.1f} y {off[1]:+5.1f} z {off[2]:+5.1f} cm, "
+                  f"hand z {rows[-1]['hand'][2]:.3f} | "
                   f"change x {ch[0]:+.3f} y {ch[1]:+.3f} z {ch[2]:+.3f} gripper {ch[3]:+.3f}")
 
 
