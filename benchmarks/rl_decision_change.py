@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--task", default="grounded/button-press-topdown")
     ap.add_argument("--layouts", type=int, default=24)
     args = ap.parse_args()
+    if args.layouts < 1:
+        ap.error(f"--layouts must be >= 1, got {args.layouts}")
     torch.manual_seed(0)
     start = VLAPolicy.from_pretrained(args.start).eval()
     others = [VLAPolicy.from_pretrained(p).eval() for p in args.rl]
