@@ -361,17 +361,24 @@ def test_quickstart_presets_fill_only_what_was_not_passed():
 
     from rlvla.runners.quickstart import GROUNDED_SFT, PRESETS, SFT_DEFAULTS, _compose, apply_preset
 
-    names = ("episodes", "steps", "budget", "baseline_steps", "baseline_splits", "rl_budget")
+    names = ("episodes", "steps", "budget", "baseline_steps", "baseline_splits", "rl_budget", "cameras")
     args = apply_preset(SimpleNamespace(tasks="grounded/quickstart", sft=["algo.aux_layouts=8"], **dict.fromkeys(names)))
     assert (args.episodes, args.steps, args.baseline_steps, args.baseline_splits) == (50, 3000, 1000, "id,ood-position")
     assert args.sft == [*GROUNDED_SFT, "algo.aux_layouts=8"]
     args = apply_preset(SimpleNamespace(tasks="grounded/quickstart", sft=[], **{**dict.fromkeys(names), "steps": 10}))
-    assert args.steps == 10 and args.episodes == 50
+    assert args.steps == 10 and args.episodes == 50 and args.cameras == "corner"
     args = apply_preset(SimpleNamespace(tasks="reach-v3", sft=[], **dict.fromkeys(names)))
     assert (args.episodes, args.steps, args.baseline_splits, args.sft) == (2, 1500, "", [])
     for preset in PRESETS.values():
         cfg = _compose(["head=flow", *SFT_DEFAULTS, *preset.sft])
         assert cfg.algo.aux_object == 1.0
+    # --cameras: the cameras the demos are recorded from are the ones the policy reads
+    from pathlib import Path
+
+    from rlvla.runners.quickstart import _sft_overrides
+
+    two = SimpleNamespace(head="flow", steps=10, budget=5.0, sft=[], cameras="topview,corner")
+    assert list(_compose(_sft_overrides(two, Path("d"), Path("o"))).policy.cameras) == ["topview", "corner"]
 
 
 def test_the_quickstart_rl_recipe_composes_for_every_online_algorithm():
@@ -383,27 +390,31 @@ def test_the_quickstart_rl_recipe_composes_for_every_online_algorithm():
     from rlvla.runners.quickstart import RL_DEFAULTS, _check_args, rl_defaults
 
     for algo in CONFIGS:
-        _check_args(SimpleNamespace(head="flow", algo=algo, rl=[], sft=[], tasks="grounded", baseline_splits="id,ood-position"))
+        _check_args(SimpleNamespace(cameras="corner", head="flow", algo=algo, rl=[], sft=[], tasks="grounded", baseline_splits="id,ood-position"))
     assert rl_defaults("grpo") == list(RL_DEFAULTS)
     assert not any(o.startswith(("algo.progress_score", "algo.max_refill_rounds")) for o in rl_defaults("ppo"))
     with pytest.raises(ValueError, match="unknown key algo.nope"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=["algo.nope=1"], sft=[], tasks="grounded", baseline_splits="id"))
+        _check_args(SimpleNamespace(cameras="corner", head="flow", algo="grpo", rl=["algo.nope=1"], sft=[], tasks="grounded", baseline_splits="id"))
     with pytest.raises(ValueError, match="unknown split 'ood-pos' in --baseline-splits"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=[], tasks="grounded", baseline_splits="id,ood-pos"))
+        _check_args(SimpleNamespace(cameras="corner", head="flow", algo="grpo", rl=[], sft=[], tasks="grounded", baseline_splits="id,ood-pos"))
     with pytest.raises(ValueError, match="unknown task 'grounded/nope'"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=[], tasks="grounded/nope", baseline_splits="id"))
+        _check_args(SimpleNamespace(cameras="corner", head="flow", algo="grpo", rl=[], sft=[], tasks="grounded/nope", baseline_splits="id"))
     # the SFT overrides are checked up front too, with the quickstart's SFT recipe in front of them
     for head in ("token", "diffusion", "flow", "gaussian"):
-        _check_args(SimpleNamespace(head=head, algo="grpo", rl=[], sft=["algo.proprio_noise=0"], tasks="quickstart", baseline_splits=""))
+        _check_args(SimpleNamespace(cameras="corner", head=head, algo="grpo", rl=[], sft=["algo.proprio_noise=0"], tasks="quickstart", baseline_splits=""))
     with pytest.raises(ValueError, match="unknown key algo.nope"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=["algo.nope=1"], tasks="quickstart", baseline_splits=""))
+        _check_args(SimpleNamespace(cameras="corner", head="flow", algo="grpo", rl=[], sft=["algo.nope=1"], tasks="quickstart", baseline_splits=""))
+    with pytest.raises(ValueError, match="unknown camera 'top'"):
+        _check_args(SimpleNamespace(cameras="corner,top", head="flow", algo="grpo", rl=[], sft=[], tasks="quickstart", baseline_splits=""))
+    with pytest.raises(ValueError, match="--cameras names no camera"):
+        _check_args(SimpleNamespace(cameras=",", head="flow", algo="grpo", rl=[], sft=[], tasks="quickstart", baseline_splits=""))
     with pytest.raises(ValueError, match="--eval-max-steps must be >= 0"):
-        _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=[], tasks="quickstart", baseline_splits="", eval_max_steps=-1))
+        _check_args(SimpleNamespace(cameras="corner", head="flow", algo="grpo", rl=[], sft=[], tasks="quickstart", baseline_splits="", eval_max_steps=-1))
     # the policy's own checks and the cross-section ones, before any collection
     for bad, msg in ((["policy.backbone.language.prototype_temperature=-1"], "must be >= 0"),
                      (["algo.lang_mix=0.5"], "algo.lang_mix mixes instruction prototypes")):  # fmt: skip
         with pytest.raises(ValueError, match=msg):
-            _check_args(SimpleNamespace(head="flow", algo="grpo", rl=[], sft=bad, tasks="quickstart", baseline_splits=""))
+            _check_args(SimpleNamespace(cameras="corner", head="flow", algo="grpo", rl=[], sft=bad, tasks="quickstart", baseline_splits=""))
 
 
 def test_paraphrase_augmentation_swaps_only_same_meaning_instructions(tmp_path):

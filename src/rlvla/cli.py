@@ -129,6 +129,7 @@ def _quickstart_args(sub) -> None:
                    help="task set or tasks (comma-separated), e.g. grounded/quickstart (tasks where vision and language are "
                    "both needed; its own preset of the options below)")
     q.add_argument("--episodes", type=int, default=None, help="demonstrations per task (preset: 2, grounded 50)")
+    q.add_argument("--cameras", default=None, help="cameras the demos are recorded from and the policy reads (comma-separated; preset: corner)")
     q.add_argument("--head", default="flow", help="action head: token, diffusion, flow, gaussian")
     q.add_argument("--steps", type=int, default=None, help="SFT optimiser steps (preset: 1500, grounded 3000)")
     q.add_argument("--budget", type=float, default=None, help="SFT wall-clock limit (s; preset: 240, grounded 330)")

@@ -103,6 +103,7 @@ class Preset:
     baseline_steps: int = 0
     baseline_splits: str = ""
     rl_budget: float = 500.0
+    cameras: str = "corner"  # comma-separated; the demos are recorded from these and the policy reads them
 
 
 PRESETS = {
@@ -264,6 +265,8 @@ def _check_args(args) -> None:
     if args.head not in available_heads():
         raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
     resolve_tasks(args.tasks)
+    if not _cameras(args):
+        raise ValueError("--cameras names no camera; e.g. --cameras corner")
     for split in _baseline_splits(args):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r} in --baseline-splits; valid: {', '.join(SPLITS)}")
@@ -296,7 +299,7 @@ def _collect_stage(args, out: Path, tasks) -> Path:
     if (demos / "meta" / "info.json").exists() and LeRobotDataset(demos).num_episodes > args.episodes * len(tasks):
         raise ValueError(f"{demos} holds more than {args.episodes} demos per task; pass a new --out")
     print(f"[1/6] collecting {args.episodes} expert demonstrations per task for {', '.join(tasks)}", flush=True)
-    collect(CollectConfig(tasks=tasks, episodes=args.episodes, out=str(demos)))
+    collect(CollectConfig(tasks=tasks, episodes=args.episodes, out=str(demos), cameras=_cameras(args)))
     ds = LeRobotDataset(demos)
     print(f"      dataset: {ds.num_episodes} episodes, {len(ds)} frames, {len(ds.tasks)} instructions", flush=True)
     return demos
@@ -304,7 +307,14 @@ def _collect_stage(args, out: Path, tasks) -> Path:
 
 def _sft_overrides(args, demos: Path, out: Path, name: str = "", steps: int = 0) -> list[str]:
     return [f"head={args.head}", f"data.path={demos}", f"run_dir={out / f'sft_{args.head}{name}'}",
-            f"train.steps={steps or args.steps}", f"train.time_limit_s={args.budget}", *SFT_DEFAULTS, *args.sft]  # fmt: skip
+            f"train.steps={steps or args.steps}", f"train.time_limit_s={args.budget}", *SFT_DEFAULTS,
+            f"policy.cameras=[{','.join(_cameras(args))}]", *args.sft]  # fmt: skip
+
+
+def _cameras(args) -> tuple[str, ...]:
+    from rlvla.envs.render import check_cameras
+
+    return tuple(check_cameras(tuple(c.strip() for c in str(args.cameras).split(",") if c.strip())))
 
 
 # Baselines trained beside the VLA on the same demonstrations (DESIGN.md, "Measured facts"): the same network with
