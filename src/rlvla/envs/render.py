@@ -59,6 +59,14 @@ def check_cameras(cameras, model=None) -> tuple[str, ...]:
     return cameras
 
 
+def parse_cameras(text: str, option: str = "--cameras") -> tuple[str, ...]:
+    """A comma-separated camera list from the command line, checked: at least one camera, each known, none twice."""
+    cameras = check_cameras(c.strip() for c in str(text).split(",") if c.strip())
+    if not cameras:
+        raise ValueError(f"{option} names no camera; e.g. {option} corner")
+    return cameras
+
+
 def mesh_cell(size: int) -> float:
     """The grid (metres) meshes are simplified on for ``size`` x ``size`` images: 1 cm at 64 px, finer as images
     grow, full meshes from 512 px. At 64 px a pixel of the MetaWorld corner cameras spans 1.5-2 cm of the scene; on

@@ -20,7 +20,7 @@ import numpy as np
 
 from rlvla.data.lerobot import LeRobotWriter
 from rlvla.envs import EVAL_SEEDS, TRAIN_SEEDS, resolve_tasks
-from rlvla.envs.render import check_cameras
+from rlvla.envs.render import check_cameras, parse_cameras
 from rlvla.envs.splits import VALIDATION_SEEDS
 from rlvla.envs.suites import ExpertConfig
 from rlvla.rewards import episode_returns
@@ -282,7 +282,7 @@ class _progress:
 def collect_main(args) -> int:
     cfg = CollectConfig(
         tasks=args.tasks, episodes=args.episodes, out=args.out, image_size=args.image_size,
-        cameras=tuple(c for c in args.cameras.split(",") if c), max_steps=args.max_steps, noise_std=args.noise,
+        cameras=parse_cameras(args.cameras), max_steps=args.max_steps, noise_std=args.noise,
         failure_prob=args.failure_prob, seed_offset=args.seed_offset, workers=args.workers,
         policy=args.policy, deterministic=args.deterministic, camera_every=args.camera_every,
         run_to_limit=args.run_to_limit, seeds=args.seeds,

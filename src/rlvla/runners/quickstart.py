@@ -265,8 +265,7 @@ def _check_args(args) -> None:
     if args.head not in available_heads():
         raise ValueError(f"unknown head {args.head!r}; valid: {', '.join(available_heads())}")
     resolve_tasks(args.tasks)
-    if not _cameras(args):
-        raise ValueError("--cameras names no camera; e.g. --cameras corner")
+    _cameras(args)
     for split in _baseline_splits(args):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r} in --baseline-splits; valid: {', '.join(SPLITS)}")
@@ -312,9 +311,9 @@ def _sft_overrides(args, demos: Path, out: Path, name: str = "", steps: int = 0)
 
 
 def _cameras(args) -> tuple[str, ...]:
-    from rlvla.envs.render import check_cameras
+    from rlvla.envs.render import parse_cameras
 
-    return tuple(check_cameras(tuple(c.strip() for c in str(args.cameras).split(",") if c.strip())))
+    return parse_cameras(args.cameras)
 
 
 # Baselines trained beside the VLA on the same demonstrations (DESIGN.md, "Measured facts"): the same network with
