@@ -355,20 +355,21 @@ def test_a_key_the_algorithm_does_not_have_is_an_error_naming_the_valid_ones(ove
 
 def test_quickstart_presets_fill_only_what_was_not_passed():
     """The grounded quickstart's preset: 50 demos, 3000 SFT steps with the grounded recipe in front of --sft,
-    baselines on id and ood-position at 1000 steps; an option passed on the command line wins; other task lists
-    get the plain preset; every preset's SFT recipe composes."""
+    baselines on id and ood-position at 500 steps, evaluation episodes cut at 100 steps; an option passed on the command line wins; other task lists
+    get the plain preset (the corner camera; grounded: the top view); every preset's SFT recipe composes."""
     from types import SimpleNamespace
 
     from rlvla.runners.quickstart import GROUNDED_SFT, PRESETS, SFT_DEFAULTS, _compose, apply_preset
 
-    names = ("episodes", "steps", "budget", "baseline_steps", "baseline_splits", "rl_budget", "cameras")
+    names = ("episodes", "steps", "budget", "baseline_steps", "baseline_splits", "rl_budget", "cameras", "eval_max_steps")
     args = apply_preset(SimpleNamespace(tasks="grounded/quickstart", sft=["algo.aux_layouts=8"], **dict.fromkeys(names)))
-    assert (args.episodes, args.steps, args.baseline_steps, args.baseline_splits) == (50, 3000, 1000, "id,ood-position")
+    assert (args.episodes, args.steps, args.baseline_steps, args.baseline_splits) == (50, 3000, 500, "id,ood-position")
+    assert args.eval_max_steps == 100
     assert args.sft == [*GROUNDED_SFT, "algo.aux_layouts=8"]
     args = apply_preset(SimpleNamespace(tasks="grounded/quickstart", sft=[], **{**dict.fromkeys(names), "steps": 10}))
-    assert args.steps == 10 and args.episodes == 50 and args.cameras == "corner"
+    assert args.steps == 10 and args.episodes == 50 and args.cameras == "topview"
     args = apply_preset(SimpleNamespace(tasks="reach-v3", sft=[], **dict.fromkeys(names)))
-    assert (args.episodes, args.steps, args.baseline_splits, args.sft) == (2, 1500, "", [])
+    assert (args.episodes, args.steps, args.baseline_splits, args.sft, args.cameras, args.eval_max_steps) == (2, 1500, "", [], "corner", 0)
     for preset in PRESETS.values():
         cfg = _compose(["head=flow", *SFT_DEFAULTS, *preset.sft])
         assert cfg.algo.aux_object == 1.0

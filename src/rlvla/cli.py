@@ -129,19 +129,19 @@ def _quickstart_args(sub) -> None:
                    help="task set or tasks (comma-separated), e.g. grounded/quickstart (tasks where vision and language are "
                    "both needed; its own preset of the options below)")
     q.add_argument("--episodes", type=int, default=None, help="demonstrations per task (preset: 2, grounded 50)")
-    q.add_argument("--cameras", default=None, help="cameras the demos are recorded from and the policy reads (comma-separated; preset: corner)")
+    q.add_argument("--cameras", default=None, help="cameras the demos are recorded from and the policy reads (comma-separated; preset: corner, grounded topview)")
     q.add_argument("--head", default="flow", help="action head: token, diffusion, flow, gaussian")
     q.add_argument("--steps", type=int, default=None, help="SFT optimiser steps (preset: 1500, grounded 3000)")
     q.add_argument("--budget", type=float, default=None, help="SFT wall-clock limit (s; preset: 240, grounded 330)")
     q.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes on id (the headline split)")
     q.add_argument("--ood-episodes", type=int, default=80,
                    help="evaluation episodes on each out-of-distribution split (80: the OOD average's standard error ~2 points)")
-    q.add_argument("--eval-max-steps", type=int, default=0,
-                   help="cut every evaluation episode at this many env steps (0, default: each task's own limit; for smoke runs)")
+    q.add_argument("--eval-max-steps", type=int, default=None,
+                   help="cut every evaluation episode at this many env steps (0: each task's own limit; preset: 0, grounded 100)")
     q.add_argument("--sample-episodes", type=int, default=40,
                    help="id episodes evaluating the sampling (exploring) policy before and after RL (0: skip)")
     q.add_argument("--baseline-steps", type=int, default=None,
-                   help="SFT steps of the blind and instruction-blind baselines (0: --steps; preset: 0, grounded 1000, "
+                   help="SFT steps of the blind and instruction-blind baselines (0: --steps; preset: 0, grounded 500, "
                    "a layout warm-up shortened in proportion)")
     q.add_argument("--baseline-splits", default=None,
                    help="train blind and instruction-blind baselines on the same demos and evaluate them on these splits "
