@@ -1,5 +1,6 @@
 """Write docs/TASKS.md: per task, whether its randomised layout is visible at 64x64 from the corner camera; for the
-grounded suite, the scripted expert's success on id and ood-position and the pixels the target and decoys cover."""
+grounded suite, the scripted expert's success on id and ood-position and the pixels the target and decoys cover
+from the corner and top-down cameras."""
 
 import sys
 import warnings
@@ -32,15 +33,20 @@ for task in TASKS:
     rows.append(f"| {task} | {indep} | {v['goal_marker_px_min']} | {v['goal_marker_px_mean']:.1f} | {v['layout_change_px_min']} | {verdict} |")
     print(rows[-1], file=sys.stderr, flush=True)
 
+GROUNDED_CAMERAS = ("corner", "topview")  # topview: what the grounded quickstart records and reads
+
+
+def _pixels(v: dict) -> str:
+    return f"{v['target_px_min']} / {v['target_px_mean']:.1f} | {v['decoy_px_min']} / {v['decoy_px_mean']:.1f} | {100 * v['under_4px']:.0f}%"
+
+
 grounded = []
 for task in GROUNDED:
-    v = grounded_visibility(task)
+    px = " | ".join(_pixels(grounded_visibility(task, camera=cam)) for cam in GROUNDED_CAMERAS)
     ok = {split: expert_episodes(f"grounded/{task}", split, 50) for split in ("id", "ood-position")}
     steps = " / ".join(f"{ok[s]['steps_p95']:.0f}, {ok[s]['steps_max']}" for s in ok)
     grounded.append(f"| grounded/{task} | {GROUNDED[task].kind} | {ok['id']['success_rate']:.2f} | "
-                    f"{ok['ood-position']['success_rate']:.2f} | {steps} | "
-                    f"{v['target_px_min']} / {v['target_px_mean']:.1f} | {v['decoy_px_min']} / {v['decoy_px_mean']:.1f} | "
-                    f"{100 * v['under_4px']:.0f}% |")  # fmt: skip
+                    f"{ok['ood-position']['success_rate']:.2f} | {steps} | {px} |")  # fmt: skip
     print(grounded[-1], file=sys.stderr, flush=True)
 
 doc = f"""# Tasks: what the pixels show
@@ -55,12 +61,13 @@ that ignores the image or the instruction is right about 1/{N_CANDIDATES} of the
 
 Measured by `python benchmarks/task_visibility.py`: the scripted expert (MetaWorld's policy for the base task,
 reading the real goal from `info`) on 50 evaluation episodes per split, and at reset on 20 training layouts the
-pixels (64x64, corner camera) that show each candidate's colour: those that change when it is painted black
-(min / mean; "< 4 px": the share of candidates shown by fewer than 4 pixels). Expert steps: the 95th percentile
-and the maximum length of its successful episodes on id / ood-position, against the episode limit of {MAX_STEPS}.
+pixels (64x64) that show each candidate's colour from the `corner` camera and from `topview` (the camera the grounded
+quickstart records and reads): those that change when it is painted black (min / mean; "< 4 px": the share of
+candidates shown by fewer than 4 pixels). Expert steps: the 95th percentile and the maximum length of its successful
+episodes on id / ood-position, against the episode limit of {MAX_STEPS}.
 
-| task | candidates are | expert id | expert ood-position | expert steps (p95, max) | target px (min / mean) | decoy px (min / mean) | < 4 px |
-|---|---|---|---|---|---|---|---|
+| task | candidates are | expert id | expert ood-position | expert steps (p95, max) | corner: target px (min / mean) | corner: decoy px (min / mean) | corner: < 4 px | topview: target px (min / mean) | topview: decoy px (min / mean) | topview: < 4 px |
+|---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(grounded) + f"""
 
 ## MetaWorld v3
