@@ -355,8 +355,9 @@ def test_a_key_the_algorithm_does_not_have_is_an_error_naming_the_valid_ones(ove
 
 def test_quickstart_presets_fill_only_what_was_not_passed():
     """The grounded quickstart's preset: 50 demos, 3000 SFT steps with the grounded recipe in front of --sft,
-    baselines on id and ood-position at 500 steps, evaluation episodes cut at 100 steps; an option passed on the command line wins; other task lists
-    get the plain preset (the corner camera; grounded: the top view); every preset's SFT recipe composes."""
+    baselines on id and ood-position at 500 steps, evaluation episodes cut at 100 steps, the top-down camera; an
+    option passed on the command line wins; other task lists get the plain preset (the corner camera); every
+    preset's SFT recipe composes."""
     from types import SimpleNamespace
 
     from rlvla.runners.quickstart import GROUNDED_SFT, PRESETS, SFT_DEFAULTS, _compose, apply_preset
