@@ -826,7 +826,7 @@ def test_quickstart_pipeline_end_to_end_in_miniature(tmp_path):
     assert sorted(summary["baselines"]) == ["blind", "language_blind"]
     for name, ablate in (("blind", "image"), ("language_blind", "language")):
         res = summary["baselines"][name]
-        assert sorted(res["splits"]) == ["id", "ood-position"]
+        assert sorted(res["splits"]) == ["id", "ood-position"] and res["max_steps"] == 24  # cut where the VLA's were
         assert [tuple(e[:2]) for e in res["splits"]["id"]["per_episode"]] == [tuple(e[:2]) for e in summary["sft"]["splits"]["id"]["per_episode"]]
         # each stage's weights are where its summary says (a run cut by its time budget saves under its checkpoint)
         assert res["checkpoint"].startswith(str(out / f"sft_flow_{name}"))

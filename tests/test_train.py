@@ -369,6 +369,9 @@ def test_quickstart_presets_fill_only_what_was_not_passed():
     assert args.sft == [*GROUNDED_SFT, "algo.aux_layouts=8"]
     args = apply_preset(SimpleNamespace(tasks="grounded/quickstart", sft=[], **{**dict.fromkeys(names), "steps": 10}))
     assert args.steps == 10 and args.episodes == 50 and args.cameras == "topview"
+    # 0 is an answer, not a blank: --eval-max-steps 0 runs the grounded episodes to the task's own limit
+    args = apply_preset(SimpleNamespace(tasks="grounded/quickstart", sft=[], **{**dict.fromkeys(names), "eval_max_steps": 0}))
+    assert args.eval_max_steps == 0 and args.baseline_steps == 500
     args = apply_preset(SimpleNamespace(tasks="reach-v3", sft=[], **dict.fromkeys(names)))
     assert (args.episodes, args.steps, args.baseline_splits, args.sft, args.cameras, args.eval_max_steps) == (2, 1500, "", [], "corner", 0)
     for preset in PRESETS.values():

@@ -228,7 +228,7 @@ def quickstart_main(args) -> int:
         print(f"[3/6] evaluating the SFT policy on {', '.join(SPLITS)} ({args.eval_episodes} episodes on id, "
               f"{args.ood_episodes} on the others, evaluation seeds{f', cut at {cut} steps' if cut else ''})", flush=True)  # fmt: skip
         sft_eval = _eval_stage(sft["policy"], tasks, episodes, out / "eval_sft.json", out / "videos" / "sft", max_steps=cut)
-        baselines = _baselines_stage(args, out, demos, tasks, episodes)
+        baselines = _baselines_stage(args, out, demos, tasks, episodes, cut)
         if baselines is None:
             return 130
         rl_run = out / f"rl_{args.algo}"
@@ -336,8 +336,9 @@ def _baseline_splits(args) -> list[str]:
     return [s.strip() for s in args.baseline_splits.split(",") if s.strip()]
 
 
-def _baselines_stage(args, out: Path, demos: Path, tasks, episodes: dict) -> dict | None:
-    """Train (or reuse) each baseline and evaluate it on the VLA's episodes of ``--baseline-splits``."""
+def _baselines_stage(args, out: Path, demos: Path, tasks, episodes: dict, cut: int | None) -> dict | None:
+    """Train (or reuse) each baseline and evaluate it on the VLA's episodes of ``--baseline-splits``, cut at ``cut``
+    steps as the VLA's were."""
     splits = _baseline_splits(args)
     if not splits:
         return {}
@@ -356,7 +357,7 @@ def _baselines_stage(args, out: Path, demos: Path, tasks, episodes: dict) -> dic
         if res is None:
             return None
         results[name] = _eval_stage(res["policy"], tasks, {s: episodes[s] for s in splits}, out / f"eval_{name}.json", None,
-                                    max_steps=args.eval_max_steps or None)  # the VLA's episodes, cut where its were
+                                    max_steps=cut)
     return results
 
 
