@@ -109,7 +109,7 @@ class Preset:
 
 PRESETS = {
     "quickstart": Preset(),
-    # RL 300 s (run 15: 57 iterations on a fast machine, 26-34 on slower ones). The RL rollouts run to
+    # RL 300 s (run 15: 57 iterations on a fast machine, 20-34 on slower ones). The RL rollouts run to
     # algo.max_steps (200), past the suite's 150: cutting them at 100 bought 34 iterations against 31 and the same
     # validation `id` (0.84 against 0.86), so they stay. The top-down camera shows both of a button's coordinates
     # (from `corner` their y spans ~4 pixels): validation `id` SFT 0.75 -> RL 0.86 against 0.69 -> 0.77
