@@ -114,6 +114,40 @@ def test_evaluation_with_overlapped_worker_lanes_matches_in_process():
     assert runs[0]["mean_length"] == runs[1]["mean_length"]
 
 
+def test_a_blind_policys_evaluation_renders_only_reset_frames_and_acts_the_same(monkeypatch):
+    """A policy whose image is blanked (the blind baseline) gets the reset frame only: the same outcomes, returns and
+    lengths as with every frame rendered, from a fraction of the renders."""
+    import torch
+
+    import importlib
+
+    from rlvla.collectors import evaluate
+    from rlvla.envs.render import FastRenderer
+    from rlvla.policies import make_policy
+    from rlvla.policies.config import BackboneConfig, LanguageConfig, VisionConfig
+    from rlvla.policies.heads import head_config
+
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, layers=1, vision=VisionConfig(width=8, depth=2), language=LanguageConfig(encoder="none"),
+                        ablate=["image"])  # fmt: skip
+    policy = make_policy(head=head_config("gaussian"), backbone=bb, image_size=32, chunk=1, tasks=["reach-v3"]).eval()
+    renders = []
+    render = FastRenderer.render
+    monkeypatch.setattr(FastRenderer, "render", lambda self, data: renders.append(1) or render(self, data))
+
+    def run():
+        renders.clear()
+        res = evaluate(policy, ["reach-v3"], ["id"], episodes=3, num_envs=3, workers=0, max_steps=10)["splits"]["id"]
+        return res, len(renders)
+
+    blind, n_blind = run()
+    monkeypatch.setattr(importlib.import_module("rlvla.collectors.evaluate"), "reads_no_image", lambda cfg: False)
+    full, n_full = run()
+    assert blind["per_episode"] == full["per_episode"] and blind["mean_length"] == full["mean_length"] == 10
+    assert blind["mean_return"] == pytest.approx(full["mean_return"], rel=1e-9)
+    assert n_blind == 3 and n_full == 3 * 11  # a frame at each reset, then one per step
+
+
 def test_a_splits_evaluation_does_not_depend_on_the_splits_evaluated_with_it():
     """A flow policy's deterministic action starts from random noise, seeded per split: ``ood-camera`` scores the
     same alone as after ``id`` (it was seeded by its position in the list, so its episodes changed with the list)."""

@@ -158,6 +158,16 @@ def _plan(tasks, n: int, seed_list, seed_offset: int, num_envs: int) -> tuple[li
     return env_tasks, queues
 
 
+# camera_every for a policy that reads no image: longer than any episode, so only the reset frame is rendered
+NO_NEW_FRAME = 1 << 30
+
+
+def reads_no_image(cfg) -> bool:
+    """True for a policy whose image input is blanked (``backbone.ablate`` holds ``image``: the blind baseline):
+    rendering its frames would cost the evaluation most of its time and change nothing it does."""
+    return "image" in (getattr(getattr(cfg, "backbone", None), "ablate", None) or ())
+
+
 class _SplitRun:
     """One split's episodes over an env pool: queued episodes start as envs free up; each decision is one batched
     selector call per lane."""
@@ -165,8 +175,11 @@ class _SplitRun:
     def __init__(self, cfg, selector, split, env_tasks, queues, max_steps, video_dir, videos: int, progress: bool) -> None:
         self.cfg, self.selector, self.split, self.queues = cfg, selector, split, queues
         self.video_dir, self.videos, self.recorded = video_dir, videos, 0
+        extra = dict(getattr(cfg, "env_kwargs", None) or {})
+        if reads_no_image(cfg) and video_dir is None:  # its image is blanked: render the reset frame only (its shape)
+            extra["camera_every"] = NO_NEW_FRAME
         self.specs = [dict(name=t, split=split, image_size=cfg.image_size, cameras=tuple(cfg.cameras), chunk=cfg.chunk,
-                           max_steps=max_steps, **(getattr(cfg, "env_kwargs", None) or {})) for t in env_tasks]  # fmt: skip
+                           max_steps=max_steps, **extra) for t in env_tasks]  # fmt: skip
         self.cur: dict[int, dict] = {}
         self.results: list[dict] = []
         self.bar = _bar(f"eval {split}", sum(len(q) for q in queues.values())) if progress else None
