@@ -160,3 +160,22 @@ def _prototype_weights(enc, protos, texts):
 
     snapped = enc(texts, torch.device("cpu"))
     return torch.linalg.lstsq(protos.T, snapped.T).solution.T
+
+
+def test_the_layout_check_is_the_array_definition_bit_for_bit():
+    """``layout_valid`` (scalar, for speed: a button layout takes ~130 rejection draws) accepts exactly the layouts
+    that the array definition does, including those within a rounding error of the separation or clearance."""
+    from rlvla.envs.metaworld.grounded import OBJECT_CLEARANCE, layout_valid
+
+    rng = np.random.default_rng(0)
+    for i in range(20_000):
+        cands = rng.uniform(-0.3, 0.3, size=(N_CANDIDATES, 3))
+        obj = rng.uniform(-0.3, 0.3, size=3) if i % 2 else None
+        sep = 0.2
+        if i % 5 == 0:  # on the boundary: candidate 1 exactly min_sep from candidate 0 (up to rounding)
+            d = rng.normal(size=2)
+            cands[1, :2] = cands[0, :2] + sep * d / np.linalg.norm(d)
+        xy = cands[:, :2]
+        gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1)[np.triu_indices(N_CANDIDATES, 1)]
+        want = not np.any(gaps < sep) and (obj is None or bool(np.all(np.linalg.norm(xy - obj[:2], axis=-1) >= OBJECT_CLEARANCE)))
+        assert layout_valid(obj, cands, sep) == want, (cands, obj)
