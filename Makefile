@@ -7,6 +7,11 @@ STAMP := $(VENV)/.rlvla-installed
 export MUJOCO_GL ?= egl
 # llvmpipe (software GL) spawns one thread per core per context; one per process renders faster here.
 export LP_NUM_THREADS ?= 1
+# Packages install without byte-compiling (pip compiles every module, used or not: ~60 s of the set-up); Python
+# compiles what a command imports, once, into .venv/pycache. Where PYTHONDONTWRITEBYTECODE is set it would compile
+# torch again in every process, so the commands run here write their byte code.
+unexport PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX ?= $(CURDIR)/$(VENV)/pycache
 
 .PHONY: quickstart test test-slow bench bench-sft sysdeps clean-venv
 
@@ -14,10 +19,9 @@ $(STAMP): pyproject.toml
 	@bash scripts/sysdeps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and pinned: a newer one would pull gigabytes of CUDA wheels. Byte-compiled at install (no
-	# --no-compile): where PYTHONDONTWRITEBYTECODE is set, every process would compile torch from source again.
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# torch first and pinned: a newer one would pull gigabytes of CUDA wheels.
+	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
+	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
 	@touch $(STAMP)
 
 sysdeps:
