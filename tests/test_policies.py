@@ -691,6 +691,33 @@ def test_spatial_softmax_keypoints_are_the_expected_positions():
         backbone(keypoints=4, encoder="efficientnet")
 
 
+def test_keypoint_sharpness_scales_the_logits_and_is_learnt():
+    """Known answer: with sharpness s the map is softmax(s * logits) (a weak peak the plain map leaves near the
+    centre lands near its pixel); the inverse temperature gets gradients; 0 adds no parameter (checkpoints without
+    it still load) and a negative one is refused."""
+    from rlvla.policies.encoders import SpatialSoftmax
+
+    torch.manual_seed(0)
+    plain, sharp = SpatialSoftmax(1, 1, 8), SpatialSoftmax(1, 1, 8, sharpness=20.0)
+    for sp in (plain, sharp):
+        with torch.no_grad():
+            sp.maps.weight.fill_(1.0)
+            sp.maps.bias.zero_()
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 3, 12] = 1.0  # logit 1 at one pixel, 0 elsewhere
+    target = torch.tensor([-1 + 12 * 2 / 15, -1 + 3 * 2 / 15])
+    # peak weight e^s / (e^s + 255), each other pixel 1 / (e^s + 255); the other pixels' coordinates sum to -target
+    for sp, s in ((plain, 1.0), (sharp, 20.0)):
+        want = target * (math.exp(s) - 1) / (math.exp(s) + 255)
+        assert torch.allclose(sp.keypoints(x)[0, 0], want, atol=1e-5)
+    assert float(plain.keypoints(x)[0, 0].norm()) < 0.01 * float(target.norm())  # the plain map: near the centre
+    sharp.keypoints(x + torch.rand_like(x) * 0.1).sum().backward()
+    assert sharp.log_beta.grad is not None and float(sharp.log_beta.grad.abs().sum()) > 0
+    assert plain.log_beta is None and "log_beta" not in dict(plain.named_parameters())
+    with pytest.raises(ValueError, match="vision.keypoint_sharpness must be >= 0"):
+        backbone(keypoints=4, keypoint_sharpness=-1.0)
+
+
 def test_relative_keypoints_do_not_move_when_the_whole_image_shifts():
     """Metamorphic: shifting the feature map by whole cells (what the random-shift augmentation and a moved camera
     do to every keypoint alike) moves image-frame keypoint tokens but leaves the relative ones unchanged; the

@@ -42,6 +42,9 @@ class VisionConfig:
     """cnn keypoints: ``image`` = each keypoint's (x, y) in image coordinates; ``relative`` = centred on the mean
     of the keypoints (one more token carries all of them), so a global image shift (the random-shift augmentation,
     a moved camera) leaves them unchanged and where the object is relative to the gripper stays readable."""
+    keypoint_sharpness: float = 0.0
+    """cnn keypoints: a learned inverse temperature on the maps' logits, starting here (robomimic's learnable
+    temperature); 0 = none. Without it the maps stay near uniform (their expected x, y sit near the image centre)."""
 
     def __post_init__(self) -> None:
         if self.encoder not in VISION_ENCODERS:
@@ -50,6 +53,8 @@ class VisionConfig:
             raise ValueError(f"invalid vision config {self}: need width >= 1, 1 <= depth <= 6, 1 <= stages <= 6")
         if self.keypoints < 0 or (self.keypoints and self.encoder != "cnn"):
             raise ValueError(f"vision.keypoints must be >= 0 and needs encoder=cnn (got {self.keypoints}, {self.encoder})")
+        if self.keypoint_sharpness < 0:
+            raise ValueError(f"vision.keypoint_sharpness must be >= 0 (0: none), got {self.keypoint_sharpness}")
         if self.keypoint_frame not in KEYPOINT_FRAMES:
             raise ValueError(f"unknown vision.keypoint_frame {self.keypoint_frame!r}; valid: {', '.join(KEYPOINT_FRAMES)}")
 

@@ -7,6 +7,8 @@ FiLM-conditioned on the instruction embedding (RT-1: Brohan et al. 2022). The la
 
 from __future__ import annotations
 
+import math
+
 import threading
 
 import torch
@@ -146,9 +148,11 @@ class SpatialSoftmax(nn.Module):
     image moves every keypoint alike and leaves these tokens unchanged, so a policy trained with random shifts can
     still read where the object is relative to the gripper instead of learning to ignore positions."""
 
-    def __init__(self, in_channels: int, k: int, channels: int, relative: bool = False) -> None:
+    def __init__(self, in_channels: int, k: int, channels: int, relative: bool = False, sharpness: float = 0.0) -> None:
         super().__init__()
         self.maps = nn.Conv2d(in_channels, k, 1)
+        # a learned inverse temperature per keypoint (log scale), from ``sharpness``: a peaked map from the start
+        self.log_beta = nn.Parameter(torch.full((1, k, 1, 1), math.log(sharpness))) if sharpness > 0 else None
         self.coord = nn.Linear(2, channels)
         self.embed = nn.Parameter(torch.randn(1, k, channels) * 0.02)
         self.relative = relative
@@ -159,6 +163,8 @@ class SpatialSoftmax(nn.Module):
     def keypoints(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, k, 2) expected (x, y) positions in [-1, 1]."""
         m = self.maps(x)
+        if self.log_beta is not None:
+            m = m * self.log_beta.exp()
         b, k, h, w = m.shape
         p = torch.softmax(m.flatten(2), -1).reshape(b, k, h, w)
         ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
@@ -186,8 +192,8 @@ class SmallCNN(nn.Module):
         self.out_channels = chans[-1]
         self.stride = 2**cfg.depth
         self.kp_layer = min(1, cfg.depth - 1)  # stride 4: 16x16 at 64x64
-        self.spatial = (SpatialSoftmax(chans[self.kp_layer + 1], cfg.keypoints, self.out_channels, cfg.keypoint_frame == "relative")
-                        if cfg.keypoints else None)  # fmt: skip
+        self.spatial = (SpatialSoftmax(chans[self.kp_layer + 1], cfg.keypoints, self.out_channels, cfg.keypoint_frame == "relative",
+                                       cfg.keypoint_sharpness) if cfg.keypoints else None)  # fmt: skip
         self.extra_tokens = self.spatial.tokens if self.spatial is not None else 0
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
