@@ -172,7 +172,7 @@ class MetaWorldVLAEnv(gym.Env):
             self._scene.perturb_visual(look_rng)
         elif self.split == "ood-camera":
             self._scene.perturb_cameras(look_rng, self._camera_ids)
-        state, _ = self._mw.reset()
+        state, _ = reset_metaworld(self._mw)
         for site in self._mw._target_site_config:  # MetaWorld moves its goal sites at the first step: draw them now
             self._mw._set_pos_site(*site)
         self._after_layout()
@@ -316,6 +316,30 @@ class MetaWorldVLAEnv(gym.Env):
                 mw.mujoco_renderer.close()
             except Exception:  # noqa: BLE001 - nothing was opened on it
                 pass
+
+
+def _no_hand_move(steps: int = 50) -> None:
+    """Stands in for ``_reset_hand`` in the reset_model call whose physics is wiped (see :func:`reset_metaworld`)."""
+
+
+def reset_metaworld(mw):
+    """MetaWorld's ``reset`` (3.1.1) with one hand move instead of two. Its reset runs ``reset_model`` twice: once
+    itself, then inside gymnasium's reset after ``mj_resetData``, which wipes the first call's physics; the first
+    call's layout draws still count (the episode's layout is the second call's). Here the first call keeps its draws
+    and skips the hand's 50-step move to its start (~7 ms of each reset): the state, the layout and every later step
+    are MetaWorld's own, bit for bit (tests/test_envs.py)."""
+    from metaworld.sawyer_xyz_env import SawyerXYZEnv
+
+    mw.curr_path_length = 0
+    mw._reset_hand = _no_hand_move  # this call only
+    try:
+        mw.reset_model()
+    finally:
+        del mw._reset_hand
+    obs, info = super(SawyerXYZEnv, mw).reset()
+    mw._prev_obs = obs[:18].copy()
+    obs[18:36] = mw._prev_obs
+    return obs.astype(np.float64), info
 
 
 def _make_rand_vec_sampler(env: MetaWorldVLAEnv):
