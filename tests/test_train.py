@@ -571,6 +571,30 @@ def test_named_candidate_targets_train(dataset, tmp_path, monkeypatch, target, s
         train(_cfg(dataset, tmp_path / "nocand", "algo.aux_object=1.0", f"algo.aux_target={target}"), progress=False)
 
 
+def test_keypoints_tied_to_colours_learn_where_each_colour_is(dataset, tmp_path, monkeypatch):
+    """algo.aux_keypoints: keypoint c must be an affine function of where colour c's candidate is (the residual of
+    the batch's least-squares fit). Tiny learning: on frames whose bright square sits where every colour's candidate
+    is (x, -x, x / 2), that residual falls below half its start; its metric is logged; the setting is refused in one
+    line without the per-colour target or with fewer keypoints than colours."""
+    import rlvla.collectors.layouts as layouts
+    from rlvla.configs import SFTConfig
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import train
+
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
+    common = ["algo.aux_object=1.0", "algo.aux_target=colours", "algo.aux_warmup=60", "train.steps=60", "algo.aux_batch=64"]
+    run = tmp_path / "kp"
+    out = train(_cfg(dataset, run, *common, "policy.backbone.vision.keypoints=4", "algo.aux_keypoints=1.0"), progress=False)
+    kp = [r["aux_keypoint_loss"] for r in read_metrics(run)]
+    assert out["status"] == "done" and len(kp) == 60
+    assert np.mean(kp[-5:]) < 0.5 * np.mean(kp[:5]), (kp[:5], kp[-5:])
+    with pytest.raises(ValueError, match="algo.aux_keypoints must be >= 0 and needs algo.aux_object > 0 with algo.aux_target=colours"):
+        SFTConfig(aux_object=1.0, aux_target="grounded", aux_keypoints=1.0)
+    with pytest.raises(ValueError, match=r"set policy.backbone.vision.keypoints >= 3"):
+        train(_cfg(dataset, tmp_path / "kp2", *common, "policy.backbone.vision.keypoints=2", "algo.aux_keypoints=1.0"),
+              progress=False)
+
+
 def test_cloning_without_the_layout_batch_after_the_warmup(dataset, tmp_path, monkeypatch):
     """algo.aux_clone=0: after the warm-up no layout batch is drawn (no ``aux_object_loss`` in the cloning rows,
     and the layout loss is computed on warm-up steps only: 5 calls in a 5 + 3 step run); a weight > 0 draws it at

@@ -99,6 +99,12 @@ class SFTConfig:
     aux_clone: float = 1.0
     """``aux_object``: the layout loss's weight during behaviour cloning (after ``aux_warmup``), as a fraction of
     ``aux_object``; 0 = cloning steps pass no layout batch through the trunk (about 40% cheaper per step)."""
+    aux_keypoints: float = 0.0
+    """With ``aux_target=colours`` and ``policy.backbone.vision.keypoints`` >= the colours: weight of a loss on the
+    layout frames that ties keypoint ``c`` to the candidate of colour ``c`` (colours in name order): the residual of
+    the batch's least-squares affine fit from the keypoint's image (x, y) to that candidate's x-y on the table
+    (standardised). Supervised keypoints (Levine et al. 2016) instead of the near-uniform maps SFT leaves; 0 = off.
+    Measured on the grounded quickstart (BENCHMARKS.md, "Flat keypoints"): not adopted."""
     aux_restart: bool = False
     """``aux_warmup``: one learning-rate schedule per stage instead of one for the run: the layout warm-up ramps up
     over ``train.warmup_steps`` and stays at ``train.lr``; cloning ramps up again and decays by its own cosine, so it
@@ -126,6 +132,9 @@ class SFTConfig:
             raise ValueError(f"algo.aux_goal must be >= 0, got {self.aux_goal}")
         if self.proprio_noise < 0:
             raise ValueError(f"algo.proprio_noise must be >= 0, got {self.proprio_noise}")
+        if self.aux_keypoints < 0 or (self.aux_keypoints and (self.aux_target != "colours" or self.aux_object <= 0)):
+            raise ValueError(f"algo.aux_keypoints must be >= 0 and needs algo.aux_object > 0 with algo.aux_target=colours "
+                             f"(got {self.aux_keypoints}, {self.aux_object}, {self.aux_target!r})")  # fmt: skip
         if self.aux_target not in AUX_TARGETS:
             raise ValueError(f"unknown algo.aux_target {self.aux_target!r}; valid: {', '.join(AUX_TARGETS)}")
         if self.aux_warmup < 0 or (self.aux_warmup > 0 and self.aux_object <= 0):

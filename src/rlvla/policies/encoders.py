@@ -173,6 +173,7 @@ class SpatialSoftmax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kp = self.keypoints(x)
+        self.last_keypoints = kp  # (B, k, 2) of this forward: what an auxiliary loss on the keypoints reads
         if not self.relative:
             return self.coord(kp) + self.embed
         kp = kp - kp.mean(1, keepdim=True)

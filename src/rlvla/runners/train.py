@@ -172,7 +172,8 @@ def _sft_algo(cfg, policy, data, pcfg, loop, dataset) -> SFT:
                proprio_noise=float(cfg.algo.proprio_noise), aux_object=float(cfg.algo.aux_object), layout_frames=frames,
                aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)],
                aux_warmup=int(cfg.algo.aux_warmup), aux_clone=float(cfg.algo.aux_clone),
-               aux_restart=bool(cfg.algo.aux_restart), lang_noise=float(cfg.algo.lang_noise),
+               aux_restart=bool(cfg.algo.aux_restart), aux_keypoints=float(cfg.algo.aux_keypoints),
+               lang_noise=float(cfg.algo.lang_noise),
                lang_mix=float(cfg.algo.lang_mix), lang_partners=partners)  # fmt: skip
 
 

@@ -29,7 +29,7 @@ class SFT:
                  grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0,
                  aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32,
                  aux_keys: tuple[str, ...] = ("obj_pos",), aux_warmup: int = 0, aux_clone: float = 1.0,
-                 aux_restart: bool = False, lang_noise: float = 0.0, lang_mix: float = 0.0,
+                 aux_restart: bool = False, aux_keypoints: float = 0.0, lang_noise: float = 0.0, lang_mix: float = 0.0,
                  lang_partners: list[list[int]] | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
@@ -54,18 +54,24 @@ class SFT:
                 raise ValueError("algo.aux_object needs layout frames (rlvla.collectors.layouts.layout_frames)")
             self.frames, self.aux_batch = layout_frames, int(aux_batch)
             self.aux_obj = self._layout_target(layout_frames, aux_keys).to(policy.device)
+        self.aux_keypoints, self.kp_target = float(aux_keypoints), None
+        if self.aux_keypoints > 0:
+            self.kp_target = self._keypoint_target(layout_frames)
         params = list(policy.parameters()) + [p for m in (self.aux, self.aux_obj) if m is not None for p in m.parameters()]
         self.opt = make_adamw(params, lr, weight_decay)
 
     def _loss(self, batch, step: int) -> tuple[torch.Tensor, dict]:
         if self.aux_obj is not None and step < self.aux_warmup:
             aux = self._object_loss()
-            return self.aux_object * aux, {"aux_object_loss": float(aux.detach()), "aux_warmup": 1.0}
+            return self.aux_object * aux, {"aux_object_loss": float(aux.detach()), "aux_warmup": 1.0, **self._kp_metric()}
         loss, metrics = self._bc_loss(batch)
         if self.aux_obj is None or self.aux_clone == 0:
             return loss, metrics
         aux = self._object_loss()
-        return loss + self.aux_clone * self.aux_object * aux, {**metrics, "aux_object_loss": float(aux.detach())}
+        return loss + self.aux_clone * self.aux_object * aux, {**metrics, "aux_object_loss": float(aux.detach()), **self._kp_metric()}
+
+    def _kp_metric(self) -> dict:
+        return {"aux_keypoint_loss": self.last_keypoint_loss} if self.kp_target is not None else {}
 
     def _layout_target(self, frames: dict, keys: tuple[str, ...]) -> torch.nn.Linear:
         """The layout target and its readout: positions (regression on standardised coordinates) and/or, for
@@ -88,6 +94,35 @@ class SFT:
             width = pos.shape[1]
         return torch.nn.Linear(self.policy.backbone.dim, self.aux_classes + width)
 
+    def _keypoint_target(self, frames: dict | None) -> torch.Tensor:
+        """Each colour's candidate x-y on the layout frames, standardised: (N, colours, 2)."""
+        spatial = getattr(self.policy.backbone.vision, "spatial", None)
+        pos = torch.as_tensor(frames["colour_pos"]).float() if frames is not None and "colour_pos" in frames else None
+        if pos is None or pos.shape[1] == 0:
+            raise ValueError("algo.aux_keypoints needs algo.aux_target=colours on tasks whose candidates have colours (--tasks grounded)")
+        colours = pos.shape[1] // 3
+        if spatial is None or spatial.maps.out_channels < colours:
+            raise ValueError(f"algo.aux_keypoints ties one keypoint to each of the {colours} colours: set "
+                             f"policy.backbone.vision.keypoints >= {colours} (cnn encoder)")  # fmt: skip
+        xy = pos.reshape(len(pos), colours, 3)[..., :2]
+        return (xy - xy.mean(0)) / xy.std(0).clamp_min(1e-3)
+
+    def _keypoint_loss(self, idx: list[int], batch: int) -> torch.Tensor:
+        """How far each colour's keypoint (first camera) is from being an affine function of where that colour's
+        candidate is: the residual of the batch's least-squares affine fit (ridge 1e-4), 1 - R^2 per coordinate.
+        No readout to learn: the loss is scale-free, so it moves the maps, not a gain."""
+        kp = self.policy.backbone.vision.spatial.last_keypoints
+        kp = kp.reshape(batch, -1, *kp.shape[1:])[:, 0]  # (B, k, 2)
+        target = self.kp_target[idx].to(kp.device)  # (B, colours, 2)
+        total = kp.new_zeros(())
+        for c in range(target.shape[1]):
+            a = torch.cat([kp[:, c], torch.ones_like(kp[:, c, :1])], 1)  # (B, 3)
+            a = a - torch.cat([a[:, :2].mean(0, keepdim=True), a.new_zeros(1, 1)], 1)
+            scale = a[:, :2].pow(2).mean().clamp_min(1e-12)
+            w = torch.linalg.solve(a.T @ a + 1e-4 * scale * len(a) * torch.eye(3, device=a.device), a.T @ target[:, c])
+            total = total + (target[:, c] - a @ w).pow(2).mean()
+        return total / target.shape[1]
+
     def _object_loss(self) -> torch.Tensor:
         """MSE of the standardised object (and/or goal) position predicted from the action readout, plus the
         cross-entropy of the named candidate where it is a target, on ``aux_batch`` layout frames drawn with the torch
@@ -106,6 +141,10 @@ class SFT:
             mean, std = (t.to(z.device) for t in self.aux_stats)
             target = (self.aux_target[idx].to(z.device) - mean) / std
             loss = loss + torch.nn.functional.mse_loss(out[:, self.aux_classes :], target)
+        if self.kp_target is not None:
+            kp_loss = self._keypoint_loss(idx, len(idx))
+            self.last_keypoint_loss = float(kp_loss.detach())
+            loss = loss + self.aux_keypoints * kp_loss
         return loss
 
     def _bc_loss(self, batch) -> tuple[torch.Tensor, dict]:
