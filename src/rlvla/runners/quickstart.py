@@ -110,9 +110,10 @@ class Preset:
 PRESETS = {
     "quickstart": Preset(),
     # SFT at most 300 s and RL 270 s, for 20 minutes from a fresh clone on two cores (run 23: 20:46 at 330 s and
-    # 300 s; the SFT of the validation runs that chose this recipe stopped at 2600-2730 of its 3000 steps here, and
-    # with resets 40% cheaper RL reaches the iterations 300 s gave before: 30 against 26). RL 300 s, run 15: 57
-    # iterations on a fast machine, 20-34 on slower ones. The RL rollouts run to
+    # 300 s; run 24: 20:34 at these, ~19:40 at run 23's pace; BENCHMARKS.md, "Twenty minutes"). The validation SFTs
+    # that chose this recipe stopped at 2600-2730 of their 3000 steps here, run 24's at 2530. RL steps ~15% faster
+    # than before (cheaper resets: 371 against 326 env steps/s); run 15 did 57 iterations in 300 s on a fast
+    # machine, this one 18-30. The RL rollouts run to
     # algo.max_steps (200), past the suite's 150: cutting them at 100 bought 34 iterations against 31 and the same
     # validation `id` (0.84 against 0.86), so they stay. The top-down camera shows both of a button's coordinates
     # (from `corner` their y spans ~4 pixels): validation `id` SFT 0.75 -> RL 0.86 against 0.69 -> 0.77
