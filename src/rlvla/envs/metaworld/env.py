@@ -150,6 +150,15 @@ class MetaWorldVLAEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape, np.float32)
 
     # ------------------------------------------------------------------ episode set-up
+    def set_split(self, split: str) -> None:
+        """Take ``split`` from the next reset on, as if built with it (no seed queued; every split-dependent choice,
+        the layout rule, the look, the camera and the instruction pool, is made at reset)."""
+        split = S.check_split(split)
+        if self.layout_edge and split != "id":
+            raise ValueError(f"layout_edge is a probability in [0, 1] for the id split (training layouts); got {self.layout_edge} on {split}")
+        self.split = split
+        self._next_seed = None
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is None:
