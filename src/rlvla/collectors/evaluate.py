@@ -164,7 +164,7 @@ NO_NEW_FRAME = 1 << 30
 
 def reads_no_image(cfg) -> bool:
     """True for a policy whose image input is blanked (``backbone.ablate`` holds ``image``: the blind baseline):
-    rendering its frames would cost the evaluation most of its time and change nothing it does."""
+    rendering its frames would change nothing it does and cost about half the evaluation's time."""
     return "image" in (getattr(getattr(cfg, "backbone", None), "ablate", None) or ())
 
 

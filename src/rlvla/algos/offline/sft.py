@@ -54,7 +54,7 @@ class SFT:
                 raise ValueError("algo.aux_object needs layout frames (rlvla.collectors.layouts.layout_frames)")
             self.frames, self.aux_batch = layout_frames, int(aux_batch)
             self.aux_obj = self._layout_target(layout_frames, aux_keys).to(policy.device)
-        self.aux_keypoints, self.kp_target = float(aux_keypoints), None
+        self.aux_keypoints, self.kp_target, self.last_keypoint_loss = float(aux_keypoints), None, float("nan")
         if self.aux_keypoints > 0:
             self.kp_target = self._keypoint_target(layout_frames)
         params = list(policy.parameters()) + [p for m in (self.aux, self.aux_obj) if m is not None for p in m.parameters()]

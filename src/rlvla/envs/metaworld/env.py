@@ -82,8 +82,7 @@ class MetaWorldVLAEnv(gym.Env):
         if int(camera_every) < 1:
             raise ValueError(f"camera_every must be >= 1, got {camera_every}")
         self.camera_every = int(camera_every)
-        if not 0.0 <= float(layout_edge) <= 1.0 or (layout_edge and self.split != "id"):
-            raise ValueError(f"layout_edge is a probability in [0, 1] for the id split (training layouts); got {layout_edge} on {self.split}")
+        _check_edge(layout_edge, self.split)
         self.layout_edge = float(layout_edge)
         self._base_seed = seed
         self._task_index = TASKS.index(self.task)
@@ -154,8 +153,7 @@ class MetaWorldVLAEnv(gym.Env):
         """Take ``split`` from the next reset on, as if built with it (no seed queued; every split-dependent choice,
         the layout rule, the look, the camera and the instruction pool, is made at reset)."""
         split = S.check_split(split)
-        if self.layout_edge and split != "id":
-            raise ValueError(f"layout_edge is a probability in [0, 1] for the id split (training layouts); got {self.layout_edge} on {split}")
+        _check_edge(self.layout_edge, split)
         self.split = split
         self._next_seed = None
 
@@ -325,6 +323,11 @@ class MetaWorldVLAEnv(gym.Env):
                 mw.mujoco_renderer.close()
             except Exception:  # noqa: BLE001 - nothing was opened on it
                 pass
+
+
+def _check_edge(layout_edge: float, split: str) -> None:
+    if not 0.0 <= float(layout_edge) <= 1.0 or (layout_edge and split != "id"):
+        raise ValueError(f"layout_edge is a probability in [0, 1] for the id split (training layouts); got {layout_edge} on {split}")
 
 
 def _no_hand_move(steps: int = 50) -> None:
