@@ -110,7 +110,8 @@ class Preset:
 PRESETS = {
     "quickstart": Preset(),
     # SFT at most 300 s and RL 270 s, for 20 minutes from a fresh clone on two cores (run 23: 20:46 at 330 s and
-    # 300 s; run 24: 20:34 at these, ~19:40 at run 23's pace; BENCHMARKS.md, "Twenty minutes"). The validation SFTs
+    # 300 s; run 24: 20:34 at these on a slow stretch; run 25, with evaluations that switch their envs' split:
+    # 18:34; BENCHMARKS.md, "Twenty minutes"). The validation SFTs
     # that chose this recipe stopped at 2600-2730 of their 3000 steps here, run 24's at 2530. RL steps ~15% faster
     # than before (cheaper resets: 371 against 326 env steps/s); run 15 did 57 iterations in 300 s on a fast
     # machine, this one 18-30. The RL rollouts run to
