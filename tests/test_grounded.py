@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rlvla.envs import make_env, resolve_tasks, train_seeds
+from rlvla.envs.splits import validation_seeds
 from rlvla.envs.metaworld.grounded import COLOURS, GROUNDED, N_CANDIDATES, instructions, paraphrases
 from rlvla.envs.metaworld.visibility import expert_episodes, expert_success
 
@@ -55,6 +56,25 @@ def test_decoys_look_exactly_like_the_target(task, one_thread):
     bare = env._renderer.render(env._mw.data)[env.cameras[0]].astype(int)
     assert (np.abs(bare - images[-1]).sum(-1) > 30).sum() >= 8
     env.close()
+
+
+@pytest.mark.parametrize("task,camera", [("reach", "topview"), ("button-press-topdown", "topview"), ("reach", "corner")])
+def test_candidate_pixels_are_where_each_colour_is_drawn(task, camera, one_thread):
+    """Known answer: the camera model's projection of each candidate's coloured part lands on the centroid of the
+    pixels that change when that candidate is painted black (to 1 px; a flipped corner camera too), on training and
+    ood-position layouts. A wrong row flip or focal length misses by several pixels."""
+    for split, seeds in (("id", range(3, 6)), ("ood-position", validation_seeds(3))):
+        env = make_env(f"grounded/{task}", split=split, image_size=64, cameras=(camera,))
+        for seed in seeds:
+            env.reset(seed=seed)
+            px = env.candidate_pixels()
+            shown = env._renderer.render(env._mw.data)[camera].astype(int)
+            for i in range(N_CANDIDATES):
+                env._show_candidates({i: (0.0, 0.0, 0.0, 1.0)})
+                rows, cols = np.nonzero(np.abs(shown - env._renderer.render(env._mw.data)[camera].astype(int)).sum(-1) > 30)
+                assert len(rows) >= 4 and np.hypot(cols.mean() - px[i, 0], rows.mean() - px[i, 1]) < 1.0, (split, seed, i)
+            env._show_candidates()
+        env.close()
 
 
 def test_decoys_never_enter_the_observation():

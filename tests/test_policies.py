@@ -718,6 +718,25 @@ def test_keypoint_sharpness_scales_the_logits_and_is_learnt():
         backbone(keypoints=4, keypoint_sharpness=-1.0)
 
 
+def test_random_shift_reports_how_far_each_image_moved():
+    """Known answer: a lone bright pixel ends where the reported shift says (column, row); zero pad: no move,
+    zero shift; the shift does not change which crops are drawn (the same RNG draws as without it)."""
+    from rlvla.policies.encoders import random_shift
+
+    img = torch.zeros(6, 3, 16, 16)
+    img[:, :, 7, 5] = 1.0  # row 7, column 5
+    torch.manual_seed(0)
+    out, shift = random_shift(img, 3, with_shift=True)
+    assert shift.shape == (6, 2) and bool((shift.abs() <= 3).all()) and len({tuple(r) for r in shift.tolist()}) > 1
+    for i in range(6):
+        row, col = (out[i, 0] == out[i, 0].max()).nonzero()[0].tolist()
+        assert (col, row) == (5 + int(shift[i, 0]), 7 + int(shift[i, 1]))
+    torch.manual_seed(0)
+    assert torch.equal(random_shift(img, 3), out)
+    same, none = random_shift(img, 0, with_shift=True)
+    assert torch.equal(same, img) and not bool(none.any())
+
+
 def test_relative_keypoints_do_not_move_when_the_whole_image_shifts():
     """Metamorphic: shifting the feature map by whole cells (what the random-shift augmentation and a moved camera
     do to every keypoint alike) moves image-frame keypoint tokens but leaves the relative ones unchanged; the

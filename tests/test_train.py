@@ -504,7 +504,11 @@ def _fake_layout_frames(asked: list, ranks: bool = True):
                 "goal_pos": pos * np.float32([-1, 1, 1]), "instructions": ["do reach-v3"] * 64, "task": ["reach-v3"] * 64,
                 "target_rank": np.digitize(pos[:, 0], [-0.1 / 3, 0.1 / 3]) if ranks else np.full(64, -1),
                 "colour_pos": np.c_[pos, pos * np.float32([-1, 1, 1]), pos * np.float32([0.5, 1, 1])] if ranks
-                else np.zeros((64, 0), np.float32)}  # fmt: skip
+                else np.zeros((64, 0), np.float32),
+                # every colour drawn at the square's centre (pixels), the named one drawn at random
+                "colour_px": np.tile(np.c_[(pos[:, 0] + 0.1) / 0.2 * 52 // 1 + 5.5, np.full(64, 31.5)], 3).astype(np.float32)
+                if ranks else np.zeros((64, 0), np.float32),
+                "named_colour": g.integers(0, 3, 64) if ranks else np.full(64, -1)}  # fmt: skip
 
     return frames
 
@@ -593,6 +597,31 @@ def test_keypoints_tied_to_colours_learn_where_each_colour_is(dataset, tmp_path,
     with pytest.raises(ValueError, match=r"set policy.backbone.vision.keypoints >= 3"):
         train(_cfg(dataset, tmp_path / "kp2", *common, "policy.backbone.vision.keypoints=2", "algo.aux_keypoints=1.0"),
               progress=False)
+
+
+def test_keypoints_tied_to_pixel_places_learn_to_sit_on_the_candidate(dataset, tmp_path, monkeypatch):
+    """algo.aux_keypoint_target=pixels: keypoints 0-2 must sit where each colour is drawn and keypoint 3 where the
+    named one is, in pixels, through the random shift. Tiny learning: on frames whose bright square is every
+    candidate, the smooth-L1 distance starts where flat maps put the keypoints (the image centre: ~8 px from the
+    squares) and falls below a third of that; four keypoints are needed (one line otherwise); an unknown target is
+    refused in one line."""
+    import rlvla.collectors.layouts as layouts
+    from rlvla.configs import SFTConfig
+    from rlvla.runners.runlog import read_metrics
+    from rlvla.runners.train import train
+
+    monkeypatch.setattr(layouts, "layout_frames", _fake_layout_frames([]))
+    common = ["algo.aux_object=1.0", "algo.aux_target=colours", "algo.aux_warmup=150", "train.steps=150", "algo.aux_batch=64",
+              "algo.aux_keypoints=20.0", "algo.aux_keypoint_target=pixels", "policy.backbone.vision.random_shift=4"]  # fmt: skip
+    run = tmp_path / "px"
+    out = train(_cfg(dataset, run, *common, "policy.backbone.vision.keypoints=4"), progress=False)
+    kp = [r["aux_keypoint_loss"] for r in read_metrics(run)]
+    assert out["status"] == "done" and len(kp) == 150 and 5 < np.mean(kp[:3]) < 12, kp[:3]
+    assert np.mean(kp[-5:]) < np.mean(kp[:5]) / 3, (kp[:5], kp[-5:])
+    with pytest.raises(ValueError, match=r"ties 4 keypoints: set policy.backbone.vision.keypoints >= 4"):
+        train(_cfg(dataset, tmp_path / "px2", *common, "policy.backbone.vision.keypoints=3"), progress=False)
+    with pytest.raises(ValueError, match="unknown algo.aux_keypoint_target 'world'; valid: affine, pixels"):
+        SFTConfig(aux_object=1.0, aux_target="colours", aux_keypoints=1.0, aux_keypoint_target="world")
 
 
 def test_cloning_without_the_layout_batch_after_the_warmup(dataset, tmp_path, monkeypatch):
@@ -740,6 +769,7 @@ def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
         env.close()
     assert LAYOUT_SEED_OFFSET + 3 <= RL_SEEDS.stop <= VALIDATION_SEEDS.start
     assert list(f["target_rank"]) == [-1] * 6 and f["colour_pos"].shape == (6, 0)  # one goal: no candidate to name
+    assert f["colour_px"].shape == (6, 0) and list(f["named_colour"]) == [-1] * 6
     # the grounded suite: the named candidate's place among the candidates, left to right in x
     g = layout_frames(["grounded/reach"], 4, 32, ("corner",), moves=0)
     env = make_env("grounded/reach", image_size=32)
@@ -751,6 +781,9 @@ def test_layout_frames_are_the_simulators_layouts_on_training_seeds():
             assert np.allclose(g["goal_pos"][k], info["candidates"][info["target_index"]], atol=1e-6)
             by_name = dict(zip(info["colours"], info["candidates"]))  # every candidate, in the order of its colour's name
             assert np.allclose(g["colour_pos"][k], np.concatenate([by_name[c] for c in sorted(by_name)]), atol=1e-6)
+            px = dict(zip(info["colours"], env.candidate_pixels()))  # where the camera draws each, by colour name
+            assert np.allclose(g["colour_px"][k], np.concatenate([px[c] for c in sorted(px)]), atol=1e-4)
+            assert sorted(px)[g["named_colour"][k]] == info["target_colour"]
     finally:
         env.close()
     with pytest.raises(ValueError, match="layout frames need layouts >= 1"):

@@ -105,6 +105,11 @@ class SFTConfig:
     the batch's least-squares affine fit from the keypoint's image (x, y) to that candidate's x-y on the table
     (standardised). Supervised keypoints (Levine et al. 2016) instead of the near-uniform maps SFT leaves; 0 = off.
     Measured on the grounded quickstart (BENCHMARKS.md, "Flat keypoints"): not adopted."""
+    aux_keypoint_target: str = "affine"
+    """``aux_keypoints``' target: ``affine`` (above), or ``pixels``: keypoint ``c`` must sit where the first camera
+    draws colour ``c``'s candidate and keypoint ``colours`` (the next one) where it draws the candidate the
+    instruction names (the camera model's projection, moved with the random shift), a smooth-L1 loss in pixels.
+    No fitted map to absorb a small, flat keypoint: only a peaked map puts its mean on a candidate."""
     aux_restart: bool = False
     """``aux_warmup``: one learning-rate schedule per stage instead of one for the run: the layout warm-up ramps up
     over ``train.warmup_steps`` and stays at ``train.lr``; cloning ramps up again and decays by its own cosine, so it
@@ -135,6 +140,8 @@ class SFTConfig:
         if self.aux_keypoints < 0 or (self.aux_keypoints and (self.aux_target != "colours" or self.aux_object <= 0)):
             raise ValueError(f"algo.aux_keypoints must be >= 0 and needs algo.aux_object > 0 with algo.aux_target=colours "
                              f"(got {self.aux_keypoints}, {self.aux_object}, {self.aux_target!r})")  # fmt: skip
+        if self.aux_keypoint_target not in ("affine", "pixels"):
+            raise ValueError(f"unknown algo.aux_keypoint_target {self.aux_keypoint_target!r}; valid: affine, pixels")
         if self.aux_target not in AUX_TARGETS:
             raise ValueError(f"unknown algo.aux_target {self.aux_target!r}; valid: {', '.join(AUX_TARGETS)}")
         if self.aux_warmup < 0 or (self.aux_warmup > 0 and self.aux_object <= 0):

@@ -32,7 +32,7 @@ def _frames_of_task(job: dict) -> dict:
     env = make_env(task, split="id", image_size=job["image_size"], cameras=tuple(job["cameras"]), camera_every=max(moves, 1))
     rng = np.random.default_rng([job["seed"], 104_729])
     cams = list(env.cameras)
-    images, proprio, instr, pos, goal, rank, by_colour = [], [], [], [], [], [], []
+    images, proprio, instr, pos, goal, rank, by_colour, px, named = [], [], [], [], [], [], [], [], []
 
     def keep(obs, info):
         images.append(np.stack([obs["image"] if i == 0 else obs[f"image_{c}"] for i, c in enumerate(cams)]))
@@ -45,6 +45,10 @@ def _frames_of_task(job: dict) -> dict:
         colours = list(info.get("colours", []))  # every candidate's place, in the order of its colour's name
         by_colour.append(np.concatenate([np.asarray(cands[colours.index(c)], np.float32)[:3] for c in sorted(colours)])
                          if cands is not None and colours else np.zeros(0, np.float32))  # fmt: skip
+        # where the first camera draws each colour's candidate (pixels, colour-name order) and which colour is named
+        order = [colours.index(c) for c in sorted(colours)] if cands is not None and colours else []
+        px.append(env.candidate_pixels()[order].astype(np.float32).reshape(-1) if order else np.zeros(0, np.float32))
+        named.append(sorted(colours).index(colours[info["target_index"]]) if order else -1)
 
     try:
         for k in range(n):
@@ -62,7 +66,7 @@ def _frames_of_task(job: dict) -> dict:
         env.close()
     return {"images": np.stack(images), "proprio": np.stack(proprio), "instructions": instr, "obj_pos": np.stack(pos),
             "goal_pos": np.stack(goal), "target_rank": np.asarray(rank, np.int64), "colour_pos": np.stack(by_colour),
-            "task": [task] * len(instr)}  # fmt: skip
+            "colour_px": np.stack(px), "named_colour": np.asarray(named, np.int64), "task": [task] * len(instr)}  # fmt: skip
 
 
 def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8, seed: int = 0) -> dict:
@@ -70,7 +74,9 @@ def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8,
     "instructions": [N], "obj_pos": (N, 3), "goal_pos": (N, 3), "target_rank": (N,), "task": [N]}`` (two frames per
     layout with ``moves`` > 0; where a suite has several candidates, ``goal_pos`` is the goal the instruction names
     and ``target_rank`` its place among them sorted by x, else -1; ``colour_pos`` (N, 3 x candidates): every
-    candidate's position, in the order of its colour's name, or (N, 0) where a task has none). Rendered in spawned
+    candidate's position, in the order of its colour's name, or (N, 0) where a task has none; ``colour_px``
+    (N, 2 x candidates): where the first camera draws each of them, (column, row) pixels in the same order;
+    ``named_colour``: the named candidate's index in that order, else -1). Rendered in spawned
     worker processes (a GL context is never created in the trainer); a second call with the same arguments in the
     same process returns the same frames (shared: callers read them, never write) without rendering again."""
     import multiprocessing as mp
@@ -86,10 +92,11 @@ def layout_frames(tasks, layouts: int, image_size: int, cameras, moves: int = 8,
             for t in tasks]  # fmt: skip
     with mp.get_context("spawn").Pool(min(2, len(jobs))) as pool:
         parts = pool.map(_frames_of_task, jobs)
-    out = {k: np.concatenate([p[k] for p in parts]) for k in ("images", "proprio", "obj_pos", "goal_pos", "target_rank")}
-    widths = {p["colour_pos"].shape[1] for p in parts}  # tasks without candidates (or with other counts): none
-    out["colour_pos"] = (np.concatenate([p["colour_pos"] for p in parts]) if len(widths) == 1
-                         else np.zeros((len(out["proprio"]), 0), np.float32))  # fmt: skip
+    keys = ("images", "proprio", "obj_pos", "goal_pos", "target_rank", "named_colour")
+    out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    for k in ("colour_pos", "colour_px"):  # tasks without candidates (or with other counts): none
+        widths = {p[k].shape[1] for p in parts}
+        out[k] = np.concatenate([p[k] for p in parts]) if len(widths) == 1 else np.zeros((len(out["proprio"]), 0), np.float32)
     out = {**out, "instructions": [s for p in parts for s in p["instructions"]], "task": [s for p in parts for s in p["task"]]}
     _LAST.clear()
     _LAST[key] = out

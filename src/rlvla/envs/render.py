@@ -67,6 +67,25 @@ def parse_cameras(text: str, option: str = "--cameras") -> tuple[str, ...]:
     return cameras
 
 
+def project(model, data, camera: str, points, size: int) -> np.ndarray:
+    """World points (n, 3) -> (n, 2) where ``camera`` draws them in its upright ``size`` x ``size`` image: (column,
+    row) in pixels, pixel centres at integers (pinhole model of MuJoCo's camera: its pose this frame and ``fovy``)."""
+    import mujoco
+
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if cam < 0:
+        raise ValueError(f"unknown camera {camera!r}; valid cameras: {', '.join(model.camera(i).name for i in range(model.ncam))}")
+    rot = np.asarray(data.cam_xmat[cam], np.float64).reshape(3, 3)  # columns: the camera's x (right), y (up), z (back)
+    c = (np.asarray(points, np.float64).reshape(-1, 3) - data.cam_xpos[cam]) @ rot
+    depth = np.maximum(-c[:, 2], 1e-9)  # the camera looks along -z
+    f = 0.5 * size / np.tan(np.deg2rad(model.cam_fovy[cam]) / 2)
+    col = 0.5 * size + f * c[:, 0] / depth - 0.5
+    row = 0.5 * size - f * c[:, 1] / depth - 0.5
+    if camera in FLIPPED_CAMERAS:
+        row = size - 1 - row
+    return np.stack([col, row], 1)
+
+
 def mesh_cell(size: int) -> float:
     """The grid (metres) meshes are simplified on for ``size`` x ``size`` images: 1 cm at 64 px, finer as images
     grow, full meshes from 512 px. At 64 px a pixel of the MetaWorld corner cameras spans 1.5-2 cm of the scene; on

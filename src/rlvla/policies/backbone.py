@@ -99,10 +99,11 @@ class Backbone(nn.Module):
             lang = self.language.mix_partners(lang, *self.lang_mix)
         b, cams = x.images.shape[:2]
         img = x.images.to(dev).flatten(0, 1).permute(0, 3, 1, 2).float().div_(255.0)  # (B*cams, 3, H, W)
+        self.last_shift = None  # (B*cams, 2) how far this forward's random shift moved each image (pixels), if any
         if "image" in bb.ablate:
             img = torch.zeros_like(img)
         elif self.training and bb.vision.random_shift:
-            img = random_shift(img, bb.vision.random_shift)
+            img, self.last_shift = random_shift(img, bb.vision.random_shift, with_shift=True)
         patches = self.vision(img, lang.repeat_interleave(cams, 0))  # (B*cams, N, C)
         patches = self.patch_proj(patches).reshape(b, -1, self.dim) + self.patch_pos
         prop = (x.proprio.to(dev) - self.proprio_mean) / self.proprio_std

@@ -166,6 +166,7 @@ class SpatialSoftmax(nn.Module):
         if self.log_beta is not None:
             m = m * self.log_beta.exp()
         b, k, h, w = m.shape
+        self.last_grid = (h, w)
         p = torch.softmax(m.flatten(2), -1).reshape(b, k, h, w)
         ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
         xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
@@ -275,14 +276,16 @@ def make_vision_encoder(cfg: VisionConfig, cond_dim: int) -> nn.Module:
     return {"cnn": SmallCNN, "efficientnet": EfficientNetEncoder}[cfg.encoder](cfg, cond_dim)
 
 
-def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
+def random_shift(images: torch.Tensor, pad: int, with_shift: bool = False):
     """DrQ augmentation: replicate-pad by ``pad`` and crop back at a random integer offset per sample.
 
     ``images``: (B, 3, H, W) float. Uses the global torch RNG (seeded per training step for exact resume).
+    ``with_shift``: also return (B, 2), how far each image's content moved, (columns, rows) in pixels.
     """
-    if pad <= 0:
-        return images
     b, _, h, w = images.shape
+    if pad <= 0:
+        return (images, images.new_zeros(b, 2)) if with_shift else images
     padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    offs = torch.randint(0, 2 * pad + 1, (b, 2)).tolist()
-    return torch.stack([padded[i, :, oy : oy + h, ox : ox + w] for i, (oy, ox) in enumerate(offs)])
+    offs = torch.randint(0, 2 * pad + 1, (b, 2))
+    out = torch.stack([padded[i, :, oy : oy + h, ox : ox + w] for i, (oy, ox) in enumerate(offs.tolist())])
+    return (out, (pad - offs.flip(1)).to(images)) if with_shift else out

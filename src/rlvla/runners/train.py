@@ -173,6 +173,7 @@ def _sft_algo(cfg, policy, data, pcfg, loop, dataset) -> SFT:
                aux_batch=int(cfg.algo.aux_batch), aux_keys=AUX_TARGETS[str(cfg.algo.aux_target)],
                aux_warmup=int(cfg.algo.aux_warmup), aux_clone=float(cfg.algo.aux_clone),
                aux_restart=bool(cfg.algo.aux_restart), aux_keypoints=float(cfg.algo.aux_keypoints),
+               aux_keypoint_target=str(cfg.algo.aux_keypoint_target),
                lang_noise=float(cfg.algo.lang_noise),
                lang_mix=float(cfg.algo.lang_mix), lang_partners=partners)  # fmt: skip
 

@@ -29,7 +29,7 @@ class SFT:
                  grad_clip: float = 1.0, aux_goal: float = 0.0, goal_stats=None, proprio_noise: float = 0.0,
                  aux_object: float = 0.0, layout_frames: dict | None = None, aux_batch: int = 32,
                  aux_keys: tuple[str, ...] = ("obj_pos",), aux_warmup: int = 0, aux_clone: float = 1.0,
-                 aux_restart: bool = False, aux_keypoints: float = 0.0, lang_noise: float = 0.0, lang_mix: float = 0.0,
+                 aux_restart: bool = False, aux_keypoints: float = 0.0, aux_keypoint_target: str = "affine", lang_noise: float = 0.0, lang_mix: float = 0.0,
                  lang_partners: list[list[int]] | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.steps = steps
@@ -55,6 +55,7 @@ class SFT:
             self.frames, self.aux_batch = layout_frames, int(aux_batch)
             self.aux_obj = self._layout_target(layout_frames, aux_keys).to(policy.device)
         self.aux_keypoints, self.kp_target, self.last_keypoint_loss = float(aux_keypoints), None, float("nan")
+        self.kp_pixels = aux_keypoint_target == "pixels"
         if self.aux_keypoints > 0:
             self.kp_target = self._keypoint_target(layout_frames)
         params = list(policy.parameters()) + [p for m in (self.aux, self.aux_obj) if m is not None for p in m.parameters()]
@@ -101,9 +102,15 @@ class SFT:
         if pos is None or pos.shape[1] == 0:
             raise ValueError("algo.aux_keypoints needs algo.aux_target=colours on tasks whose candidates have colours (--tasks grounded)")
         colours = pos.shape[1] // 3
-        if spatial is None or spatial.maps.out_channels < colours:
-            raise ValueError(f"algo.aux_keypoints ties one keypoint to each of the {colours} colours: set "
-                             f"policy.backbone.vision.keypoints >= {colours} (cnn encoder)")  # fmt: skip
+        need = colours + 1 if self.kp_pixels else colours
+        if spatial is None or spatial.maps.out_channels < need:
+            raise ValueError(f"algo.aux_keypoints={self.aux_keypoints} with aux_keypoint_target="
+                             f"{'pixels' if self.kp_pixels else 'affine'} ties {need} keypoints: set "
+                             f"policy.backbone.vision.keypoints >= {need} (cnn encoder)")  # fmt: skip
+        if self.kp_pixels:  # each colour's pixel place, then the named one's: (N, colours + 1, 2)
+            px = torch.as_tensor(frames["colour_px"]).float().reshape(len(pos), colours, 2)
+            named = torch.as_tensor(frames["named_colour"]).long()
+            return torch.cat([px, px[torch.arange(len(px)), named][:, None]], 1)
         xy = pos.reshape(len(pos), colours, 3)[..., :2]
         return (xy - xy.mean(0)) / xy.std(0).clamp_min(1e-3)
 
@@ -114,6 +121,8 @@ class SFT:
         kp = self.policy.backbone.vision.spatial.last_keypoints
         kp = kp.reshape(batch, -1, *kp.shape[1:])[:, 0]  # (B, k, 2)
         target = self.kp_target[idx].to(kp.device)  # (B, colours, 2)
+        if self.kp_pixels:
+            return self._pixel_keypoint_loss(kp, target, batch)
         total = kp.new_zeros(())
         for c in range(target.shape[1]):
             a = torch.cat([kp[:, c], torch.ones_like(kp[:, c, :1])], 1)  # (B, 3)
@@ -122,6 +131,19 @@ class SFT:
             w = torch.linalg.solve(a.T @ a + 1e-4 * scale * len(a) * torch.eye(3, device=a.device), a.T @ target[:, c])
             total = total + (target[:, c] - a @ w).pow(2).mean()
         return total / target.shape[1]
+
+    def _pixel_keypoint_loss(self, kp: torch.Tensor, target: torch.Tensor, batch: int) -> torch.Tensor:
+        """Smooth-L1 (pixels) from the first keypoints' image places to ``target`` (B, n, 2) pixel places, moved by
+        the forward's random shift. A map cell ``j`` of a stride-``s`` grid centres on pixel ``s * j`` (3x3 stride-2
+        convs, padding 1), and the keypoint's -1..1 spans cells 0..h-1."""
+        bb = self.policy.backbone
+        h, w = bb.vision.spatial.last_grid
+        size = self.policy.cfg.image_size
+        span = kp.new_tensor([size - size / w, size - size / h])  # pixels from the first cell's centre to the last's
+        pred = (kp[:, : target.shape[1]] + 1) * span / 2
+        if bb.last_shift is not None:
+            target = target + bb.last_shift.reshape(batch, -1, 2)[:, 0, None]
+        return torch.nn.functional.smooth_l1_loss(pred, target, beta=1.0)
 
     def _object_loss(self) -> torch.Tensor:
         """MSE of the standardised object (and/or goal) position predicted from the action readout, plus the

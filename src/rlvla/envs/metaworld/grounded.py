@@ -264,6 +264,21 @@ class GroundedEnv(MetaWorldVLAEnv):
         self._show_candidates()
         return out
 
+    def candidate_pixels(self, camera: str | None = None) -> np.ndarray:
+        """Where each candidate's colour is drawn in ``camera``'s image (default: the first), in ``candidates``
+        order: (N, 2) (column, row) pixels of the centre of the coloured part (the goal marker, the button's cap),
+        from the camera model; no rendering."""
+        from rlvla.envs.render import project
+
+        mw = self._mw
+        parts = [j for t, j, painted in self._target_parts if painted]
+        if self.spec.kind == "goal":
+            anchor = mw.data.site_xpos[parts].mean(0)
+        else:
+            anchor = mw.data.geom_xpos[parts].mean(0)
+        points = anchor + (np.asarray(self.candidates, float) - self._target_position())
+        return project(mw.model, mw.data, camera or self.cameras[0], points, self.image_size)
+
     def _target_position(self) -> np.ndarray:
         """Where the real target is drawn (MetaWorld moves push's goal to the puck's height)."""
         mw = self._mw
