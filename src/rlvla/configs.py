@@ -103,8 +103,9 @@ class SFTConfig:
     """With ``aux_target=colours`` and ``policy.backbone.vision.keypoints`` >= the colours: weight of a loss on the
     layout frames that ties keypoint ``c`` to the candidate of colour ``c`` (colours in name order): the residual of
     the batch's least-squares affine fit from the keypoint's image (x, y) to that candidate's x-y on the table
-    (standardised). Supervised keypoints (Levine et al. 2016) instead of the near-uniform maps SFT leaves; 0 = off.
-    Measured on the grounded quickstart (BENCHMARKS.md, "Flat keypoints"): not adopted."""
+    (standardised), or where the camera draws it (``aux_keypoint_target``). Supervised keypoints (Levine et al.
+    2016) instead of the near-uniform maps SFT leaves; 0 = off. The affine target left the maps flat (BENCHMARKS.md,
+    "Flat keypoints"); the pixel target is the grounded quickstart's ("Keypoints on the pixels")."""
     aux_keypoint_target: str = "affine"
     """``aux_keypoints``' target: ``affine`` (above), or ``pixels``: keypoint ``c`` must sit where the first camera
     draws colour ``c``'s candidate and keypoint ``colours`` (the next one) where it draws the candidate the

@@ -120,7 +120,8 @@ PRESETS = {
     # higher and RL had less room (run 26: `id` 0.71 -> 0.89, +18). Validation seeds (training seed 0, the run's
     # demos, 120 `id` / 80 `ood-position` episodes): 300 / 270 gave SFT 0.725, `ood-position` 0.21, RL 0.933;
     # 255 / 315 gave SFT 0.617, `ood-position` 0.225, RL 0.942: the same end point and `ood-position`, and RL's
-    # share of the gain where the headline measures it (BENCHMARKS.md, "Keypoints on the pixels").
+    # share of the gain where the headline measures it (BENCHMARKS.md, "Keypoints on the pixels"). Run 27 with
+    # them (evaluation seeds): `id` 0.72 -> 0.94 (+22), 17:31 from a fresh clone.
     # Before: SFT at most 300 s and RL 270 s, for 20 minutes from a fresh clone on two cores (run 23: 20:46 at 330 s and
     # 300 s; run 24: 20:34 at these on a slow stretch; run 25, with evaluations that switch their envs' split:
     # 18:34; BENCHMARKS.md, "Twenty minutes"). The validation SFTs
