@@ -64,3 +64,17 @@ def test_bench_env_reports_every_ratio():
     assert set(r["ratios"]) >= {"chunk4_vs_chunk1", "simplified_vs_full_meshes"} and r["ratios"]["chunk4_vs_chunk1"] > 0
     # how much faster chunking is, is a benchmark figure (BENCHMARKS.md), not a unit-test threshold: the render count
     # behind it is checked exactly in test_envs.py (test_a_chunk_renders_once)
+
+
+def test_quickstart_help_states_the_presets():
+    """Each preset default that `rlvla quickstart --help` quotes is the preset's value (plain and grounded), so the help
+    cannot drift from the presets when a budget changes."""
+    from rlvla.cli import _parser
+    from rlvla.runners.quickstart import PRESETS
+
+    sub = next(a for a in _parser()._actions if isinstance(a.choices, dict) and "quickstart" in a.choices)
+    helps = {a.dest: a.help for a in sub.choices["quickstart"]._actions}
+    plain, grounded = PRESETS["quickstart"], PRESETS["grounded/quickstart"]
+    for field in ("episodes", "steps", "budget", "rl_budget", "baseline_steps", "eval_max_steps"):
+        a, b = (f"{getattr(p, field):g}" for p in (plain, grounded))
+        assert f"preset: {a}, grounded {b}" in helps[field], (field, helps[field])

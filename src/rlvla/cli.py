@@ -132,7 +132,7 @@ def _quickstart_args(sub) -> None:
     q.add_argument("--cameras", default=None, help="cameras the demos are recorded from and the policy reads (comma-separated; preset: corner, grounded topview)")
     q.add_argument("--head", default="flow", help="action head: token, diffusion, flow, gaussian")
     q.add_argument("--steps", type=int, default=None, help="SFT optimiser steps (preset: 1500, grounded 3000)")
-    q.add_argument("--budget", type=float, default=None, help="SFT wall-clock limit (s; preset: 240, grounded 330)")
+    q.add_argument("--budget", type=float, default=None, help="SFT wall-clock limit (s; preset: 240, grounded 255)")
     q.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes on id (the headline split)")
     q.add_argument("--ood-episodes", type=int, default=80,
                    help="evaluation episodes on each out-of-distribution split (80: the OOD average's standard error ~2 points)")
@@ -149,7 +149,7 @@ def _quickstart_args(sub) -> None:
     q.add_argument("--algo", default="grpo", help="online RL algorithm: grpo, ppo, rloo, reinforce_pp")
     q.add_argument("--rl-iterations", type=int, default=100, help="RL iterations (the budget may stop earlier)")
     q.add_argument("--rl-budget", type=float, default=None,
-                   help="RL wall-clock limit (s; preset: 500, grounded 300); the whole quickstart, set-up included, must fit in 20 minutes")
+                   help="RL wall-clock limit (s; preset: 500, grounded 315); the whole quickstart, set-up included, must fit in 20 minutes")
     q.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra SFT overrides (the VLA and its baselines), e.g. policy.backbone.dropout=0 algo.proprio_noise=0")
     q.add_argument("--rl", nargs="*", default=[], metavar="KEY=VALUE", help="extra RL overrides, e.g. algo.lr=1e-4")
