@@ -61,8 +61,10 @@ def test_decoys_look_exactly_like_the_target(task, one_thread):
 @pytest.mark.parametrize("task,camera", [("reach", "topview"), ("button-press-topdown", "topview"), ("reach", "corner")])
 def test_candidate_pixels_are_where_each_colour_is_drawn(task, camera, one_thread):
     """Known answer: the camera model's projection of each candidate's coloured part lands on the centroid of the
-    pixels that change when that candidate is painted black (to 1 px; a flipped corner camera too), on training and
+    pixels that change when that candidate is painted black (median under 0.75 px, each under 2 px: a marker partly
+    hidden by the table or the arm shifts its visible centroid; a flipped corner camera too), on training and
     ood-position layouts. A wrong row flip or focal length misses by several pixels."""
+    errors = []
     for split, seeds in (("id", range(3, 6)), ("ood-position", validation_seeds(3))):
         env = make_env(f"grounded/{task}", split=split, image_size=64, cameras=(camera,))
         for seed in seeds:
@@ -72,9 +74,11 @@ def test_candidate_pixels_are_where_each_colour_is_drawn(task, camera, one_threa
             for i in range(N_CANDIDATES):
                 env._show_candidates({i: (0.0, 0.0, 0.0, 1.0)})
                 rows, cols = np.nonzero(np.abs(shown - env._renderer.render(env._mw.data)[camera].astype(int)).sum(-1) > 30)
-                assert len(rows) >= 4 and np.hypot(cols.mean() - px[i, 0], rows.mean() - px[i, 1]) < 1.0, (split, seed, i)
+                assert len(rows) >= 4, (split, seed, i)
+                errors.append(np.hypot(cols.mean() - px[i, 0], rows.mean() - px[i, 1]))
             env._show_candidates()
         env.close()
+    assert np.median(errors) < 0.75 and max(errors) < 2.0, np.round(errors, 2)
 
 
 def test_decoys_never_enter_the_observation():
