@@ -96,7 +96,8 @@ class SFT:
         return torch.nn.Linear(self.policy.backbone.dim, self.aux_classes + width)
 
     def _keypoint_target(self, frames: dict | None) -> torch.Tensor:
-        """Each colour's candidate x-y on the layout frames, standardised: (N, colours, 2)."""
+        """The keypoints' targets on the layout frames: each colour's candidate x-y, standardised, (N, colours, 2)
+        (``affine``); or each colour's pixel place and then the named candidate's, (N, colours + 1, 2) (``pixels``)."""
         spatial = getattr(self.policy.backbone.vision, "spatial", None)
         pos = torch.as_tensor(frames["colour_pos"]).float() if frames is not None and "colour_pos" in frames else None
         if pos is None or pos.shape[1] == 0:
@@ -115,12 +116,12 @@ class SFT:
         return (xy - xy.mean(0)) / xy.std(0).clamp_min(1e-3)
 
     def _keypoint_loss(self, idx: list[int], batch: int) -> torch.Tensor:
-        """How far each colour's keypoint (first camera) is from being an affine function of where that colour's
-        candidate is: the residual of the batch's least-squares affine fit (ridge 1e-4), 1 - R^2 per coordinate.
-        No readout to learn: the loss is scale-free, so it moves the maps, not a gain."""
+        """``affine``: how far each colour's keypoint (first camera) is from being an affine function of where that
+        colour's candidate is: the residual of the batch's least-squares affine fit (ridge 1e-4), 1 - R^2 per
+        coordinate; no readout to learn. ``pixels``: :meth:`_pixel_keypoint_loss`."""
         kp = self.policy.backbone.vision.spatial.last_keypoints
         kp = kp.reshape(batch, -1, *kp.shape[1:])[:, 0]  # (B, k, 2)
-        target = self.kp_target[idx].to(kp.device)  # (B, colours, 2)
+        target = self.kp_target[idx].to(kp.device)  # (B, colours (+ 1 for pixels), 2)
         if self.kp_pixels:
             return self._pixel_keypoint_loss(kp, target, batch)
         total = kp.new_zeros(())

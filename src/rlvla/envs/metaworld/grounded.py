@@ -272,10 +272,7 @@ class GroundedEnv(MetaWorldVLAEnv):
 
         mw = self._mw
         parts = [j for t, j, painted in self._target_parts if painted]
-        if self.spec.kind == "goal":
-            anchor = mw.data.site_xpos[parts].mean(0)
-        else:
-            anchor = mw.data.geom_xpos[parts].mean(0)
+        anchor = (mw.data.site_xpos if self.spec.kind == "goal" else mw.data.geom_xpos)[parts].mean(0)
         points = anchor + (np.asarray(self.candidates, float) - self._target_position())
         return project(mw.model, mw.data, camera or self.cameras[0], points, self.image_size)
 
